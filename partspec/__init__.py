@@ -1,0 +1,100 @@
+"""partspec: declarative per-parameter optimizers for JAX.
+
+Rules map globs over parameter paths to optax optimizers; a spec compiles,
+against any parameter pytree, into a label tree and an ``optax.partition``.
+
+>>> import jax.numpy as jnp, partspec
+>>> params = {"backbone": {"kernel": jnp.zeros((2, 2))}, "head": {"kernel": jnp.zeros(2)}}
+>>> plan = partspec.compile('''
+...     backbone/** -> frozen
+...     head/*      -> adam(5e-3)
+... ''', params)
+>>> plan.labels
+{'backbone': {'kernel': 'frozen'}, 'head': {'kernel': 'adam(0.005)'}}
+
+Parsing and checking never import JAX or optax; only :func:`compile` does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from partspec.ast import Spec
+from partspec.checker import CheckedSpec, check_spec
+from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.formatter import format_expr, format_pattern, format_spec
+from partspec.parser import load, parse, parse_syntax
+
+if TYPE_CHECKING:
+    import optax
+
+    from partspec.plan import Plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckedSpec",
+    "Diagnostic",
+    "Plan",
+    "Spec",
+    "SpecError",
+    "SpecWarning",
+    "__version__",
+    "check",
+    "compile",
+    "format",
+    "format_expr",
+    "format_pattern",
+    "load",
+    "optimizer",
+    "parse",
+]
+
+
+def check(spec: Spec | str, /, **values: Any) -> CheckedSpec:
+    """Check a spec without a parameter tree (and without importing JAX or optax).
+
+    ``param``s without a value are allowed here; values given are type-checked.
+
+    >>> check("param lr = 1e-3\\n** -> adam(lr)", lr=0.1).values["lr"]
+    0.1
+    """
+    if isinstance(spec, str):
+        spec = parse(spec)
+    return check_spec(spec, values if values else None) if values else _check_partial(spec)
+
+
+def _check_partial(spec: Spec) -> CheckedSpec:
+    return check_spec(spec, None)
+
+
+def format(spec: Spec | str) -> str:  # noqa: A001 - the public name is partspec.format
+    """The canonical text of a spec (comments kept; ``parse(format(s)) == s``).
+
+    >>> print(format("a/**->frozen;b->sgd(1e-1)"), end="")
+    a/** -> frozen
+    b    -> sgd(0.1)
+    """
+    if isinstance(spec, str):
+        spec = parse_syntax(spec)
+    return format_spec(spec)
+
+
+def compile(spec: Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:  # noqa: A001
+    """Compile a spec against a parameter tree; see :func:`partspec.plan.compile`."""
+    from partspec.plan import compile as _compile
+
+    return _compile(spec, params, strict=strict, **values)
+
+
+def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:
+    """The combined ``optax.partition`` transformation of a spec for ``params``."""
+    return compile(spec, params, **values).tx
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Plan":
+        from partspec.plan import Plan
+
+        return Plan
+    raise AttributeError(f"module 'partspec' has no attribute {name!r}")

@@ -1,0 +1,301 @@
+"""The partspec abstract syntax tree: frozen dataclasses that carry source spans.
+
+Spans never take part in equality, so a spec equals the spec parsed from its
+canonical text (``parse(format(spec)) == spec``).
+
+>>> import partspec
+>>> spec = partspec.parse("head/* -> adam(5e-3)")
+>>> rule = spec.rules[0]
+>>> rule.action
+Call(func='adam', args=(Num(value=0.005),), kwargs=())
+>>> rule.span.line, rule.span.column
+(1, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from partspec.errors import Span
+
+__all__ = [
+    "Alt",
+    "BinOp",
+    "Bool",
+    "Call",
+    "CharClass",
+    "Comment",
+    "Expr",
+    "Frozen",
+    "GlobNode",
+    "GlobStar",
+    "Keyword",
+    "Let",
+    "ListExpr",
+    "Lit",
+    "Name",
+    "Neg",
+    "NoneLit",
+    "Num",
+    "Param",
+    "Pattern",
+    "QMark",
+    "Range",
+    "Rule",
+    "Sep",
+    "Spec",
+    "Star",
+    "Statement",
+    "Str",
+]
+
+_NOSPAN = Span(0, 0, 0, 0)
+
+
+def _span() -> Span:
+    return field(default=_NOSPAN, compare=False, repr=False)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- glob nodes
+
+
+@dataclass(frozen=True)
+class Lit:
+    """Literal text inside a segment (quoted and escaped text included)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Star:
+    """``*``: any run of characters inside one segment, possibly empty."""
+
+
+@dataclass(frozen=True)
+class QMark:
+    """``?``: exactly one character inside a segment."""
+
+
+@dataclass(frozen=True)
+class GlobStar:
+    """``**`` as a whole segment: zero or more whole segments."""
+
+
+@dataclass(frozen=True)
+class Sep:
+    """``/``: the boundary between two segments."""
+
+
+@dataclass(frozen=True)
+class CharClass:
+    """``[a-z]``, ``[!abc]``: one character from (or not from) a set of ranges."""
+
+    negated: bool
+    ranges: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Alt:
+    """``{a,b/c}``: any one of the branches; a branch may contain ``/``."""
+
+    branches: tuple[tuple[GlobNode, ...], ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """``{0..11}``: a decimal integer from ``lo`` to ``hi`` inclusive, no leading zeros."""
+
+    lo: int
+    hi: int
+
+
+GlobNode = Union[Lit, Star, QMark, GlobStar, Sep, CharClass, Alt, Range]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One glob, anchored at both ends of the path."""
+
+    nodes: tuple[GlobNode, ...]
+    span: Span = _span()
+
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number literal (``int`` or ``float``)."""
+
+    value: int | float
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Str:
+    """A string literal."""
+
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Bool:
+    """``true`` or ``false``."""
+
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class NoneLit:
+    """``none``."""
+
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    """``[a, b, ...]``."""
+
+    items: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Name:
+    """A name bound by ``let`` or ``param``."""
+
+    id: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BinOp:
+    """``left op right`` with ``op`` one of ``+ - * / **``."""
+
+    op: str
+    left: Expr
+    right: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Neg:
+    """``-operand``."""
+
+    operand: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """``name=value`` inside a call."""
+
+    name: str
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call of an allow-listed optax function by its optax name."""
+
+    func: str
+    args: tuple[Expr, ...]
+    kwargs: tuple[Keyword, ...]
+    span: Span = _span()
+    func_span: Span = _span()
+
+
+Expr = Union[Num, Str, Bool, NoneLit, ListExpr, Name, BinOp, Neg, Call]
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """The ``frozen`` action: the leaf never changes and has no optimizer state."""
+
+    span: Span = _span()
+
+
+# ---------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``patterns [except patterns] -> action [as label]``."""
+
+    patterns: tuple[Pattern, ...]
+    excepts: tuple[Pattern, ...]
+    action: Frozen | Expr
+    label: str | None = None
+    span: Span = _span()
+    label_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Let:
+    """``let name = value``."""
+
+    name: str
+    value: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Param:
+    """``param name [= default]``: a value the caller may set."""
+
+    name: str
+    default: Expr | None
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+Statement = Union[Rule, Let, Param]
+
+
+@dataclass(frozen=True)
+class Comment:
+    """A ``#`` comment: its text (with the ``#``), its line, and whether code precedes it."""
+
+    text: str
+    line: int
+    trailing: bool
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec: its statements in file order.
+
+    ``source``, ``filename`` and ``comments`` describe where the spec came from and
+    take no part in equality.
+    """
+
+    statements: tuple[Statement, ...]
+    source: str | None = field(default=None, compare=False, repr=False)
+    filename: str | None = field(default=None, compare=False, repr=False)
+    comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules, in file order (first match wins)."""
+        return tuple(s for s in self.statements if isinstance(s, Rule))
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The ``param`` declarations."""
+        return tuple(s for s in self.statements if isinstance(s, Param))
+
+    def compile(self, params: object, /, *, strict: bool = False, **values: object) -> object:
+        """Compile against a parameter tree; see :func:`partspec.compile`."""
+        import partspec
+
+        return partspec.compile(self, params, strict=strict, **values)
+
+    def __str__(self) -> str:
+        from partspec.formatter import format_spec
+
+        return format_spec(self)

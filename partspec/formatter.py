@@ -1,0 +1,234 @@
+"""The canonical text of a spec, a pattern or an expression.
+
+``parse(format(spec)) == spec`` for every spec; comments are kept, arrows in a block
+of consecutive rules are aligned.
+
+>>> import partspec
+>>> print(partspec.format("head/*->adam( 5e-3 )  # the new head\\nbackbone/**->frozen"))
+head/*      -> adam(0.005)  # the new head
+backbone/** -> frozen
+"""
+
+from __future__ import annotations
+
+import re
+
+from partspec import ast
+
+__all__ = ["format_expr", "format_pattern", "format_spec"]
+
+_LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
+_RANGEISH_RE = re.compile(r"^[^.]*\.\.[^.]*$")
+_KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
+_ALIGN_MAX = 40
+
+
+def _quote(text: str) -> str:
+    body = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    )
+    return f'"{body}"'
+
+
+def _lit(text: str, *, in_single_alt: bool = False) -> str:
+    if (
+        _LITERAL_RE.fullmatch(text)
+        and text not in _KEYWORDS
+        and not (in_single_alt and _RANGEISH_RE.match(text))
+        and not text.endswith("-")
+    ):
+        return text
+    return _quote(text)
+
+
+def _class(node: ast.CharClass) -> str:
+    def esc(c: str) -> str:
+        return "\\" + c if c in "]\\-!^" else c
+
+    items = "".join(esc(lo) if lo == hi else f"{esc(lo)}-{esc(hi)}" for lo, hi in node.ranges)
+    return "[" + ("!" if node.negated else "") + items + "]"
+
+
+def _nodes(nodes: tuple[ast.GlobNode, ...], *, in_single_alt: bool = False) -> str:
+    out: list[str] = []
+    for n in nodes:
+        if isinstance(n, ast.Lit):
+            out.append(_lit(n.text, in_single_alt=in_single_alt and len(nodes) == 1))
+        elif isinstance(n, ast.Star):
+            out.append("*")
+        elif isinstance(n, ast.QMark):
+            out.append("?")
+        elif isinstance(n, ast.GlobStar):
+            out.append("**")
+        elif isinstance(n, ast.Sep):
+            out.append("/")
+        elif isinstance(n, ast.CharClass):
+            out.append(_class(n))
+        elif isinstance(n, ast.Range):
+            out.append(f"{{{n.lo}..{n.hi}}}")
+        elif isinstance(n, ast.Alt):
+            single = len(n.branches) == 1
+            out.append("{" + ",".join(_nodes(b, in_single_alt=single) for b in n.branches) + "}")
+    return "".join(out)
+
+
+def format_pattern(pattern: ast.Pattern) -> str:
+    """The canonical text of one pattern.
+
+    >>> import partspec
+    >>> spec = partspec.parse('"my key"/a\\\\*b/** -> frozen')
+    >>> format_pattern(spec.rules[0].patterns[0])
+    '"my key"/"a*b"/**'
+    """
+    return _nodes(pattern.nodes) or '""'
+
+
+# ---------------------------------------------------------------- expressions
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
+_NEG_PREC = 3
+_ATOM_PREC = 5
+
+
+def _num(v: int | float) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _expr(e: ast.Expr) -> tuple[str, int]:
+    if isinstance(e, ast.Num):
+        return _num(e.value), _ATOM_PREC
+    if isinstance(e, ast.Str):
+        return _quote(e.value), _ATOM_PREC
+    if isinstance(e, ast.Bool):
+        return ("true" if e.value else "false"), _ATOM_PREC
+    if isinstance(e, ast.NoneLit):
+        return "none", _ATOM_PREC
+    if isinstance(e, ast.Name):
+        return e.id, _ATOM_PREC
+    if isinstance(e, ast.ListExpr):
+        return "[" + ", ".join(format_expr(i) for i in e.items) + "]", _ATOM_PREC
+    if isinstance(e, ast.Call):
+        parts = [format_expr(a) for a in e.args]
+        parts += [f"{k.name}={format_expr(k.value)}" for k in e.kwargs]
+        return f"{e.func}({', '.join(parts)})", _ATOM_PREC
+    if isinstance(e, ast.Neg):
+        text, prec = _expr(e.operand)
+        if prec < _NEG_PREC:
+            text = f"({text})"
+        return f"-{text}", _NEG_PREC
+    if isinstance(e, ast.BinOp):
+        p = _PREC[e.op]
+        lt, lp = _expr(e.left)
+        rt, rp = _expr(e.right)
+        if e.op == "**":
+            if lp <= p:
+                lt = f"({lt})"
+            if rp < _NEG_PREC:
+                rt = f"({rt})"
+        else:
+            if lp < p:
+                lt = f"({lt})"
+            if rp <= p:
+                rt = f"({rt})"
+        return f"{lt} {e.op} {rt}", p
+    raise TypeError(f"not an expression: {e!r}")  # pragma: no cover
+
+
+def format_expr(expr: ast.Expr | ast.Frozen) -> str:
+    """The canonical text of an expression (or ``frozen``).
+
+    >>> import partspec
+    >>> spec = partspec.parse("let lr = (1e-3 * 0.75) ** (11 - 2)")
+    >>> format_expr(spec.statements[0].value)
+    '(0.001 * 0.75) ** (11 - 2)'
+    """
+    if isinstance(expr, ast.Frozen):
+        return "frozen"
+    return _expr(expr)[0]
+
+
+# ---------------------------------------------------------------- statements
+
+
+def _lhs(rule: ast.Rule) -> str:
+    text = ", ".join(format_pattern(p) for p in rule.patterns)
+    if rule.excepts:
+        text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
+    return text
+
+
+def _rhs(rule: ast.Rule) -> str:
+    text = "-> " + format_expr(rule.action)
+    if rule.label is not None:
+        text += f" as {rule.label}"
+    return text
+
+
+def _statement(stmt: ast.Statement, width: int = 0) -> str:
+    if isinstance(stmt, ast.Rule):
+        return f"{_lhs(stmt).ljust(width)} {_rhs(stmt)}"
+    if isinstance(stmt, ast.Let):
+        return f"let {stmt.name} = {format_expr(stmt.value)}"
+    if stmt.default is None:
+        return f"param {stmt.name}"
+    return f"param {stmt.name} = {format_expr(stmt.default)}"
+
+
+def format_spec(spec: ast.Spec) -> str:
+    """The canonical text of a whole spec, comments included, ending in a newline."""
+    stmts = spec.statements
+    has_lines = all(s.span.line > 0 for s in stmts)
+    # Line ranges of statements, to place comments and keep blank lines.
+    items: list[tuple[int, str, object]] = []  # (line, kind, payload)
+    if has_lines:
+        for s in stmts:
+            items.append((s.span.line, "stmt", s))
+        for c in spec.comments:
+            items.append((c.line, "trailing" if c.trailing else "comment", c))
+        items.sort(key=lambda it: (it[0], {"stmt": 0, "trailing": 1, "comment": 2}[it[1]]))
+    else:
+        items = [(0, "stmt", s) for s in stmts]
+
+    # Alignment width per block of consecutive rules (no blank line or comment between).
+    widths: dict[int, int] = {}
+    block: list[ast.Rule] = []
+    prev_end = -10
+
+    def close_block() -> None:
+        fitting = [len(_lhs(r)) for r in block if len(_lhs(r)) <= _ALIGN_MAX]
+        w = max(fitting, default=0)
+        for r in block:
+            widths[id(r)] = w if len(_lhs(r)) <= _ALIGN_MAX else 0
+        block.clear()
+
+    for line, kind, payload in items:
+        if kind == "stmt" and isinstance(payload, ast.Rule):
+            if block and has_lines and line - prev_end > 1:
+                close_block()
+            block.append(payload)
+            prev_end = payload.span.end_line if has_lines else 0
+        elif kind == "stmt" or kind == "comment":
+            close_block()
+            if kind == "stmt":
+                assert isinstance(payload, (ast.Let, ast.Param))
+                prev_end = payload.span.end_line
+    close_block()
+
+    out: list[str] = []
+    last_line = None
+    for line, kind, payload in items:
+        if kind == "trailing" and out:
+            assert isinstance(payload, ast.Comment)
+            out[-1] += "  " + payload.text
+            continue
+        if has_lines and last_line is not None and line - last_line > 1 and out:
+            out.append("")
+        if kind in ("comment", "trailing"):
+            assert isinstance(payload, ast.Comment)
+            out.append(payload.text)
+            last_line = line
+        else:
+            assert isinstance(payload, (ast.Rule, ast.Let, ast.Param))
+            out.append(_statement(payload, widths.get(id(payload), 0)))
+            last_line = payload.span.end_line if has_lines else None
+    return "\n".join(out) + "\n" if out else ""

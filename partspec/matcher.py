@@ -1,0 +1,318 @@
+"""Glob matching over parameter paths, linear in path length times pattern size.
+
+Compilation and matching are separate (as in pathspec): :func:`compile_rules`
+turns every rule's patterns into one Thompson NFA over the characters of a path,
+with ``/`` as a separator symbol distinct from any character of a key. A
+:class:`Matcher` simulates that NFA as a lazily built DFA: each DFA state is a
+set of NFA states, built at most once per distinct path prefix, so matching
+never backtracks and a tree's shared prefixes are matched once.
+
+Braces and ranges are not multiplied out: ``{a,b}`` is one fork in the NFA and
+``{0..100000}`` becomes a few digit classes.
+
+>>> import partspec
+>>> from partspec.matcher import compile_patterns
+>>> m = compile_patterns([partspec.parse("a/** -> frozen").rules[0].patterns[0]])
+>>> m.match(["a", "b", "c"]), m.match(["b"])
+((0,), ())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from partspec import ast
+
+__all__ = ["Matcher", "compile_patterns", "compile_rules", "range_classes"]
+
+# Edge kinds.
+_CHAR, _ANY, _CLASS, _SEP = 0, 1, 2, 3
+#: The separator symbol fed to the DFA between two keys.
+SEP = None
+
+
+def _same_len(a: str, b: str) -> list[list[tuple[int, int]]]:
+    n = len(a)
+    if n == 1:
+        return [[(int(a), int(b))]]
+    if a[0] == b[0]:
+        d = int(a[0])
+        return [[(d, d), *rest] for rest in _same_len(a[1:], b[1:])]
+    lo_d, hi_d = int(a[0]), int(b[0])
+    out: list[list[tuple[int, int]]] = []
+    if a[1:] != "0" * (n - 1):
+        out += [[(lo_d, lo_d), *rest] for rest in _same_len(a[1:], "9" * (n - 1))]
+        lo_d += 1
+    tail: list[list[tuple[int, int]]] = []
+    if b[1:] != "9" * (n - 1):
+        tail = [[(hi_d, hi_d), *rest] for rest in _same_len("0" * (n - 1), b[1:])]
+        hi_d -= 1
+    if lo_d <= hi_d:
+        out.append([(lo_d, hi_d)] + [(0, 9)] * (n - 1))
+    return out + tail
+
+
+def range_classes(lo: int, hi: int) -> list[list[tuple[int, int]]]:
+    """Digit-class sequences whose union is exactly the decimal numbers ``lo..hi``.
+
+    Numbers are written without leading zeros. The result has O(digits²) classes,
+    however wide the range.
+
+    >>> range_classes(0, 11)
+    [[(0, 9)], [(1, 1), (0, 1)]]
+    """
+    out: list[list[tuple[int, int]]] = []
+    for length in range(len(str(lo)), len(str(hi)) + 1):
+        a = max(lo, 10 ** (length - 1) if length > 1 else 0)
+        b = min(hi, 10**length - 1)
+        if a <= b:
+            out += _same_len(str(a), str(b))
+    return out
+
+
+class _NFA:
+    def __init__(self) -> None:
+        self.edges: list[list[tuple[int, object, int]]] = []
+        self.eps: list[list[int]] = []
+        self.accept: dict[int, list[tuple[int, bool]]] = {}
+
+    def new(self) -> int:
+        self.edges.append([])
+        self.eps.append([])
+        return len(self.edges) - 1
+
+    def edge(self, a: int, kind: int, data: object, b: int) -> None:
+        self.edges[a].append((kind, data, b))
+
+    def seq(self, nodes: Sequence[ast.GlobNode], cur: int) -> int:
+        i = 0
+        n = len(nodes)
+        while i < n:
+            node = nodes[i]
+            if (isinstance(node, ast.Sep) and i == n - 2 and i > 0
+                    and isinstance(nodes[i + 1], ast.GlobStar)):
+                # Trailing "/**": zero or more "/segment".
+                m, m2 = self.new(), self.new()
+                self.eps[cur].append(m)
+                self.edge(m, _SEP, None, m2)
+                self.edge(m2, _ANY, None, m2)
+                self.eps[m2].append(m)
+                cur, i = m, i + 2
+                continue
+            if isinstance(node, ast.GlobStar):
+                loop = self.new()
+                self.eps[cur].append(loop)
+                if i + 1 < n and isinstance(nodes[i + 1], ast.Sep):
+                    # "**/": zero or more "segment/".
+                    inner = self.new()
+                    self.edge(loop, _ANY, None, inner)
+                    self.edge(inner, _ANY, None, inner)
+                    self.edge(inner, _SEP, None, loop)
+                    self.edge(loop, _SEP, None, loop)
+                    i += 2
+                else:
+                    # "**" alone: any path at all.
+                    self.edge(loop, _ANY, None, loop)
+                    self.edge(loop, _SEP, None, loop)
+                    i += 1
+                cur = loop
+                continue
+            if isinstance(node, ast.Lit):
+                for ch in node.text:
+                    nxt = self.new()
+                    self.edge(cur, _CHAR, ch, nxt)
+                    cur = nxt
+            elif isinstance(node, ast.Star):
+                loop = self.new()
+                self.eps[cur].append(loop)
+                self.edge(loop, _ANY, None, loop)
+                cur = loop
+            elif isinstance(node, ast.QMark):
+                nxt = self.new()
+                self.edge(cur, _ANY, None, nxt)
+                cur = nxt
+            elif isinstance(node, ast.Sep):
+                nxt = self.new()
+                self.edge(cur, _SEP, None, nxt)
+                cur = nxt
+            elif isinstance(node, ast.CharClass):
+                nxt = self.new()
+                self.edge(cur, _CLASS, (node.negated, node.ranges), nxt)
+                cur = nxt
+            elif isinstance(node, ast.Alt):
+                end = self.new()
+                for branch in node.branches:
+                    start = self.new()
+                    self.eps[cur].append(start)
+                    self.eps[self.seq(branch, start)].append(end)
+                cur = end
+            elif isinstance(node, ast.Range):
+                end = self.new()
+                for classes in range_classes(node.lo, node.hi):
+                    b = self.new()
+                    self.eps[cur].append(b)
+                    for lo, hi in classes:
+                        nxt = self.new()
+                        self.edge(b, _CLASS, (False, ((str(lo), str(hi)),)), nxt)
+                        b = nxt
+                    self.eps[b].append(end)
+                cur = end
+            i += 1
+        return cur
+
+
+def _class_has(data: object, ch: str) -> bool:
+    negated, ranges = data  # type: ignore[misc]
+    hit = any(lo <= ch <= hi for lo, hi in ranges)
+    return hit != negated
+
+
+class Matcher:
+    """A lazily built DFA over path symbols for a list of rules.
+
+    States are small integers; ``0`` is the dead state (nothing can match any more).
+    Use :meth:`key` to consume one key, :meth:`sep` to cross a ``/``, and
+    :meth:`matches` or :meth:`owner` at a leaf.
+    """
+
+    DEAD = 0
+
+    def __init__(self, nfa: _NFA, starts: list[int], n_rules: int):
+        self._nfa = nfa
+        self.n_rules = n_rules
+        self._closure_memo: dict[int, frozenset[int]] = {}
+        self._sets: list[frozenset[int]] = []
+        self._ids: dict[frozenset[int], int] = {}
+        self._trans: list[dict[str | None, int]] = []
+        self._keys: list[dict[str, int]] = []
+        self._matches: dict[int, tuple[int, ...]] = {}
+        self._intern(frozenset())
+        start: set[int] = set()
+        for s in starts:
+            start |= self._closure(s)
+        self.start = self._intern(frozenset(start))
+
+    def _closure(self, q: int) -> frozenset[int]:
+        memo = self._closure_memo.get(q)
+        if memo is not None:
+            return memo
+        seen = {q}
+        stack = [q]
+        eps = self._nfa.eps
+        while stack:
+            for r in eps[stack.pop()]:
+                if r not in seen:
+                    seen.add(r)
+                    stack.append(r)
+        out = frozenset(seen)
+        self._closure_memo[q] = out
+        return out
+
+    def _intern(self, states: frozenset[int]) -> int:
+        sid = self._ids.get(states)
+        if sid is None:
+            sid = len(self._sets)
+            self._ids[states] = sid
+            self._sets.append(states)
+            self._trans.append({})
+            self._keys.append({})
+        return sid
+
+    def step(self, state: int, symbol: str | None) -> int:
+        """The state after one character (or ``SEP`` for ``None``)."""
+        trans = self._trans[state]
+        nxt = trans.get(symbol, -1)
+        if nxt >= 0:
+            return nxt
+        out: set[int] = set()
+        edges = self._nfa.edges
+        for q in self._sets[state]:
+            for kind, data, target in edges[q]:
+                if symbol is None:
+                    ok = kind == _SEP
+                elif kind == _CHAR:
+                    ok = data == symbol
+                elif kind == _ANY:
+                    ok = True
+                elif kind == _CLASS:
+                    ok = _class_has(data, symbol)
+                else:
+                    ok = False
+                if ok:
+                    out |= self._closure(target)
+        nxt = self._intern(frozenset(out))
+        trans[symbol] = nxt
+        return nxt
+
+    def key(self, state: int, key: str) -> int:
+        """The state after consuming a whole key (memoised per state and key)."""
+        memo = self._keys[state]
+        nxt = memo.get(key, -1)
+        if nxt >= 0:
+            return nxt
+        s = state
+        for ch in key:
+            if s == 0:
+                break
+            s = self.step(s, ch)
+        memo[key] = s
+        return s
+
+    def sep(self, state: int) -> int:
+        """The state after a ``/``."""
+        return self.step(state, SEP) if state else 0
+
+    def matches(self, state: int) -> tuple[int, ...]:
+        """Indices of the rules that match a path ending in ``state``, in rule order."""
+        found = self._matches.get(state)
+        if found is not None:
+            return found
+        inc: set[int] = set()
+        exc: set[int] = set()
+        accept = self._nfa.accept
+        for q in self._sets[state]:
+            for rule, is_except in accept.get(q, ()):
+                (exc if is_except else inc).add(rule)
+        found = tuple(sorted(inc - exc))
+        self._matches[state] = found
+        return found
+
+    def owner(self, state: int) -> int:
+        """The first rule matching at ``state``, or ``-1``."""
+        m = self.matches(state)
+        return m[0] if m else -1
+
+    def match(self, segments: Iterable[str]) -> tuple[int, ...]:
+        """The rules matching a whole path given as its segments."""
+        s = self.start
+        for i, seg in enumerate(segments):
+            if i:
+                s = self.sep(s)
+            s = self.key(s, seg)
+        return self.matches(s)
+
+    @property
+    def num_states(self) -> int:
+        """How many DFA states have been built so far."""
+        return len(self._sets)
+
+
+def compile_rules(
+    rules: Sequence[tuple[Sequence[ast.Pattern], Sequence[ast.Pattern]]],
+) -> Matcher:
+    """Compile ``(patterns, except_patterns)`` per rule into one :class:`Matcher`."""
+    nfa = _NFA()
+    starts: list[int] = []
+    for index, (patterns, excepts) in enumerate(rules):
+        for pats, is_except in ((patterns, False), (excepts, True)):
+            for pattern in pats:
+                start = nfa.new()
+                end = nfa.seq(pattern.nodes, start)
+                nfa.accept.setdefault(end, []).append((index, is_except))
+                starts.append(start)
+    return Matcher(nfa, starts, len(rules))
+
+
+def compile_patterns(patterns: Sequence[ast.Pattern]) -> Matcher:
+    """A matcher whose rule ``i`` is the single pattern ``patterns[i]``."""
+    return compile_rules([((p,), ()) for p in patterns])

@@ -1,0 +1,663 @@
+"""Text to AST. The Lark parse tree never leaves this module.
+
+>>> import partspec
+>>> spec = partspec.parse('''
+... backbone/** -> frozen   # keep the pretrained weights
+... head/*      -> adam(5e-3)
+... ''')
+>>> [partspec.format_pattern(p) for r in spec.rules for p in r.patterns]
+['backbone/**', 'head/*']
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import re
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import (
+    LarkError,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
+
+from partspec import ast
+from partspec.errors import Diagnostic, Span, SpecError
+
+__all__ = ["MAX_NESTING", "MAX_PATTERN_NODES", "MAX_RANGE_DIGITS", "grammar_text", "parse", "load"]
+
+#: Brackets, braces and operators may nest this deep; deeper is error E102.
+MAX_NESTING = 100
+#: A single pattern may have at most this many glob nodes (error E205).
+MAX_PATTERN_NODES = 10_000
+#: Bounds of a ``{lo..hi}`` range have at most this many digits (error E202).
+MAX_RANGE_DIGITS = 18
+
+_KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
+
+
+# ---------------------------------------------------------------- grammar factory
+
+
+def grammar_text() -> str:
+    """The text of the Lark grammar, as shipped inside the package."""
+    packaged = resources.files("partspec").joinpath("grammar/pspec.lark")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    # A source checkout (or an editable install): the grammar lives at the top level.
+    return (Path(__file__).resolve().parent.parent / "grammar" / "pspec.lark").read_text(
+        encoding="utf-8"
+    )
+
+
+_comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("_comments")
+
+
+def _on_comment(tok: Token) -> Token:
+    sink = _comments.get(None)
+    if sink is not None:
+        sink.append(tok)
+    return tok
+
+
+class _NestingError(Exception):
+    def __init__(self, tok: Token):
+        self.tok = tok
+
+
+class _PostLex:
+    """Drops newlines inside brackets and bounds bracket nesting."""
+
+    always_accept = ("_SEP",)
+    _OPEN = frozenset({"_LPAR", "_LSQB", "LBRACE"})
+    _CLOSE = frozenset({"_RPAR", "_RSQB", "RBRACE"})
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        for tok in stream:
+            if tok.type in self._OPEN:
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _NestingError(tok)
+            elif tok.type in self._CLOSE:
+                depth = max(0, depth - 1)
+            elif tok.type == "_SEP" and depth > 0 and tok.value != ";":
+                continue
+            yield tok
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        postlex=_PostLex(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": _on_comment},
+    )
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def parse(text: str, filename: str | None = None) -> ast.Spec:
+    """Parse rule text into a :class:`~partspec.ast.Spec`.
+
+    Args:
+      text: the spec: statements separated by newlines or ``;``.
+      filename: shown in diagnostics (``file:line:col``); ``None`` for a string.
+
+    Returns:
+      The spec's AST. Names, optimizer calls and argument types are checked too,
+      so a spec that parses can be compiled against any tree it covers.
+
+    Raises:
+      SpecError: for any problem, with every diagnostic rendered.
+
+    >>> spec = parse("a/** -> frozen; b/** -> sgd(0.1)")
+    >>> len(spec.rules)
+    2
+    """
+    spec = parse_syntax(text, filename)
+    from partspec.checker import check_spec
+
+    check_spec(spec)
+    return spec
+
+
+def load(path: str | Path) -> ast.Spec:
+    """Read and parse a ``.pspec`` file (UTF-8).
+
+    Raises:
+      SpecError: the file cannot be read or decoded (code ``E001``), or the spec
+        has problems.
+    """
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError(
+            [Diagnostic("E001", "error", f"cannot read spec file {str(p)!r}: {exc.strerror or exc}",
+                        filename=str(p))]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [Diagnostic("E001", "error", f"spec file {str(p)!r} is not UTF-8 text ({exc.reason} "
+                        f"at byte {exc.start})", filename=str(p))]
+        ) from None
+    return parse(text, filename=str(p))
+
+
+def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
+    """Parse without checking names or calls (the formatter and tools use this)."""
+    if not isinstance(text, str):
+        raise TypeError(f"spec text must be str, not {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    comments: list[Token] = []
+    token = _comments.set(comments)
+    try:
+        try:
+            tree = _parser().parse(text)
+        except _NestingError as exc:
+            raise _error(
+                "E102", f"brackets nested more than {MAX_NESTING} deep", _tok_span(exc.tok),
+                hint="flatten the expression or pattern", label="too deep",
+            ) from None
+        except UnexpectedInput as exc:
+            raise SpecError([_syntax_diagnostic(exc, text)]) from None
+        except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
+            raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
+        statements = _Converter(text).convert(tree)
+    except SpecError as err:
+        raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
+    finally:
+        _comments.reset(token)
+    return ast.Spec(
+        statements=statements,
+        source=text,
+        filename=filename,
+        comments=tuple(_comment_nodes(comments, text)),
+    )
+
+
+def _comment_nodes(tokens: list[Token], text: str) -> Iterator[ast.Comment]:
+    lines = text.splitlines()
+    for tok in tokens:
+        line = tok.line or 1
+        col = tok.column or 1
+        before = lines[line - 1][: col - 1] if line <= len(lines) else ""
+        yield ast.Comment(text=str(tok).rstrip(), line=line, trailing=bool(before.strip()))
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _tok_span(tok: Token) -> Span:
+    line = tok.line or 1
+    col = tok.column or 1
+    end_line = tok.end_line or line
+    end_col = tok.end_column or col + max(1, len(str(tok)))
+    return Span(line, col, end_line, end_col)
+
+
+def _meta_span(tree: Tree) -> Span:
+    m = tree.meta
+    if getattr(m, "empty", True):
+        return Span(0, 0, 0, 0)
+    return Span(m.line, m.column, m.end_line, m.end_column)
+
+
+def _error(
+    code: str, message: str, span: Span, *, hint: str | None = None, label: str | None = None
+) -> SpecError:
+    return SpecError(
+        [
+            Diagnostic(
+                code, "error", message, span.line, span.column, span.end_line, span.end_column,
+                hint=hint, label=label,
+            )
+        ]
+    )
+
+
+_PATTERN_START = {"LITERAL", "STRING", "ESCAPED", "STAR", "GLOBSTAR", "QMARK", "CLASS",
+                  "SLASH", "LBRACE", "LANGLE"}
+_EXPR_START = {"NUMBER", "STRING", "NAME", "TRUE", "FALSE", "NONE", "MINUS", "PLUS", "_LPAR",
+               "_LSQB"}
+_DESCR = {
+    "_SEP": "a newline or `;`", "_ARROW": "`->`", "_EXCEPT": "`except`", "_AS": "`as`",
+    "_LET": "`let`", "_PARAM": "`param`", "FROZEN": "`frozen`", "TRUE": "`true`",
+    "FALSE": "`false`", "NONE": "`none`", "LITERAL": "a path segment", "STRING": "a string",
+    "ESCAPED": "an escaped character", "CLASS": "a character class", "GLOBSTAR": "`**`",
+    "STAR": "`*`", "QMARK": "`?`", "SLASH": "`/`", "LBRACE": "`{`", "RBRACE": "`}`",
+    "COMMA": "`,`", "LANGLE": "`<`", "RANGLE": "`>`", "NAME": "a name", "NUMBER": "a number",
+    "PLUS": "`+`", "MINUS": "`-`", "_EQUAL": "`=`", "_LPAR": "`(`", "_RPAR": "`)`",
+    "_LSQB": "`[`", "_RSQB": "`]`", "$END": "the end of the spec",
+}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = set(expected)
+    parts: list[str] = []
+    if len(names & _PATTERN_START) >= 4:
+        names -= _PATTERN_START
+        parts.append("a pattern")
+    if len(names & _EXPR_START) >= 4:
+        names -= _EXPR_START
+        parts.append("an expression")
+    parts += sorted(_DESCR.get(n, f"`{n}`") for n in names)
+    if len(parts) > 8:
+        parts = [*parts[:8], "..."]
+    if len(parts) == 1:
+        return parts[0]
+    return "one of " + ", ".join(parts)
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of the spec"
+    if tok.type == "_SEP":
+        return "`;`" if tok.value == ";" else "end of line"
+    return f"`{tok.value}`"
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
+    lines = text.splitlines() or [""]
+    if isinstance(exc, UnexpectedCharacters):
+        line, col = exc.line, exc.column
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        before = lines[line - 1][: col - 1] if line <= len(lines) else ""
+        hint: str | None = None
+        message = f"unexpected character `{char}`"
+        allowed = set(exc.allowed or ())
+        if char == '"':
+            message = "unterminated string"
+            hint = 'close the string with `"` on the same line'
+        elif char == "[" and "CLASS" in allowed:
+            message = "unterminated or empty character class"
+            hint = "write a class as `[abc]`, `[a-z]` or `[!abc]`; quote a literal `[` as `\"[\"`"
+        elif char == "." and re.search(r"[A-Za-z_][A-Za-z0-9_]*$", before):
+            message = "attribute access is not allowed in a spec"
+            hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
+        elif char == "\\":
+            message = "a `\\` must be followed by the character it escapes"
+        elif char in "=(" and allowed & _PATTERN_START:
+            hint = "a rule is `PATTERN -> ACTION`; bind a name with `let NAME = VALUE`"
+        elif allowed & _PATTERN_START and char.isspace() is False:
+            hint = 'quote keys that contain special characters: `"my key"/**`'
+        if allowed:
+            message += f"; expected {_describe_expected(allowed)}"
+        return Diagnostic("E100", "error", message, line, col, line, col + 1, hint=hint)
+
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        expected = set(exc.expected or ())
+        span = _tok_span(tok) if tok.type != "$END" else _end_span(lines)
+        if tok.type == "_SEP" and tok.value != ";":
+            span = Span(span.line, span.column, span.line, span.column + 1)
+        message = f"unexpected {_describe_token(tok)}; expected {_describe_expected(expected)}"
+        hint = None
+        if "_ARROW" in expected and tok.type in ("_SEP", "$END"):
+            message = "this rule has no `->` and no action"
+            hint = "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`"
+        elif tok.type in ("_EXCEPT", "_AS", "_LET", "_PARAM") and expected & _PATTERN_START:
+            hint = f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
+        elif tok.type == "NAME" and tok.value in ("True", "False", "None"):
+            hint = f"write `{tok.value.lower()}`"
+        elif "_RPAR" in expected and tok.type in ("_SEP", "$END"):
+            message = "unclosed `(`"
+            hint = "close every `(` with `)`"
+        return Diagnostic("E100", "error", message, span.line, span.column, span.end_line,
+                          span.end_column, hint=hint)
+
+    if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)
+        span = _end_span(lines)
+        return Diagnostic("E100", "error", "unexpected end of the spec", span.line, span.column,
+                          span.end_line, span.end_column)
+    return Diagnostic("E100", "error", f"syntax error: {exc}")  # pragma: no cover
+
+
+def _end_span(lines: list[str]) -> Span:
+    line = max(1, len(lines))
+    col = len(lines[-1]) + 1 if lines else 1
+    return Span(line, col, line, col + 1)
+
+
+# ---------------------------------------------------------------- tree -> AST
+
+
+def _unescape(body: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+_RANGE_RE = re.compile(r"^([0-9]+)\.\.([0-9]+)$")
+_RANGEISH_RE = re.compile(r"^[^.]*\.\.[^.]*$")
+_INT_MAX = 2**63 - 1
+
+
+class _Converter:
+    def __init__(self, text: str):
+        self.text = text
+        # The branches of each Alt with their tree nodes, for error positions.
+        self._alt_parts: dict[int, list[list[tuple[ast.GlobNode, Any]]]] = {}
+
+    # -- statements
+    def convert(self, tree: Tree) -> tuple[ast.Statement, ...]:
+        self._check_depth(tree)
+        out: list[ast.Statement] = []
+        for child in tree.children:
+            if not isinstance(child, Tree):
+                continue
+            if child.data == "rule":
+                out.append(self.rule(child))
+            elif child.data == "let_stmt":
+                name, value = child.children
+                assert isinstance(name, Token) and isinstance(value, (Tree, Token))
+                self._check_name(name)
+                out.append(ast.Let(str(name), self.expr(value), _meta_span(child),
+                                   _tok_span(name)))
+            elif child.data == "param_stmt":
+                name, default = child.children
+                assert isinstance(name, Token)
+                self._check_name(name)
+                out.append(ast.Param(str(name), None if default is None else self.expr(default),
+                                     _meta_span(child), _tok_span(name)))
+        return tuple(out)
+
+    def _check_depth(self, tree: Tree) -> None:
+        stack: list[tuple[Any, int]] = [(tree, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_NESTING + 8:
+                span = _meta_span(node) if isinstance(node, Tree) else _tok_span(node)
+                raise _error("E102", f"expression or pattern nested more than {MAX_NESTING} deep",
+                             span, hint="split it with `let`", label="too deep")
+            if isinstance(node, Tree):
+                stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+    def _check_name(self, tok: Token) -> None:
+        if str(tok).startswith("_"):
+            raise _error("E303", f"name `{tok}` is not allowed: names may not start with `_`",
+                         _tok_span(tok), hint="rename it without the leading underscore")
+
+    def rule(self, tree: Tree) -> ast.Rule:
+        pats, excepts, action, label = tree.children
+        assert isinstance(pats, Tree) and isinstance(action, Tree)
+        patterns = self.patterns(pats)
+        except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
+        (act,) = action.children
+        if isinstance(act, Token) and act.type == "FROZEN":
+            action_node: ast.Frozen | ast.Expr = ast.Frozen(_tok_span(act))
+        else:
+            action_node = self.expr(act)
+        label_str = None
+        label_span = Span(0, 0, 0, 0)
+        if isinstance(label, Token):
+            self._check_name(label)
+            label_str, label_span = str(label), _tok_span(label)
+        return ast.Rule(patterns, except_patterns, action_node, label_str, _meta_span(tree),
+                        label_span)
+
+    # -- patterns
+    def patterns(self, tree: Tree) -> tuple[ast.Pattern, ...]:
+        return tuple(self.pattern(c) for c in tree.children if isinstance(c, Tree))
+
+    def pattern(self, tree: Tree) -> ast.Pattern:
+        span = _meta_span(tree)
+        self._check_adjacent(tree)
+        nodes = self.seq(tree.children)
+        self._check_globstars(nodes, left_ok=True, right_ok=True)
+        count = _count_nodes(nodes)
+        if count > MAX_PATTERN_NODES:
+            raise _error("E205", f"pattern too large ({count} glob nodes; the limit is "
+                         f"{MAX_PATTERN_NODES})", span)
+        return ast.Pattern(tuple(n for n, _ in nodes), span)
+
+    def _check_adjacent(self, tree: Tree) -> None:
+        toks = sorted(tree.scan_values(lambda v: isinstance(v, Token)),
+                      key=lambda t: t.start_pos or 0)
+        for a, b in zip(toks, toks[1:]):
+            if a.end_pos != b.start_pos:
+                gap = Span(a.end_line or 1, a.end_column or 1, b.line or 1, b.column or 1)
+                raise _error(
+                    "E104", "whitespace inside a pattern", gap,
+                    hint='quote keys with spaces (`"my key"`), and separate patterns with `,`',
+                    label="here",
+                )
+
+    def seq(self, children: list[Any]) -> list[tuple[ast.GlobNode, Any]]:
+        out: list[tuple[ast.GlobNode, Any]] = []
+        for child in children:
+            if child is None:
+                continue
+            node = self.piece(child)
+            if isinstance(node, ast.Lit) and not node.text:
+                continue
+            if isinstance(node, ast.Lit) and out and isinstance(out[-1][0], ast.Lit):
+                prev, where = out[-1]
+                assert isinstance(prev, ast.Lit)
+                out[-1] = (ast.Lit(prev.text + node.text), where)
+            else:
+                out.append((node, child))
+        return out
+
+    def piece(self, tree: Tree) -> ast.GlobNode:
+        kind = tree.data
+        tok = tree.children[0] if tree.children else None
+        if kind == "lit":
+            return ast.Lit(str(tok))
+        if kind == "quoted":
+            return ast.Lit(_unescape(str(tok)[1:-1]))
+        if kind == "escaped":
+            return ast.Lit(str(tok)[1:])
+        if kind == "star":
+            return ast.Star()
+        if kind == "globstar":
+            return ast.GlobStar()
+        if kind == "qmark":
+            return ast.QMark()
+        if kind == "sep":
+            return ast.Sep()
+        if kind == "cls":
+            assert isinstance(tok, Token)
+            return self.char_class(tok)
+        if kind == "capture":
+            raise _error(
+                "E204", "named captures (`<name>`) are not supported in this version",
+                _meta_span(tree), hint="use `*` to match any segment, or `{0..11}` for numbers",
+            )
+        if kind == "alt":
+            return self.alt(tree)
+        raise AssertionError(kind)  # pragma: no cover
+
+    def alt(self, tree: Tree) -> ast.GlobNode:
+        branches = [c for c in tree.children if isinstance(c, Tree) and c.data == "branch"]
+        if len(branches) == 1:
+            kids = [c for c in branches[0].children if c is not None]
+            if len(kids) == 1 and isinstance(kids[0], Tree) and kids[0].data == "lit":
+                text = str(kids[0].children[0])
+                m = _RANGE_RE.match(text)
+                if m:
+                    return self.range(m.group(1), m.group(2), _meta_span(tree))
+                if _RANGEISH_RE.match(text):
+                    raise _error(
+                        "E202", f"invalid range `{{{text}}}`", _meta_span(tree),
+                        hint="a range is `{LO..HI}` with non-negative integers; "
+                        "for characters use a class such as `[a-z]`",
+                    )
+        out = []
+        for b in branches:
+            nodes = self.seq(b.children)
+            out.append(nodes)
+        alt = ast.Alt(tuple(tuple(n for n, _ in nodes) for nodes in out))
+        self._alt_parts[id(alt)] = out
+        return alt
+
+    def range(self, lo: str, hi: str, span: Span) -> ast.Range:
+        for bound in (lo, hi):
+            if len(bound) > 1 and bound.startswith("0"):
+                raise _error("E202", f"range bound `{bound}` has a leading zero", span,
+                             hint="write range bounds without leading zeros: `{0..11}`")
+            if len(bound) > MAX_RANGE_DIGITS:
+                raise _error("E202", f"range bound `{bound}` has more than {MAX_RANGE_DIGITS} "
+                             "digits", span)
+        a, b = int(lo), int(hi)
+        if a > b:
+            raise _error("E202", f"empty range `{{{lo}..{hi}}}`: the start is greater than the end",
+                         span, hint=f"write `{{{hi}..{lo}}}`")
+        return ast.Range(a, b)
+
+    def char_class(self, tok: Token) -> ast.CharClass:
+        body = str(tok)[1:-1]
+        negated = False
+        if len(body) > 1 and body[0] in "!^":
+            negated, body = True, body[1:]
+        chars: list[str] = []
+        i = 0
+        while i < len(body):
+            if body[i] == "\\" and i + 1 < len(body):
+                chars.append("\\" + body[i + 1])
+                i += 2
+            else:
+                chars.append(body[i])
+                i += 1
+        ranges: list[tuple[str, str]] = []
+        j = 0
+        span = _tok_span(tok)
+        while j < len(chars):
+            c = chars[j][-1]
+            if j + 2 < len(chars) and chars[j + 1] == "-":
+                d = chars[j + 2][-1]
+                if c > d:
+                    raise _error("E203", f"invalid class range `{c}-{d}`", span,
+                                 hint=f"write the smaller character first: `{d}-{c}`")
+                ranges.append((c, d))
+                j += 3
+            else:
+                ranges.append((c, c))
+                j += 1
+        if any(lo <= "/" <= hi for lo, hi in ranges):
+            raise _error("E203", "a character class cannot match `/`", span,
+                         hint="`/` separates segments; use `{a,b/c}` or `**` instead")
+        return ast.CharClass(negated, tuple(ranges))
+
+    def _check_globstars(self, nodes: list[tuple[ast.GlobNode, Any]], *, left_ok: bool,
+                         right_ok: bool) -> None:
+        for i, (node, where) in enumerate(nodes):
+            prev_ok = left_ok if i == 0 else isinstance(nodes[i - 1][0], ast.Sep)
+            next_ok = right_ok if i == len(nodes) - 1 else isinstance(nodes[i + 1][0], ast.Sep)
+            if isinstance(node, ast.GlobStar) and not (prev_ok and next_ok):
+                raise _error(
+                    "E201", "`**` inside a segment", _meta_span(where),
+                    hint="`**` must be a whole segment (`a/**/b`); use `*` to match within a "
+                    "segment",
+                    label="not a whole segment",
+                )
+            if isinstance(node, ast.Alt) and id(node) in self._alt_parts:
+                for branch in self._alt_parts[id(node)]:
+                    self._check_globstars(branch, left_ok=prev_ok, right_ok=next_ok)
+
+    # -- expressions
+    def expr(self, node: Any) -> ast.Expr:
+        if isinstance(node, Token):  # pragma: no cover - the grammar wraps every atom
+            raise AssertionError(node)
+        kind = node.data
+        span = _meta_span(node)
+        ch = node.children
+        if kind == "number":
+            return ast.Num(self.number(ch[0]), span)
+        if kind == "string":
+            return ast.Str(_unescape(str(ch[0])[1:-1]), span)
+        if kind == "true":
+            return ast.Bool(True, span)
+        if kind == "false":
+            return ast.Bool(False, span)
+        if kind == "none":
+            return ast.NoneLit(span)
+        if kind == "name":
+            self._check_name(ch[0])
+            return ast.Name(str(ch[0]), span)
+        if kind == "binop":
+            left, op, right = ch
+            return ast.BinOp(str(op), self.expr(left), self.expr(right), span)
+        if kind == "neg":
+            return ast.Neg(self.expr(ch[1]), span)
+        if kind == "pos":
+            return self.expr(ch[1])
+        if kind == "list":
+            items = ch[0]
+            values = () if items is None else tuple(
+                self.expr(c) for c in items.children if isinstance(c, Tree)
+            )
+            return ast.ListExpr(values, span)
+        if kind == "call":
+            name, arguments = ch
+            self._check_name(name)
+            args: list[ast.Expr] = []
+            kwargs: list[ast.Keyword] = []
+            seen: set[str] = set()
+            for a in arguments.children if arguments is not None else ():
+                if not isinstance(a, Tree):
+                    continue
+                if a.data == "kwarg":
+                    kname, kvalue = a.children
+                    self._check_name(kname)
+                    if str(kname) in seen:
+                        raise _error("E100", f"keyword argument `{kname}` given twice",
+                                     _tok_span(kname))
+                    seen.add(str(kname))
+                    kwargs.append(ast.Keyword(str(kname), self.expr(kvalue), _meta_span(a)))
+                else:
+                    if kwargs:
+                        raise _error("E100", "positional argument after a keyword argument",
+                                     _meta_span(a), hint="put positional arguments first")
+                    args.append(self.expr(a))
+            return ast.Call(str(name), tuple(args), tuple(kwargs), span, _tok_span(name))
+        raise AssertionError(kind)  # pragma: no cover
+
+    def number(self, tok: Token) -> int | float:
+        text = str(tok).replace("_", "")
+        span = _tok_span(tok)
+        if re.fullmatch(r"[0-9]+", text):
+            value = int(text)
+            if value > _INT_MAX:
+                raise _error("E103", f"integer `{tok}` is too large", span,
+                             hint="write it as a float, for example `1e20`")
+            return value
+        f = float(text)
+        if f == float("inf"):
+            raise _error("E103", f"number `{tok}` is too large", span)
+        return f
+
+
+def _count_nodes(nodes: list[tuple[ast.GlobNode, Any]]) -> int:
+    total = 0
+    stack: list[ast.GlobNode] = [n for n, _ in nodes]
+    while stack:
+        n = stack.pop()
+        total += 1
+        if isinstance(n, ast.Alt):
+            for b in n.branches:
+                stack.extend(b)
+    return total

@@ -1,0 +1,276 @@
+"""The compile stage: a checked spec plus a parameter tree give labels and optax.
+
+This is the only module that imports JAX and optax.
+
+>>> import jax, jax.numpy as jnp, optax, partspec
+>>> params = {"backbone": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(2)}}
+>>> plan = partspec.compile("backbone/** -> frozen\\nhead/* -> sgd(0.5)", params)
+>>> plan.labels
+{'backbone': {'w': 'frozen'}, 'head': {'w': 'sgd(0.5)'}}
+>>> grads = jax.tree.map(jnp.ones_like, params)
+>>> updates, _ = plan.tx.update(grads, plan.tx.init(params), params)
+>>> optax.apply_updates(params, updates)["head"]["w"]
+Array([0.5, 0.5], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from partspec import ast
+from partspec._optax_table import TABLE
+from partspec.checker import CheckedSpec, OptaxCall, ScaledSchedule, Unset, Value, check_spec
+from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.matcher import Matcher, compile_rules
+from partspec.parser import parse
+from partspec.tree import label_tree, leaf_segments
+
+__all__ = ["Plan", "compile", "frozen", "optimizer"]
+
+#: How many uncovered paths an error lists before summarising.
+MAX_LISTED_PATHS = 20
+
+
+def frozen() -> optax.GradientTransformation:
+    """The ``frozen`` action: updates of ``-0.0`` and no state.
+
+    ``p + (-0.0)`` is ``p`` bit for bit for every float ``p`` (including ``-0.0``,
+    which ``+0.0`` would flip), so frozen leaves stay bit-identical through
+    ``optax.apply_updates`` whatever their gradients are (NaN and inf included).
+    """
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+
+        def zero(u: Any) -> Any:
+            if jnp.issubdtype(u.dtype, jnp.inexact):
+                return jnp.full_like(u, -0.0)
+            return jnp.zeros_like(u)
+
+        return jax.tree.map(zero, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A spec compiled against one parameter structure.
+
+    Attributes:
+      spec: the spec.
+      checked: the checked spec (names, labels, evaluated actions).
+      labels: the label tree: same structure and container types as the params.
+      transforms: label -> ``optax.GradientTransformation``, for every label in use.
+      tx: ``optax.partition(transforms, labels)``, ready for ``init``/``update``.
+      diagnostics: warnings (rules that match nothing or are shadowed).
+      frozen_labels: labels whose action is ``frozen``.
+    """
+
+    spec: ast.Spec
+    checked: CheckedSpec
+    labels: Any
+    transforms: dict[str, optax.GradientTransformation]
+    tx: optax.GradientTransformationExtraArgs
+    diagnostics: tuple[Diagnostic, ...] = ()
+    frozen_labels: frozenset[str] = field(default_factory=frozenset)
+
+    def init(self, params: Any) -> optax.OptState:
+        """``tx.init(params)``."""
+        return self.tx.init(params)
+
+    def trainable_mask(self) -> Any:
+        """A tree of booleans: ``True`` where a leaf is trained."""
+        return jax.tree.map(lambda lab: lab not in self.frozen_labels, self.labels)
+
+    def split(self, params: Any) -> tuple[Any, Any]:
+        """``(trainable, frozen)``: two trees shaped like ``params``, ``None`` for the other part.
+
+        As Haiku's ``partition``: take gradients with respect to ``trainable`` only and
+        put the parameters back together with :meth:`merge`.
+
+        >>> import jax.numpy as jnp, partspec
+        >>> params = {"a": jnp.zeros(1), "b": jnp.ones(1)}
+        >>> plan = partspec.compile("a -> frozen; b -> sgd(0.1)", params)
+        >>> plan.split(params)
+        ({'a': None, 'b': Array([1.], dtype=float32)}, {'a': Array([0.], dtype=float32), 'b': None})
+        """
+        fl = self.frozen_labels
+        trainable = jax.tree.map(lambda lab, p: None if lab in fl else p, self.labels, params)
+        frozen_part = jax.tree.map(lambda lab, p: p if lab in fl else None, self.labels, params)
+        return trainable, frozen_part
+
+    def merge(self, trainable: Any, frozen: Any) -> Any:
+        """The inverse of :meth:`split`."""
+        return jax.tree.map(
+            lambda a, b: b if a is None else a, trainable, frozen, is_leaf=lambda x: x is None
+        )
+
+    @property
+    def trainable_tx(self) -> optax.GradientTransformationExtraArgs:
+        """The optimizer for the ``trainable`` half of :meth:`split` alone."""
+        trainable_labels, _ = self.split(self.labels)
+        used = {k: v for k, v in self.transforms.items() if k not in self.frozen_labels}
+        return optax.partition(used, _const(trainable_labels))
+
+
+def _const(tree: Any) -> Callable[[Any], Any]:
+    # A function, so that optax never mistakes a callable label tree (an Equinox
+    # module) for a labelling function.
+    return lambda _: tree
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(rules: tuple[tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]], ...]) -> Matcher:
+    return compile_rules(rules)
+
+
+def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
+    if isinstance(value, OptaxCall):
+        entry = TABLE[value.name]
+        types = {p["name"]: p["types"] for p in entry["params"]}
+        positional = [p for p in entry["params"] if p["kind"] in ("pos", "varargs")]
+        args = []
+        for i, a in enumerate(value.args):
+            p = positional[min(i, len(positional) - 1)]
+            args.append(_build(a, p["types"]))
+        kwargs = {k: _build(v, types.get(k)) for k, v in value.kwargs}
+        return getattr(optax, value.name)(*args, **kwargs)
+    if isinstance(value, ScaledSchedule):
+        inner = _build(value.schedule)
+        factor = value.factor
+        return lambda count: factor * inner(count)
+    if isinstance(value, tuple):
+        inner_types = None
+        if param_types:
+            inner_types = tuple(t[5:-1] for t in param_types if t.startswith("list["))
+        return [_build(v, inner_types) for v in value]
+    if isinstance(value, str) and param_types and "dtype" in param_types:
+        return jnp.dtype(value)
+    return value
+
+
+def _coverage(
+    checked: CheckedSpec, matcher: Matcher, label_of: dict[int, str | None], params: Any
+) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    spec = checked.spec
+    errors: list[Diagnostic] = []
+    if any(lab is None for lab in label_of.values()):
+        paths = ["/".join(seg) for seg, _ in leaf_segments(params) if not matcher.match(seg)]
+        listed = paths[:MAX_LISTED_PATHS]
+        notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
+        if len(paths) > len(listed):
+            notes += (f"... and {len(paths) - len(listed)} more",)
+        errors.append(Diagnostic(
+            "E501", "error",
+            f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} not covered "
+            "by any rule",
+            filename=spec.filename, notes=notes,
+            hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
+        ))
+    owned: set[int] = set()
+    matched: set[int] = set()
+    shadowers: dict[int, set[int]] = {}
+    for f in label_of:
+        m = matcher.matches(f)
+        if not m:
+            continue
+        owned.add(m[0])
+        for r in m[1:]:
+            matched.add(r)
+            shadowers.setdefault(r, set()).add(m[0])
+        matched.add(m[0])
+    warns: list[Diagnostic] = []
+    for cr in checked.rules:
+        span = cr.rule.span
+        if cr.index not in matched:
+            warns.append(Diagnostic(
+                "W601", "warning", "rule matches no parameter", span.line, span.column,
+                span.line, span.end_column if span.end_line == span.line else span.column + 1,
+                hint="check the pattern against the parameter paths (`pspec explain`)",
+            ))
+        elif cr.index not in owned:
+            lines = sorted(checked.rules[r].rule.span.line for r in shadowers.get(cr.index, ()))
+            warns.append(Diagnostic(
+                "W602", "warning",
+                "rule is shadowed: every parameter it matches is taken by an earlier rule "
+                f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
+                span.line, span.column, span.line,
+                span.end_column if span.end_line == span.line else span.column + 1,
+                hint="move the more specific rule first (the first matching rule wins)",
+            ))
+    src, name = spec.source, spec.filename
+    return ([d.with_source(src, name) for d in errors], [d.with_source(src, name) for d in warns])
+
+
+def compile(
+    spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **values: Any
+) -> Plan:
+    """Compile a spec against a parameter tree.
+
+    Args:
+      spec: a :class:`~partspec.ast.Spec` or rule text.
+      params: any pytree; leaves may be arrays, NumPy arrays or
+        ``jax.ShapeDtypeStruct`` (labels need only the structure).
+      strict: make warnings (unused or shadowed rules) errors.
+      **values: values for the spec's ``param`` declarations.
+
+    Returns:
+      A :class:`Plan` with ``labels``, ``transforms`` and ``tx``.
+
+    Raises:
+      SpecError: bad spec, an unknown or missing ``param``, or leaves no rule covers.
+    """
+    if isinstance(spec, str):
+        spec = parse(spec)
+    elif not isinstance(spec, ast.Spec):
+        raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
+    checked = check_spec(spec, values)
+    matcher = _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in checked.rules))
+    labels, label_of = label_tree(matcher, [r.label for r in checked.rules], params)
+    errors, warns = _coverage(checked, matcher, label_of, params)
+    if strict:
+        errors += warns
+    if errors:
+        raise SpecError(errors)
+    for w in warns:
+        warnings.warn(w.render(), SpecWarning, stacklevel=3)
+    used = {lab for lab in label_of.values() if lab is not None}
+    transforms: dict[str, optax.GradientTransformation] = {}
+    frozen_labels = set()
+    for cr in checked.rules:
+        if cr.label not in used or cr.label in transforms:
+            continue
+        if cr.action is None:
+            transforms[cr.label] = frozen()
+            frozen_labels.add(cr.label)
+            continue
+        assert not isinstance(cr.action, Unset)
+        try:
+            transforms[cr.label] = _build(cr.action)
+        except (TypeError, ValueError) as exc:
+            span = cr.rule.action.span
+            raise SpecError([Diagnostic(
+                "E408", "error", f"optax rejected `{cr.label}`: {exc}", span.line, span.column,
+                span.end_line, span.end_column, hint="check the arguments against optax's docs",
+            ).with_source(spec.source, spec.filename)]) from None
+    tx = optax.partition(transforms, _const(labels))
+    return Plan(spec, checked, labels, transforms, tx, tuple(warns), frozenset(frozen_labels))
+
+
+def optimizer(spec: ast.Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:
+    """``compile(spec, params, **values).tx``."""
+    return compile(spec, params, **values).tx
+
+

@@ -1,0 +1,195 @@
+"""Paths of pytree leaves, and the labelling walk that carries matcher state down a tree.
+
+A leaf's path is its keys as text joined with ``/``: dict keys as they are,
+sequence indices in decimal, attribute names by name. NNX ``Variable`` wrappers
+(and their ``.value``) never appear in a path.
+
+>>> from partspec.tree import leaf_paths
+>>> [p for p, _ in leaf_paths({"mlp/~/linear_1": {"w": 1.0}, "layers": [2.0]})]
+['layers/0', 'mlp/~/linear_1/w']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from partspec.matcher import Matcher
+
+__all__ = ["is_variable", "key_text", "label_tree", "leaf_paths"]
+
+
+def key_text(entry: Any) -> str:
+    """The text of one key-path entry (``DictKey``, ``SequenceKey``, ``GetAttrKey``...)."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)  # pragma: no cover - unknown key kinds
+
+
+def is_variable(x: Any) -> bool:
+    """Whether ``x`` is an NNX Variable (or VariableState), without importing flax."""
+    return any(
+        c.__name__ in ("Variable", "VariableState") and c.__module__.startswith("flax.")
+        for c in type(x).__mro__
+    )
+
+
+_LEAF, _NODE, _VAR = 0, 1, 2
+_kind_cache: dict[type, int] = {
+    np.ndarray: _LEAF,
+    jax.ShapeDtypeStruct: _LEAF,
+    float: _LEAF,
+    int: _LEAF,
+    bool: _LEAF,
+    complex: _LEAF,
+}
+
+
+def _kind(x: Any) -> int:
+    t = type(x)
+    k = _kind_cache.get(t)
+    if k is None:
+        if is_variable(x):
+            k = _VAR
+        else:
+            treedef = jax.tree_util.tree_structure(x, is_leaf=lambda y: y is not x)
+            k = _LEAF if jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1 \
+                else _NODE
+        _kind_cache[t] = k
+    return k
+
+
+def _children(x: Any) -> tuple[list[tuple[str | None, Any]], Any]:
+    """One level of a node: ``[(key text, child)]`` and a rebuild function."""
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    return [(key_text(p[0]) if p else None, c) for p, c in pairs], treedef
+
+
+def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
+    """Every leaf with its ``/``-joined path, in ``jax.tree_util`` order."""
+    out: list[tuple[str, Any]] = []
+    _collect(tree, (), out)
+    return out
+
+
+def _collect(node: Any, path: tuple[str, ...], out: list[tuple[str, Any]]) -> None:
+    if node is None:
+        return
+    kind = _kind(node) if type(node) not in (dict, list, tuple) else _NODE
+    if kind == _LEAF:
+        out.append(("/".join(path), node))
+        return
+    pairs, _ = _children(node)
+    for key, child in pairs:
+        _collect(child, path if kind == _VAR or key is None else (*path, key), out)
+
+
+def leaf_segments(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """Like :func:`leaf_paths`, with each path as its tuple of segments."""
+    out: list[tuple[tuple[str, ...], Any]] = []
+
+    def rec(node: Any, path: tuple[str, ...]) -> None:
+        if node is None:
+            return
+        kind = _kind(node) if type(node) not in (dict, list, tuple) else _NODE
+        if kind == _LEAF:
+            out.append((path, node))
+            return
+        pairs, _ = _children(node)
+        for key, child in pairs:
+            rec(child, path if kind == _VAR or key is None else (*path, key))
+
+    rec(tree, ())
+    return out
+
+
+def label_tree(
+    matcher: Matcher, rule_labels: list[str], tree: Any
+) -> tuple[Any, dict[int, str | None]]:
+    """Label every leaf of ``tree`` with the label of the first rule that matches it.
+
+    Returns the label tree (same structure and container types as ``tree``; ``None``
+    for uncovered leaves) and ``{final DFA state: label}`` for every distinct
+    leaf state met, from which coverage and shadowing are derived.
+    """
+    keys_of = matcher._keys
+    trans_of = matcher._trans
+    label_of: dict[int, str | None] = {}
+    kind_cache = _kind_cache
+
+    def leaf(f: int) -> str | None:
+        lab = label_of.get(f, "")
+        if lab == "":
+            owner = matcher.owner(f)
+            lab = rule_labels[owner] if owner >= 0 else None
+            label_of[f] = lab
+        return lab
+
+    def visit(v: Any, f: int) -> Any:
+        # ``f`` is the state after this value's own key.
+        t = type(v)
+        k = kind_cache.get(t)
+        if k is None:
+            k = _NODE if t in (dict, list, tuple) or v is None else _kind(v)
+        if k == _LEAF:
+            return leaf(f)
+        if k == _VAR:
+            pairs, treedef = _children(v)
+            return treedef.unflatten([visit(c, f) for _, c in pairs])
+        s = trans_of[f].get(None, -1)
+        if s < 0:
+            s = matcher.sep(f)
+        return walk(v, s)
+
+    def step(s: int, key: str) -> int:
+        f = keys_of[s].get(key, -1)
+        return f if f >= 0 else matcher.key(s, key)
+
+    def walk(node: Any, s: int) -> Any:
+        t = type(node)
+        if t is dict:
+            out = {}
+            keys = keys_of[s]
+            for key, v in node.items():
+                kt = key if type(key) is str else str(key)
+                f = keys.get(kt, -1)
+                if f < 0:
+                    f = matcher.key(s, kt)
+                if kind_cache.get(type(v)) == _LEAF:
+                    lab = label_of.get(f, "")
+                    out[key] = lab if lab != "" else leaf(f)
+                else:
+                    out[key] = visit(v, f)
+            return out
+        if t is list or t is tuple:
+            items = [visit(v, step(s, str(i))) for i, v in enumerate(node)]
+            return items if t is list else tuple(items)
+        if node is None:
+            return None
+        pairs, treedef = _children(node)
+        return treedef.unflatten(
+            [visit(c, step(s, key)) if key is not None else visit(c, s) for key, c in pairs]
+        )
+
+    start = matcher.start
+    kind = _NODE if type(tree) in (dict, list, tuple) or tree is None else _kind(tree)
+    if kind == _LEAF:
+        result = leaf(start)
+    elif kind == _VAR:
+        pairs, treedef = _children(tree)
+        result = treedef.unflatten([visit(c, start) if _kind(c) != _NODE else walk(c, start)
+                                    for _, c in pairs])
+    else:
+        result = walk(tree, start)
+    return result, label_of
+
+
+def map_leaves_with_path(fn: Callable[[str, Any], Any], tree: Any) -> Any:
+    """``jax.tree.map`` with the leaf's partspec path as the first argument."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    paths = [p for p, _ in leaf_paths(tree)]
+    return jax.tree_util.tree_unflatten(treedef, [fn(p, x) for p, x in zip(paths, leaves)])
