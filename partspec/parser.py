@@ -295,7 +295,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             hint = "a rule is `PATTERN -> ACTION`; bind a name with `let NAME = VALUE`"
         elif allowed & _PATTERN_START and char.isspace() is False:
             hint = 'quote keys that contain special characters: `"my key"/**`'
-        if allowed:
+        if allowed and char != '"':
             message += f"; expected {_describe_expected(allowed)}"
         return Diagnostic("E100", "error", message, line, col, line, col + 1, hint=hint)
 
@@ -307,9 +307,21 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             span = Span(span.line, span.column, span.line, span.column + 1)
         message = f"unexpected {_describe_token(tok)}; expected {_describe_expected(expected)}"
         hint = None
-        if "_ARROW" in expected and tok.type in ("_SEP", "$END"):
+        if str(tok.value).startswith(".") and expected & {"_LPAR", "_RPAR", "_SEP", "$END",
+                                                           "COMMA", "_AS"}:
+            message = "attribute access is not allowed in a spec"
+            hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
+            span = Span(span.line, span.column, span.line, span.column + 1)
+        elif "_ARROW" in expected and tok.type in ("_SEP", "$END"):
             message = "this rule has no `->` and no action"
             hint = "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`"
+        elif (tok.line or 0) >= 1 and re.fullmatch(
+            r"\s*(let|param)", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1]
+        ) and tok.type in _PATTERN_START:
+            word = lines[(tok.line or 1) - 1].split()[0][:5].rstrip("/")
+            word = "param" if word.startswith("param") else "let"
+            hint = (f"`{word}` starts a definition; to match a key named {word}, quote it: "
+                    f'`"{word}"{tok.value}...`')
         elif tok.type in ("_EXCEPT", "_AS", "_LET", "_PARAM") and expected & _PATTERN_START:
             hint = f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
         elif tok.type == "NAME" and tok.value in ("True", "False", "None"):
