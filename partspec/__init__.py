@@ -68,7 +68,7 @@ def _check_partial(spec: Spec) -> CheckedSpec:
     return check_spec(spec, None)
 
 
-def format(spec: Spec | str) -> str:  # noqa: A001 - the public name is partspec.format
+def format(spec: Spec | str) -> str:
     """The canonical text of a spec (comments kept; ``parse(format(s)) == s``).
 
     >>> print(format("a/**->frozen;b->sgd(1e-1)"), end="")
@@ -80,7 +80,7 @@ def format(spec: Spec | str) -> str:  # noqa: A001 - the public name is partspec
     return format_spec(spec)
 
 
-def compile(spec: Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:  # noqa: A001
+def compile(spec: Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:
     """Compile a spec against a parameter tree; see :func:`partspec.plan.compile`."""
     from partspec.plan import compile as _compile
 

@@ -16,27 +16,87 @@ from typing import Any
 #: Allow-listed optax functions by kind. Anything not listed cannot be called.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "optimizer": (
-        "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamaxw", "adamw",
-        "adan", "amsgrad", "fromage", "lamb", "lars", "lion", "nadam", "nadamw", "noisy_sgd",
-        "novograd", "optimistic_adam", "optimistic_gradient_descent", "radam", "rmsprop",
-        "rprop", "sgd", "sign_sgd", "signum", "sm3", "yogi",
+        "adabelief",
+        "adadelta",
+        "adafactor",
+        "adagrad",
+        "adam",
+        "adamax",
+        "adamaxw",
+        "adamw",
+        "adan",
+        "amsgrad",
+        "fromage",
+        "lamb",
+        "lars",
+        "lion",
+        "nadam",
+        "nadamw",
+        "noisy_sgd",
+        "novograd",
+        "optimistic_adam",
+        "optimistic_gradient_descent",
+        "radam",
+        "rmsprop",
+        "rprop",
+        "sgd",
+        "sign_sgd",
+        "signum",
+        "sm3",
+        "yogi",
     ),
     "transform": (
-        "adaptive_grad_clip", "add_decayed_weights", "add_noise", "apply_every", "centralize",
-        "clip", "clip_by_block_rms", "clip_by_global_norm", "ema", "identity",
-        "keep_params_nonnegative", "normalize_by_update_norm", "scale", "scale_by_adadelta",
-        "scale_by_adam", "scale_by_adamax", "scale_by_adan", "scale_by_amsgrad",
-        "scale_by_belief", "scale_by_learning_rate", "scale_by_lion", "scale_by_novograd",
-        "scale_by_optimistic_gradient", "scale_by_param_block_norm", "scale_by_param_block_rms",
-        "scale_by_radam", "scale_by_rms", "scale_by_rprop", "scale_by_rss", "scale_by_schedule",
-        "scale_by_sign", "scale_by_sm3", "scale_by_stddev", "scale_by_trust_ratio",
-        "scale_by_yogi", "set_to_zero", "trace", "zero_nans",
+        "adaptive_grad_clip",
+        "add_decayed_weights",
+        "add_noise",
+        "apply_every",
+        "centralize",
+        "clip",
+        "clip_by_block_rms",
+        "clip_by_global_norm",
+        "ema",
+        "identity",
+        "keep_params_nonnegative",
+        "normalize_by_update_norm",
+        "scale",
+        "scale_by_adadelta",
+        "scale_by_adam",
+        "scale_by_adamax",
+        "scale_by_adan",
+        "scale_by_amsgrad",
+        "scale_by_belief",
+        "scale_by_learning_rate",
+        "scale_by_lion",
+        "scale_by_novograd",
+        "scale_by_optimistic_gradient",
+        "scale_by_param_block_norm",
+        "scale_by_param_block_rms",
+        "scale_by_radam",
+        "scale_by_rms",
+        "scale_by_rprop",
+        "scale_by_rss",
+        "scale_by_schedule",
+        "scale_by_sign",
+        "scale_by_sm3",
+        "scale_by_stddev",
+        "scale_by_trust_ratio",
+        "scale_by_yogi",
+        "set_to_zero",
+        "trace",
+        "zero_nans",
     ),
     "combinator": ("chain", "apply_if_finite"),
     "schedule": (
-        "constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule",
-        "exponential_decay", "join_schedules", "linear_onecycle_schedule", "linear_schedule",
-        "polynomial_schedule", "warmup_constant_schedule", "warmup_cosine_decay_schedule",
+        "constant_schedule",
+        "cosine_decay_schedule",
+        "cosine_onecycle_schedule",
+        "exponential_decay",
+        "join_schedules",
+        "linear_onecycle_schedule",
+        "linear_schedule",
+        "polynomial_schedule",
+        "warmup_constant_schedule",
+        "warmup_cosine_decay_schedule",
         "warmup_exponential_decay_schedule",
     ),
 }
@@ -66,7 +126,11 @@ def classify(func: str, name: str, annotation: Any) -> tuple[str, ...] | None:
     elif name.endswith("dtype") or "SupportsDType" in s:
         types = ("dtype",)
     elif "Callable" in s:
-        types = ("number", "schedule") if ("float" in s or "numpy.number" in s.split("Callable")[0]) else ("schedule",)
+        types = (
+            ("number", "schedule")
+            if ("float" in s or "numpy.number" in s.split("Callable")[0])
+            else ("schedule",)
+        )
     elif s in ("<class 'bool'>", "bool"):
         types = ("bool",)
     elif s in ("<class 'int'>", "int") or s.startswith("int |"):
@@ -96,12 +160,13 @@ def generate() -> dict[str, dict[str, Any]]:
                 continue
             params = []
             for p in inspect.signature(fn).parameters.values():
-                pkind = {
+                kinds: dict[Any, str] = {
                     inspect.Parameter.POSITIONAL_ONLY: "pos",
                     inspect.Parameter.POSITIONAL_OR_KEYWORD: "pos",
                     inspect.Parameter.KEYWORD_ONLY: "kw",
                     inspect.Parameter.VAR_POSITIONAL: "varargs",
-                }.get(p.kind)
+                }
+                pkind = kinds.get(p.kind)
                 if pkind is None:
                     continue
                 required = p.default is inspect.Parameter.empty and pkind != "varargs"

@@ -54,7 +54,8 @@ _NOSPAN = Span(0, 0, 0, 0)
 
 
 def _span() -> Span:
-    return field(default=_NOSPAN, compare=False, repr=False)  # type: ignore[return-value]
+    span: Span = field(default=_NOSPAN, compare=False, repr=False)
+    return span
 
 
 # ---------------------------------------------------------------- glob nodes

@@ -25,8 +25,20 @@ from partspec.formatter import format_expr
 __all__ = ["CheckedRule", "CheckedSpec", "OptaxCall", "ScaledSchedule", "Unset", "check_spec"]
 
 #: dtype names accepted where optax takes a dtype (``mu_dtype="bfloat16"``).
-DTYPES = frozenset({"bfloat16", "float16", "float32", "float64", "int8", "int16", "int32",
-                    "int64", "uint8", "uint32"})
+DTYPES = frozenset(
+    {
+        "bfloat16",
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint32",
+    }
+)
 FROZEN_LABEL = "frozen"
 
 
@@ -95,10 +107,22 @@ class _Fail(Exception):
         self.diag = diag
 
 
-def _diag(code: str, message: str, span: Span, hint: str | None = None,
-          label: str | None = None) -> _Fail:
-    return _Fail(Diagnostic(code, "error", message, span.line, span.column, span.end_line,
-                            span.end_column, hint=hint, label=label))
+def _diag(
+    code: str, message: str, span: Span, hint: str | None = None, label: str | None = None
+) -> _Fail:
+    return _Fail(
+        Diagnostic(
+            code,
+            "error",
+            message,
+            span.line,
+            span.column,
+            span.end_line,
+            span.end_column,
+            hint=hint,
+            label=label,
+        )
+    )
 
 
 def type_name(v: Value) -> str:
@@ -122,10 +146,18 @@ def type_name(v: Value) -> str:
     return "an unset param"
 
 
-_TYPE_WORDS = {"number": "a number", "int": "an integer", "bool": "a boolean (`true`/`false`)",
-               "str": "a string", "none": "`none`", "schedule": "a schedule",
-               "transform": "an optimizer or transform", "dtype": 'a dtype name such as "bfloat16"',
-               "list[int]": "a list of integers", "list[schedule]": "a list of schedules"}
+_TYPE_WORDS = {
+    "number": "a number",
+    "int": "an integer",
+    "bool": "a boolean (`true`/`false`)",
+    "str": "a string",
+    "none": "`none`",
+    "schedule": "a schedule",
+    "transform": "an optimizer or transform",
+    "dtype": 'a dtype name such as "bfloat16"',
+    "list[int]": "a list of integers",
+    "list[schedule]": "a list of schedules",
+}
 
 
 def _is_number(v: Value) -> bool:
@@ -189,10 +221,15 @@ class _Checker:
                 hint = did_you_mean(name, declared) or (
                     f"declare it in the spec: `param {name} = ...`"
                 )
-                self.errors.append(Diagnostic(
-                    "E304", "error", f"unknown param `{name}`: the spec declares "
-                    + (", ".join(f"`{d}`" for d in sorted(declared)) or "no params"),
-                    hint=hint))
+                self.errors.append(
+                    Diagnostic(
+                        "E304",
+                        "error",
+                        f"unknown param `{name}`: the spec declares "
+                        + (", ".join(f"`{d}`" for d in sorted(declared)) or "no params"),
+                        hint=hint,
+                    )
+                )
         rules: list[CheckedRule] = []
         actions: dict[str, OptaxCall | Unset | None] = {}
         label_source: dict[str, tuple[str, int]] = {}
@@ -218,11 +255,19 @@ class _Checker:
 
     def _define(self, name: str, span: Span, line: int) -> None:
         if name in self.env:
-            raise _diag("E302", f"`{name}` is already defined on line {self.defined_at[name]}",
-                        span, hint="choose another name; names cannot be rebound")
+            raise _diag(
+                "E302",
+                f"`{name}` is already defined on line {self.defined_at[name]}",
+                span,
+                hint="choose another name; names cannot be rebound",
+            )
         if name in TABLE:
-            raise _diag("E302", f"`{name}` is the name of an optax function", span,
-                        hint="choose another name")
+            raise _diag(
+                "E302",
+                f"`{name}` is the name of an optax function",
+                span,
+                hint="choose another name",
+            )
         self.defined_at[name] = line
 
     def _param(self, stmt: ast.Param) -> Value:
@@ -230,26 +275,41 @@ class _Checker:
             raw = self.given[stmt.name]
             value = _from_python(raw)
             if value is _BAD:
-                raise _diag("E304", f"param `{stmt.name}` was given {type(raw).__name__} "
-                            f"{raw!r}; params take numbers, strings, booleans or none",
-                            stmt.name_span)
+                raise _diag(
+                    "E304",
+                    f"param `{stmt.name}` was given {type(raw).__name__} "
+                    f"{raw!r}; params take numbers, strings, booleans or none",
+                    stmt.name_span,
+                )
             if stmt.default is not None:
                 default = self.eval(stmt.default)
                 if _is_number(default) and not _is_number(value) and not isinstance(value, Unset):
-                    raise _diag("E403", f"param `{stmt.name}` expects a number (its default is "
-                                f"{format_expr(stmt.default)}), got {type_name(value)} {raw!r}",
-                                stmt.name_span)
+                    raise _diag(
+                        "E403",
+                        f"param `{stmt.name}` expects a number (its default is "
+                        f"{format_expr(stmt.default)}), got {type_name(value)} {raw!r}",
+                        stmt.name_span,
+                    )
             return value
         if stmt.default is not None:
             return self.eval(stmt.default)
         if self.require_values:
-            raise _diag("E305", f"param `{stmt.name}` has no value", stmt.name_span,
-                        hint=f"pass `{stmt.name}=...` to partspec.compile (or `--set "
-                        f"{stmt.name}=...`), or give it a default: `param {stmt.name} = ...`")
+            raise _diag(
+                "E305",
+                f"param `{stmt.name}` has no value",
+                stmt.name_span,
+                hint=f"pass `{stmt.name}=...` to partspec.compile (or `--set "
+                f"{stmt.name}=...`), or give it a default: `param {stmt.name} = ...`",
+            )
         return Unset(stmt.name)
 
-    def _rule(self, rule: ast.Rule, index: int, actions: dict[str, OptaxCall | Unset | None],
-              label_source: dict[str, tuple[str, int]]) -> CheckedRule:
+    def _rule(
+        self,
+        rule: ast.Rule,
+        index: int,
+        actions: dict[str, OptaxCall | Unset | None],
+        label_source: dict[str, tuple[str, int]],
+    ) -> CheckedRule:
         action: OptaxCall | Unset | None
         if isinstance(rule.action, ast.Frozen):
             action = None
@@ -261,8 +321,12 @@ class _Checker:
                 hint = None
                 if _is_schedule(value):
                     hint = "pass the schedule as a learning rate, for example `adam(schedule)`"
-                raise _diag("E403", f"a rule's action must be `frozen` or an optimizer, got "
-                            f"{type_name(value)}", rule.action.span, hint=hint)
+                raise _diag(
+                    "E403",
+                    f"a rule's action must be `frozen` or an optimizer, got {type_name(value)}",
+                    rule.action.span,
+                    hint=hint,
+                )
             else:
                 assert isinstance(value, OptaxCall)
                 action = value
@@ -270,12 +334,20 @@ class _Checker:
         label = rule.label or (FROZEN_LABEL if action is None else text)
         where = rule.label_span if rule.label else rule.action.span
         if rule.label == FROZEN_LABEL and action is not None:
-            raise _diag("E407", "label `frozen` is reserved for frozen rules", where,
-                        hint="choose another label")
+            raise _diag(
+                "E407",
+                "label `frozen` is reserved for frozen rules",
+                where,
+                hint="choose another label",
+            )
         if label in label_source and label_source[label][0] != text:
-            raise _diag("E407", f"label `{label}` names two different actions: "
-                        f"`{label_source[label][0]}` (line {label_source[label][1]}) and `{text}`",
-                        where, hint="give each action its own label")
+            raise _diag(
+                "E407",
+                f"label `{label}` names two different actions: "
+                f"`{label_source[label][0]}` (line {label_source[label][1]}) and `{text}`",
+                where,
+                hint="give each action its own label",
+            )
         label_source.setdefault(label, (text, rule.span.line))
         actions.setdefault(label, action)
         return CheckedRule(index, rule, label, action)
@@ -302,17 +374,31 @@ class _Checker:
     def _name(self, e: ast.Name) -> Value:
         if e.id in self.env:
             return self.env[e.id]
-        later = [s for s in self.spec.statements
-                 if isinstance(s, (ast.Let, ast.Param)) and s.name == e.id]
+        later = [
+            s
+            for s in self.spec.statements
+            if isinstance(s, (ast.Let, ast.Param)) and s.name == e.id
+        ]
         if later:
-            raise _diag("E301", f"`{e.id}` is used before it is defined (line {later[0].span.line})",
-                        e.span, hint="move the `let`/`param` above its first use")
+            raise _diag(
+                "E301",
+                f"`{e.id}` is used before it is defined (line {later[0].span.line})",
+                e.span,
+                hint="move the `let`/`param` above its first use",
+            )
         if e.id in TABLE:
-            raise _diag("E301", f"`{e.id}` is an optax function, not a value", e.span,
-                        hint=f"call it: `{e.id}(...)`")
+            raise _diag(
+                "E301",
+                f"`{e.id}` is an optax function, not a value",
+                e.span,
+                hint=f"call it: `{e.id}(...)`",
+            )
         lowered = {"True": "true", "False": "false", "None": "none"}
-        hint = (f"write `{lowered[e.id]}`" if e.id in lowered
-                else did_you_mean(e.id, [*self.env, "true", "false", "none"]))
+        hint = (
+            f"write `{lowered[e.id]}`"
+            if e.id in lowered
+            else did_you_mean(e.id, [*self.env, "true", "false", "none"])
+        )
         if hint is None:
             hint = f"define it first: `let {e.id} = ...` or `param {e.id} = ...`"
         raise _diag("E301", f"undefined name `{e.id}`", e.span, hint=hint, label="not defined")
@@ -331,18 +417,27 @@ class _Checker:
             if op == "/" and b == 0:
                 raise _diag("E406", "division by zero", e.span)
             return _scale(float(b) if op == "*" else 1.0 / float(b), a)
-        raise _diag("E403", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span,
-                    hint="arithmetic works on numbers; a schedule can only be multiplied or "
-                    "divided by a number")
+        raise _diag(
+            "E403",
+            f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}",
+            e.span,
+            hint="arithmetic works on numbers; a schedule can only be multiplied or "
+            "divided by a number",
+        )
 
     def _call(self, e: ast.Call) -> Value:
         entry = TABLE.get(e.func)
         if entry is None:
             hint = did_you_mean(e.func, TABLE)
-            raise _diag("E401", f"unknown optimizer `{e.func}`" if not e.func.startswith("_")
-                        else f"`{e.func}` is not allowed", e.func_span,
-                        hint=hint or "see docs/language.md for the allow-listed optax functions",
-                        label="not an allow-listed optax function")
+            raise _diag(
+                "E401",
+                f"unknown optimizer `{e.func}`"
+                if not e.func.startswith("_")
+                else f"`{e.func}` is not allowed",
+                e.func_span,
+                hint=hint or "see docs/language.md for the allow-listed optax functions",
+                label="not an allow-listed optax function",
+            )
         params = entry["params"]
         positional = [p for p in params if p["kind"] == "pos"]
         varargs = next((p for p in params if p["kind"] == "varargs"), None)
@@ -356,14 +451,19 @@ class _Checker:
                 self._check_type(e.func, varargs, v, arg.span)
                 extra.append(self._check_type(e.func, varargs, v, arg.span))
             else:
-                raise _diag("E405", f"`{e.func}` takes at most {len(positional)} positional "
-                            f"argument{'s' if len(positional) != 1 else ''}, got {len(e.args)}",
-                            arg.span, hint="pass the others by keyword")
+                raise _diag(
+                    "E405",
+                    f"`{e.func}` takes at most {len(positional)} positional "
+                    f"argument{'s' if len(positional) != 1 else ''}, got {len(e.args)}",
+                    arg.span,
+                    hint="pass the others by keyword",
+                )
         names = {p["name"]: p for p in params if p["kind"] in ("pos", "kw")}
         for kw in e.kwargs:
             if kw.name not in names:
                 hint = did_you_mean(kw.name, names) or (
-                    f"`{e.func}` takes " + (", ".join(f"`{n}`" for n in names) or "no arguments"))
+                    f"`{e.func}` takes " + (", ".join(f"`{n}`" for n in names) or "no arguments")
+                )
                 raise _diag("E402", f"`{e.func}` has no argument `{kw.name}`", kw.span, hint=hint)
             if kw.name in bound:
                 raise _diag("E405", f"argument `{kw.name}` of `{e.func}` is given twice", kw.span)
@@ -376,8 +476,12 @@ class _Checker:
                 continue
             if p["name"] not in bound:
                 if p["required"]:
-                    raise _diag("E404", f"`{e.func}` needs argument `{p['name']}`", e.span,
-                                hint=f"add `{p['name']}=...`")
+                    raise _diag(
+                        "E404",
+                        f"`{e.func}` needs argument `{p['name']}`",
+                        e.span,
+                        hint=f"add `{p['name']}=...`",
+                    )
                 continue
             v, span = bound[p["name"]]
             v = self._check_type(e.func, p, v, span)
@@ -390,15 +494,23 @@ class _Checker:
     def _check_type(self, func: str, p: dict[str, Any], v: Value, span: Span) -> Value:
         types = p["types"]
         if types is None:
-            raise _diag("E403", f"argument `{p['name']}` of `{func}` cannot be set from a spec "
-                        "(optax expects a Python function or pytree there)", span,
-                        hint="select leaves with patterns and `except` instead of masks")
+            raise _diag(
+                "E403",
+                f"argument `{p['name']}` of `{func}` cannot be set from a spec "
+                "(optax expects a Python function or pytree there)",
+                span,
+                hint="select leaves with patterns and `except` instead of masks",
+            )
         ok, fixed = _coerce(types, v)
         if not ok:
             want = " or ".join(_TYPE_WORDS[t] for t in types)
             shown = f" `{v}`" if isinstance(v, (int, float, str)) else ""
-            raise _diag("E403", f"argument `{p['name']}` of `{func}` must be {want}, got "
-                        f"{type_name(v)}{shown}", span, label="wrong type")
+            raise _diag(
+                "E403",
+                f"argument `{p['name']}` of `{func}` must be {want}, got {type_name(v)}{shown}",
+                span,
+                label="wrong type",
+            )
         return fixed
 
 
@@ -444,8 +556,11 @@ def _number_op(op: str, a: int | float, b: int | float, span: Span) -> int | flo
                 raise _diag("E406", "division by zero", span)
             r = a / b
         else:
-            if isinstance(a, int) and isinstance(b, int) and b >= 0 and (
-                b <= 64 and abs(a) ** min(b, 64) <= _MAX_EXP_INT if abs(a) > 1 else True
+            if (
+                isinstance(a, int)
+                and isinstance(b, int)
+                and b >= 0
+                and (b <= 64 and abs(a) ** min(b, 64) <= _MAX_EXP_INT if abs(a) > 1 else True)
             ):
                 r = a**b
             else:

@@ -6,7 +6,7 @@ hint. :class:`SpecError` carries a list of them and renders them the way ruff
 does::
 
     error[E401]: unknown optimizer `adma`
-     --> spec.pspec:2:11
+     --> spec.pspec:2:12
       |
     2 | head/** -> adma(1e-3)
       |            ^^^^ not an allow-listed optax function
@@ -114,13 +114,8 @@ class Diagnostic:
         src_line = self.source_line
         if src_line is None and source is not None and self.line > 0:
             lines = source.splitlines()
-            if self.line <= len(lines):
-                src_line = lines[self.line - 1]
-            else:
-                src_line = ""
-        return replace(
-            self, source_line=src_line, filename=self.filename or filename
-        )
+            src_line = lines[self.line - 1] if self.line <= len(lines) else ""
+        return replace(self, source_line=src_line, filename=self.filename or filename)
 
 
 def render(diagnostics: Iterable[Diagnostic]) -> str:

@@ -24,9 +24,7 @@ _ALIGN_MAX = 40
 
 
 def _quote(text: str) -> str:
-    body = (
-        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    )
+    body = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     return f'"{body}"'
 
 

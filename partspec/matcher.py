@@ -20,6 +20,7 @@ Braces and ranges are not multiplied out: ``{a,b}`` is one fork in the NFA and
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from partspec import ast
 
@@ -89,8 +90,12 @@ class _NFA:
         n = len(nodes)
         while i < n:
             node = nodes[i]
-            if (isinstance(node, ast.Sep) and i == n - 2 and i > 0
-                    and isinstance(nodes[i + 1], ast.GlobStar)):
+            if (
+                isinstance(node, ast.Sep)
+                and i == n - 2
+                and i > 0
+                and isinstance(nodes[i + 1], ast.GlobStar)
+            ):
                 # Trailing "/**": zero or more "/segment".
                 m, m2 = self.new(), self.new()
                 self.eps[cur].append(m)
@@ -161,8 +166,8 @@ class _NFA:
         return cur
 
 
-def _class_has(data: object, ch: str) -> bool:
-    negated, ranges = data  # type: ignore[misc]
+def _class_has(data: Any, ch: str) -> bool:
+    negated, ranges = data
     hit = any(lo <= ch <= hi for lo, hi in ranges)
     return hit != negated
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import re
 from collections.abc import Iterator
 from importlib import resources
@@ -31,7 +32,7 @@ from lark.exceptions import (
 from partspec import ast
 from partspec.errors import Diagnostic, Span, SpecError
 
-__all__ = ["MAX_NESTING", "MAX_PATTERN_NODES", "MAX_RANGE_DIGITS", "grammar_text", "parse", "load"]
+__all__ = ["MAX_NESTING", "MAX_PATTERN_NODES", "MAX_RANGE_DIGITS", "grammar_text", "load", "parse"]
 
 #: Brackets, braces and operators may nest this deep; deeper is error E102.
 MAX_NESTING = 100
@@ -146,13 +147,25 @@ def load(path: str | Path) -> ast.Spec:
         text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SpecError(
-            [Diagnostic("E001", "error", f"cannot read spec file {str(p)!r}: {exc.strerror or exc}",
-                        filename=str(p))]
+            [
+                Diagnostic(
+                    "E001",
+                    "error",
+                    f"cannot read spec file {str(p)!r}: {exc.strerror or exc}",
+                    filename=str(p),
+                )
+            ]
         ) from None
     except UnicodeDecodeError as exc:
         raise SpecError(
-            [Diagnostic("E001", "error", f"spec file {str(p)!r} is not UTF-8 text ({exc.reason} "
-                        f"at byte {exc.start})", filename=str(p))]
+            [
+                Diagnostic(
+                    "E001",
+                    "error",
+                    f"spec file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                    filename=str(p),
+                )
+            ]
         ) from None
     return parse(text, filename=str(p))
 
@@ -170,8 +183,11 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
             tree = _parser().parse(text)
         except _NestingError as exc:
             raise _error(
-                "E102", f"brackets nested more than {MAX_NESTING} deep", _tok_span(exc.tok),
-                hint="flatten the expression or pattern", label="too deep",
+                "E102",
+                f"brackets nested more than {MAX_NESTING} deep",
+                _tok_span(exc.tok),
+                hint="flatten the expression or pattern",
+                label="too deep",
             ) from None
         except UnexpectedInput as exc:
             raise SpecError([_syntax_diagnostic(exc, text)]) from None
@@ -223,26 +239,78 @@ def _error(
     return SpecError(
         [
             Diagnostic(
-                code, "error", message, span.line, span.column, span.end_line, span.end_column,
-                hint=hint, label=label,
+                code,
+                "error",
+                message,
+                span.line,
+                span.column,
+                span.end_line,
+                span.end_column,
+                hint=hint,
+                label=label,
             )
         ]
     )
 
 
-_PATTERN_START = {"LITERAL", "STRING", "ESCAPED", "STAR", "GLOBSTAR", "QMARK", "CLASS",
-                  "SLASH", "LBRACE", "LANGLE"}
-_EXPR_START = {"NUMBER", "STRING", "NAME", "TRUE", "FALSE", "NONE", "MINUS", "PLUS", "_LPAR",
-               "_LSQB"}
+_PATTERN_START = {
+    "LITERAL",
+    "STRING",
+    "ESCAPED",
+    "STAR",
+    "GLOBSTAR",
+    "QMARK",
+    "CLASS",
+    "SLASH",
+    "LBRACE",
+    "LANGLE",
+}
+_EXPR_START = {
+    "NUMBER",
+    "STRING",
+    "NAME",
+    "TRUE",
+    "FALSE",
+    "NONE",
+    "MINUS",
+    "PLUS",
+    "_LPAR",
+    "_LSQB",
+}
 _DESCR = {
-    "_SEP": "a newline or `;`", "_ARROW": "`->`", "_EXCEPT": "`except`", "_AS": "`as`",
-    "_LET": "`let`", "_PARAM": "`param`", "FROZEN": "`frozen`", "TRUE": "`true`",
-    "FALSE": "`false`", "NONE": "`none`", "LITERAL": "a path segment", "STRING": "a string",
-    "ESCAPED": "an escaped character", "CLASS": "a character class", "GLOBSTAR": "`**`",
-    "STAR": "`*`", "QMARK": "`?`", "SLASH": "`/`", "LBRACE": "`{`", "RBRACE": "`}`",
-    "COMMA": "`,`", "LANGLE": "`<`", "RANGLE": "`>`", "NAME": "a name", "NUMBER": "a number",
-    "PLUS": "`+`", "MINUS": "`-`", "_EQUAL": "`=`", "_LPAR": "`(`", "_RPAR": "`)`",
-    "_LSQB": "`[`", "_RSQB": "`]`", "$END": "the end of the spec",
+    "_SEP": "a newline or `;`",
+    "_ARROW": "`->`",
+    "_EXCEPT": "`except`",
+    "_AS": "`as`",
+    "_LET": "`let`",
+    "_PARAM": "`param`",
+    "FROZEN": "`frozen`",
+    "TRUE": "`true`",
+    "FALSE": "`false`",
+    "NONE": "`none`",
+    "LITERAL": "a path segment",
+    "STRING": "a string",
+    "ESCAPED": "an escaped character",
+    "CLASS": "a character class",
+    "GLOBSTAR": "`**`",
+    "STAR": "`*`",
+    "QMARK": "`?`",
+    "SLASH": "`/`",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "COMMA": "`,`",
+    "LANGLE": "`<`",
+    "RANGLE": "`>`",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "_EQUAL": "`=`",
+    "_LPAR": "`(`",
+    "_RPAR": "`)`",
+    "_LSQB": "`[`",
+    "_RSQB": "`]`",
+    "$END": "the end of the spec",
 }
 
 
@@ -275,7 +343,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     lines = text.splitlines() or [""]
     if isinstance(exc, UnexpectedCharacters):
         line, col = exc.line, exc.column
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
         before = lines[line - 1][: col - 1] if line <= len(lines) else ""
         hint: str | None = None
         message = f"unexpected character `{char}`"
@@ -285,7 +354,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             hint = 'close the string with `"` on the same line'
         elif char == "[" and "CLASS" in allowed:
             message = "unterminated or empty character class"
-            hint = "write a class as `[abc]`, `[a-z]` or `[!abc]`; quote a literal `[` as `\"[\"`"
+            hint = 'write a class as `[abc]`, `[a-z]` or `[!abc]`; quote a literal `[` as `"["`'
         elif char == "." and re.search(r"[A-Za-z_][A-Za-z0-9_]*$", before):
             message = "attribute access is not allowed in a spec"
             hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
@@ -307,35 +376,62 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
             span = Span(span.line, span.column, span.line, span.column + 1)
         message = f"unexpected {_describe_token(tok)}; expected {_describe_expected(expected)}"
         hint = None
-        if str(tok.value).startswith(".") and expected & {"_LPAR", "_RPAR", "_SEP", "$END",
-                                                           "COMMA", "_AS"}:
+        if str(tok.value).startswith(".") and expected & {
+            "_LPAR",
+            "_RPAR",
+            "_SEP",
+            "$END",
+            "COMMA",
+            "_AS",
+        }:
             message = "attribute access is not allowed in a spec"
             hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
             span = Span(span.line, span.column, span.line, span.column + 1)
         elif "_ARROW" in expected and tok.type in ("_SEP", "$END"):
             message = "this rule has no `->` and no action"
             hint = "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`"
-        elif (tok.line or 0) >= 1 and re.fullmatch(
-            r"\s*(let|param)", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1]
-        ) and tok.type in _PATTERN_START:
+        elif (
+            (tok.line or 0) >= 1
+            and re.fullmatch(r"\s*(let|param)", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1])
+            and tok.type in _PATTERN_START
+        ):
             word = lines[(tok.line or 1) - 1].split()[0][:5].rstrip("/")
             word = "param" if word.startswith("param") else "let"
-            hint = (f"`{word}` starts a definition; to match a key named {word}, quote it: "
-                    f'`"{word}"{tok.value}...`')
+            hint = (
+                f"`{word}` starts a definition; to match a key named {word}, quote it: "
+                f'`"{word}"{tok.value}...`'
+            )
         elif tok.type in ("_EXCEPT", "_AS", "_LET", "_PARAM") and expected & _PATTERN_START:
-            hint = f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
+            hint = (
+                f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
+            )
         elif tok.type == "NAME" and tok.value in ("True", "False", "None"):
             hint = f"write `{tok.value.lower()}`"
         elif "_RPAR" in expected and tok.type in ("_SEP", "$END"):
             message = "unclosed `(`"
             hint = "close every `(` with `)`"
-        return Diagnostic("E100", "error", message, span.line, span.column, span.end_line,
-                          span.end_column, hint=hint)
+        return Diagnostic(
+            "E100",
+            "error",
+            message,
+            span.line,
+            span.column,
+            span.end_line,
+            span.end_column,
+            hint=hint,
+        )
 
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)
         span = _end_span(lines)
-        return Diagnostic("E100", "error", "unexpected end of the spec", span.line, span.column,
-                          span.end_line, span.end_column)
+        return Diagnostic(
+            "E100",
+            "error",
+            "unexpected end of the spec",
+            span.line,
+            span.column,
+            span.end_line,
+            span.end_column,
+        )
     return Diagnostic("E100", "error", f"syntax error: {exc}")  # pragma: no cover
 
 
@@ -387,14 +483,19 @@ class _Converter:
                 name, value = child.children
                 assert isinstance(name, Token) and isinstance(value, (Tree, Token))
                 self._check_name(name)
-                out.append(ast.Let(str(name), self.expr(value), _meta_span(child),
-                                   _tok_span(name)))
+                out.append(ast.Let(str(name), self.expr(value), _meta_span(child), _tok_span(name)))
             elif child.data == "param_stmt":
                 name, default = child.children
                 assert isinstance(name, Token)
                 self._check_name(name)
-                out.append(ast.Param(str(name), None if default is None else self.expr(default),
-                                     _meta_span(child), _tok_span(name)))
+                out.append(
+                    ast.Param(
+                        str(name),
+                        None if default is None else self.expr(default),
+                        _meta_span(child),
+                        _tok_span(name),
+                    )
+                )
         return tuple(out)
 
     def _check_depth(self, tree: Tree) -> None:
@@ -403,15 +504,24 @@ class _Converter:
             node, depth = stack.pop()
             if depth > MAX_NESTING + 8:
                 span = _meta_span(node) if isinstance(node, Tree) else _tok_span(node)
-                raise _error("E102", f"expression or pattern nested more than {MAX_NESTING} deep",
-                             span, hint="split it with `let`", label="too deep")
+                raise _error(
+                    "E102",
+                    f"expression or pattern nested more than {MAX_NESTING} deep",
+                    span,
+                    hint="split it with `let`",
+                    label="too deep",
+                )
             if isinstance(node, Tree):
                 stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
     def _check_name(self, tok: Token) -> None:
         if str(tok).startswith("_"):
-            raise _error("E303", f"name `{tok}` is not allowed: names may not start with `_`",
-                         _tok_span(tok), hint="rename it without the leading underscore")
+            raise _error(
+                "E303",
+                f"name `{tok}` is not allowed: names may not start with `_`",
+                _tok_span(tok),
+                hint="rename it without the leading underscore",
+            )
 
     def rule(self, tree: Tree) -> ast.Rule:
         pats, excepts, action, label = tree.children
@@ -428,8 +538,9 @@ class _Converter:
         if isinstance(label, Token):
             self._check_name(label)
             label_str, label_span = str(label), _tok_span(label)
-        return ast.Rule(patterns, except_patterns, action_node, label_str, _meta_span(tree),
-                        label_span)
+        return ast.Rule(
+            patterns, except_patterns, action_node, label_str, _meta_span(tree), label_span
+        )
 
     # -- patterns
     def patterns(self, tree: Tree) -> tuple[ast.Pattern, ...]:
@@ -442,18 +553,24 @@ class _Converter:
         self._check_globstars(nodes, left_ok=True, right_ok=True)
         count = _count_nodes(nodes)
         if count > MAX_PATTERN_NODES:
-            raise _error("E205", f"pattern too large ({count} glob nodes; the limit is "
-                         f"{MAX_PATTERN_NODES})", span)
+            raise _error(
+                "E205",
+                f"pattern too large ({count} glob nodes; the limit is {MAX_PATTERN_NODES})",
+                span,
+            )
         return ast.Pattern(tuple(n for n, _ in nodes), span)
 
     def _check_adjacent(self, tree: Tree) -> None:
-        toks = sorted(tree.scan_values(lambda v: isinstance(v, Token)),
-                      key=lambda t: t.start_pos or 0)
-        for a, b in zip(toks, toks[1:]):
+        toks = sorted(
+            tree.scan_values(lambda v: isinstance(v, Token)), key=lambda t: t.start_pos or 0
+        )
+        for a, b in itertools.pairwise(toks):
             if a.end_pos != b.start_pos:
                 gap = Span(a.end_line or 1, a.end_column or 1, b.line or 1, b.column or 1)
                 raise _error(
-                    "E104", "whitespace inside a pattern", gap,
+                    "E104",
+                    "whitespace inside a pattern",
+                    gap,
                     hint='quote keys with spaces (`"my key"`), and separate patterns with `,`',
                     label="here",
                 )
@@ -496,8 +613,10 @@ class _Converter:
             return self.char_class(tok)
         if kind == "capture":
             raise _error(
-                "E204", "named captures (`<name>`) are not supported in this version",
-                _meta_span(tree), hint="use `*` to match any segment, or `{0..11}` for numbers",
+                "E204",
+                "named captures (`<name>`) are not supported in this version",
+                _meta_span(tree),
+                hint="use `*` to match any segment, or `{0..11}` for numbers",
             )
         if kind == "alt":
             return self.alt(tree)
@@ -514,7 +633,9 @@ class _Converter:
                     return self.range(m.group(1), m.group(2), _meta_span(tree))
                 if _RANGEISH_RE.match(text):
                     raise _error(
-                        "E202", f"invalid range `{{{text}}}`", _meta_span(tree),
+                        "E202",
+                        f"invalid range `{{{text}}}`",
+                        _meta_span(tree),
                         hint="a range is `{LO..HI}` with non-negative integers; "
                         "for characters use a class such as `[a-z]`",
                     )
@@ -529,15 +650,24 @@ class _Converter:
     def range(self, lo: str, hi: str, span: Span) -> ast.Range:
         for bound in (lo, hi):
             if len(bound) > 1 and bound.startswith("0"):
-                raise _error("E202", f"range bound `{bound}` has a leading zero", span,
-                             hint="write range bounds without leading zeros: `{0..11}`")
+                raise _error(
+                    "E202",
+                    f"range bound `{bound}` has a leading zero",
+                    span,
+                    hint="write range bounds without leading zeros: `{0..11}`",
+                )
             if len(bound) > MAX_RANGE_DIGITS:
-                raise _error("E202", f"range bound `{bound}` has more than {MAX_RANGE_DIGITS} "
-                             "digits", span)
+                raise _error(
+                    "E202", f"range bound `{bound}` has more than {MAX_RANGE_DIGITS} digits", span
+                )
         a, b = int(lo), int(hi)
         if a > b:
-            raise _error("E202", f"empty range `{{{lo}..{hi}}}`: the start is greater than the end",
-                         span, hint=f"write `{{{hi}..{lo}}}`")
+            raise _error(
+                "E202",
+                f"empty range `{{{lo}..{hi}}}`: the start is greater than the end",
+                span,
+                hint=f"write `{{{hi}..{lo}}}`",
+            )
         return ast.Range(a, b)
 
     def char_class(self, tok: Token) -> ast.CharClass:
@@ -562,26 +692,37 @@ class _Converter:
             if j + 2 < len(chars) and chars[j + 1] == "-":
                 d = chars[j + 2][-1]
                 if c > d:
-                    raise _error("E203", f"invalid class range `{c}-{d}`", span,
-                                 hint=f"write the smaller character first: `{d}-{c}`")
+                    raise _error(
+                        "E203",
+                        f"invalid class range `{c}-{d}`",
+                        span,
+                        hint=f"write the smaller character first: `{d}-{c}`",
+                    )
                 ranges.append((c, d))
                 j += 3
             else:
                 ranges.append((c, c))
                 j += 1
         if any(lo <= "/" <= hi for lo, hi in ranges):
-            raise _error("E203", "a character class cannot match `/`", span,
-                         hint="`/` separates segments; use `{a,b/c}` or `**` instead")
+            raise _error(
+                "E203",
+                "a character class cannot match `/`",
+                span,
+                hint="`/` separates segments; use `{a,b/c}` or `**` instead",
+            )
         return ast.CharClass(negated, tuple(ranges))
 
-    def _check_globstars(self, nodes: list[tuple[ast.GlobNode, Any]], *, left_ok: bool,
-                         right_ok: bool) -> None:
+    def _check_globstars(
+        self, nodes: list[tuple[ast.GlobNode, Any]], *, left_ok: bool, right_ok: bool
+    ) -> None:
         for i, (node, where) in enumerate(nodes):
             prev_ok = left_ok if i == 0 else isinstance(nodes[i - 1][0], ast.Sep)
             next_ok = right_ok if i == len(nodes) - 1 else isinstance(nodes[i + 1][0], ast.Sep)
             if isinstance(node, ast.GlobStar) and not (prev_ok and next_ok):
                 raise _error(
-                    "E201", "`**` inside a segment", _meta_span(where),
+                    "E201",
+                    "`**` inside a segment",
+                    _meta_span(where),
                     hint="`**` must be a whole segment (`a/**/b`); use `*` to match within a "
                     "segment",
                     label="not a whole segment",
@@ -619,8 +760,10 @@ class _Converter:
             return self.expr(ch[1])
         if kind == "list":
             items = ch[0]
-            values = () if items is None else tuple(
-                self.expr(c) for c in items.children if isinstance(c, Tree)
+            values = (
+                ()
+                if items is None
+                else tuple(self.expr(c) for c in items.children if isinstance(c, Tree))
             )
             return ast.ListExpr(values, span)
         if kind == "call":
@@ -634,16 +777,22 @@ class _Converter:
                     continue
                 if a.data == "kwarg":
                     kname, kvalue = a.children
+                    assert isinstance(kname, Token)
                     self._check_name(kname)
                     if str(kname) in seen:
-                        raise _error("E100", f"keyword argument `{kname}` given twice",
-                                     _tok_span(kname))
+                        raise _error(
+                            "E100", f"keyword argument `{kname}` given twice", _tok_span(kname)
+                        )
                     seen.add(str(kname))
                     kwargs.append(ast.Keyword(str(kname), self.expr(kvalue), _meta_span(a)))
                 else:
                     if kwargs:
-                        raise _error("E100", "positional argument after a keyword argument",
-                                     _meta_span(a), hint="put positional arguments first")
+                        raise _error(
+                            "E100",
+                            "positional argument after a keyword argument",
+                            _meta_span(a),
+                            hint="put positional arguments first",
+                        )
                     args.append(self.expr(a))
             return ast.Call(str(name), tuple(args), tuple(kwargs), span, _tok_span(name))
         raise AssertionError(kind)  # pragma: no cover
@@ -654,8 +803,12 @@ class _Converter:
         if re.fullmatch(r"[0-9]+", text):
             value = int(text)
             if value > _INT_MAX:
-                raise _error("E103", f"integer `{tok}` is too large", span,
-                             hint="write it as a float, for example `1e20`")
+                raise _error(
+                    "E103",
+                    f"integer `{tok}` is too large",
+                    span,
+                    hint="write it as a float, for example `1e20`",
+                )
             return value
         f = float(text)
         if f == float("inf"):

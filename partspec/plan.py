@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,13 +172,17 @@ def _coverage(
         notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
         if len(paths) > len(listed):
             notes += (f"... and {len(paths) - len(listed)} more",)
-        errors.append(Diagnostic(
-            "E501", "error",
-            f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} not covered "
-            "by any rule",
-            filename=spec.filename, notes=notes,
-            hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
-        ))
+        errors.append(
+            Diagnostic(
+                "E501",
+                "error",
+                f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} "
+                "not covered by any rule",
+                filename=spec.filename,
+                notes=notes,
+                hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
+            )
+        )
     owned: set[int] = set()
     matched: set[int] = set()
     shadowers: dict[int, set[int]] = {}
@@ -195,28 +199,38 @@ def _coverage(
     for cr in checked.rules:
         span = cr.rule.span
         if cr.index not in matched:
-            warns.append(Diagnostic(
-                "W601", "warning", "rule matches no parameter", span.line, span.column,
-                span.line, span.end_column if span.end_line == span.line else span.column + 1,
-                hint="check the pattern against the parameter paths (`pspec explain`)",
-            ))
+            warns.append(
+                Diagnostic(
+                    "W601",
+                    "warning",
+                    "rule matches no parameter",
+                    span.line,
+                    span.column,
+                    span.line,
+                    span.end_column if span.end_line == span.line else span.column + 1,
+                    hint="check the pattern against the parameter paths (`pspec explain`)",
+                )
+            )
         elif cr.index not in owned:
             lines = sorted(checked.rules[r].rule.span.line for r in shadowers.get(cr.index, ()))
-            warns.append(Diagnostic(
-                "W602", "warning",
-                "rule is shadowed: every parameter it matches is taken by an earlier rule "
-                f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
-                span.line, span.column, span.line,
-                span.end_column if span.end_line == span.line else span.column + 1,
-                hint="move the more specific rule first (the first matching rule wins)",
-            ))
+            warns.append(
+                Diagnostic(
+                    "W602",
+                    "warning",
+                    "rule is shadowed: every parameter it matches is taken by an earlier rule "
+                    f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
+                    span.line,
+                    span.column,
+                    span.line,
+                    span.end_column if span.end_line == span.line else span.column + 1,
+                    hint="move the more specific rule first (the first matching rule wins)",
+                )
+            )
     src, name = spec.source, spec.filename
     return ([d.with_source(src, name) for d in errors], [d.with_source(src, name) for d in warns])
 
 
-def compile(
-    spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **values: Any
-) -> Plan:
+def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:
     """Compile a spec against a parameter tree.
 
     Args:
@@ -261,10 +275,20 @@ def compile(
             transforms[cr.label] = _build(cr.action)
         except (TypeError, ValueError) as exc:
             span = cr.rule.action.span
-            raise SpecError([Diagnostic(
-                "E408", "error", f"optax rejected `{cr.label}`: {exc}", span.line, span.column,
-                span.end_line, span.end_column, hint="check the arguments against optax's docs",
-            ).with_source(spec.source, spec.filename)]) from None
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "E408",
+                        "error",
+                        f"optax rejected `{cr.label}`: {exc}",
+                        span.line,
+                        span.column,
+                        span.end_line,
+                        span.end_column,
+                        hint="check the arguments against optax's docs",
+                    ).with_source(spec.source, spec.filename)
+                ]
+            ) from None
     tx = optax.partition(transforms, _const(labels))
     return Plan(spec, checked, labels, transforms, tx, tuple(warns), frozenset(frozen_labels))
 
@@ -272,5 +296,3 @@ def compile(
 def optimizer(spec: ast.Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:
     """``compile(spec, params, **values).tx``."""
     return compile(spec, params, **values).tx
-
-

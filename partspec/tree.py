@@ -57,8 +57,8 @@ def _kind(x: Any) -> int:
             k = _VAR
         else:
             treedef = jax.tree_util.tree_structure(x, is_leaf=lambda y: y is not x)
-            k = _LEAF if jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1 \
-                else _NODE
+            is_leaf = jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1  # type: ignore[attr-defined]
+            k = _LEAF if is_leaf else _NODE
         _kind_cache[t] = k
     return k
 
@@ -181,8 +181,9 @@ def label_tree(
         result = leaf(start)
     elif kind == _VAR:
         pairs, treedef = _children(tree)
-        result = treedef.unflatten([visit(c, start) if _kind(c) != _NODE else walk(c, start)
-                                    for _, c in pairs])
+        result = treedef.unflatten(
+            [visit(c, start) if _kind(c) != _NODE else walk(c, start) for _, c in pairs]
+        )
     else:
         result = walk(tree, start)
     return result, label_of

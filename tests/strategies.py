@@ -110,9 +110,7 @@ def _branch(pieces: st.SearchStrategy[ast.GlobNode]) -> st.SearchStrategy[tuple[
     return st.lists(seg, min_size=1, max_size=2).map(join)
 
 
-alts = st.lists(_branch(_simple_pieces), min_size=1, max_size=3).map(
-    lambda bs: ast.Alt(tuple(bs))
-)
+alts = st.lists(_branch(_simple_pieces), min_size=1, max_size=3).map(lambda bs: ast.Alt(tuple(bs)))
 pieces = st.one_of(_simple_pieces, alts)
 segments = st.one_of(
     st.just((ast.GlobStar(),)),
@@ -148,8 +146,9 @@ def patterns_for(path: tuple[str, ...]) -> st.SearchStrategy[ast.Pattern]:
         return st.one_of(*options)
 
     segs = st.tuples(*(seg_strategy(s) for s in path)) if path else st.just(())
-    return st.one_of(segs.map(lambda t: _join_segments(list(t)) if t else ast.Pattern(())),
-                     patterns)
+    return st.one_of(
+        segs.map(lambda t: _join_segments(list(t)) if t else ast.Pattern(())), patterns
+    )
 
 
 # ---------------------------------------------------------------- expressions and specs
@@ -181,8 +180,9 @@ def exprs(names: tuple[str, ...] = NAMES) -> st.SearchStrategy[ast.Expr]:
                 lambda f, a, kw: ast.Call(f, tuple(a), tuple(ast.Keyword(k, v) for k, v in kw)),
                 st.sampled_from(["adam", "sgd", "chain", "linear_schedule"]),
                 st.lists(inner, max_size=2),
-                st.dictionaries(st.sampled_from(["b1", "momentum", "eps"]), inner, max_size=2)
-                .map(lambda d: list(d.items())),
+                st.dictionaries(st.sampled_from(["b1", "momentum", "eps"]), inner, max_size=2).map(
+                    lambda d: list(d.items())
+                ),
             ),
         )
 
@@ -243,7 +243,12 @@ def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = Fal
     if not nodes:
         return j == len(s)
     n, rest = nodes[0], nodes[1:]
-    if isinstance(n, ast.Sep) and not first and len(rest) == 1 and isinstance(rest[0], ast.GlobStar):
+    if (
+        isinstance(n, ast.Sep)
+        and not first
+        and len(rest) == 1
+        and isinstance(rest[0], ast.GlobStar)
+    ):
         # "a/**": nothing more, or a separator and then anything.
         return j == len(s) or s[j] is _SEP
     if isinstance(n, ast.GlobStar):
@@ -280,8 +285,10 @@ def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = Fal
         while k < len(s) and s[k] is not None and str(s[k]).isdigit() and str(s[k]) in "0123456789":
             k += 1
             text = "".join(str(c) for c in s[j:k])
-            if (text == "0" or not text.startswith("0")) and n.lo <= int(text) <= n.hi and _m(
-                rest, s, k
+            if (
+                (text == "0" or not text.startswith("0"))
+                and n.lo <= int(text) <= n.hi
+                and _m(rest, s, k)
             ):
                 return True
         return False

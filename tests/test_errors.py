@@ -149,11 +149,13 @@ def test_nothing_outside_the_allow_list_can_be_called(text: str, code: str) -> N
     assert info.value.diagnostics[0].code == code
 
 
-def test_compiling_never_imports_user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiling_never_imports_user_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "evil.py"
     marker.write_text("raise SystemExit('user code ran')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for text in ['** -> evil(1)', '** -> adam(evil)', 'evil/** -> frozen\n** -> sgd(evil.x)']:
+    for text in ["** -> evil(1)", "** -> adam(evil)", "evil/** -> frozen\n** -> sgd(evil.x)"]:
         with pytest.raises(partspec.SpecError):
             partspec.compile(text, {"evil": np.zeros(1)})
 
@@ -179,8 +181,13 @@ def test_deep_nesting_is_a_spec_error(text: str) -> None:
 
 
 def test_huge_numbers_are_errors_not_hangs() -> None:
-    for text in ["let x = 10 ** 10 ** 10", "let x = 9 ** 999999", "let x = 1e999",
-                 "let x = 99999999999999999999999", "let x = (2 ** 64) ** 64 ** 64"]:
+    for text in [
+        "let x = 10 ** 10 ** 10",
+        "let x = 9 ** 999999",
+        "let x = 1e999",
+        "let x = 99999999999999999999999",
+        "let x = (2 ** 64) ** 64 ** 64",
+    ]:
         start = time.perf_counter()
         with pytest.raises(partspec.SpecError) as info:
             partspec.parse(text)

@@ -39,7 +39,9 @@ def test_matcher_agrees_on_derived_paths(data: st.DataObject) -> None:
 
 
 @given(st.lists(S.patterns, min_size=1, max_size=3), st.lists(S.patterns, max_size=2))
-def test_patterns_round_trip_through_format(pats: list[ast.Pattern], exc: list[ast.Pattern]) -> None:
+def test_patterns_round_trip_through_format(
+    pats: list[ast.Pattern], exc: list[ast.Pattern]
+) -> None:
     rule = ast.Rule(tuple(pats), tuple(exc), ast.Frozen())
     spec = ast.Spec((rule,))
     text = format_spec(spec)
@@ -82,10 +84,53 @@ def test_any_text_parses_or_raises_spec_error(text: str) -> None:
         str(err)
 
 
-_TOKENS = ["a", "b/", "**", "*", "/", "{", "}", ",", "..", "0", "12", "[", "]", "!", "->",
-           " -> ", "frozen", "adam(", "sgd", "(", ")", "1e-3", "=", "let ", "param ", "x",
-           " except ", " as ", "lr", "\n", ";", "#c\n", '"', "\\", "-", "+", "**", "<i>",
-           "chain(", "clip_by_global_norm(1.0)", ", ", "true", "none", "[1, 2]", " "]
+_TOKENS = [
+    "a",
+    "b/",
+    "**",
+    "*",
+    "/",
+    "{",
+    "}",
+    ",",
+    "..",
+    "0",
+    "12",
+    "[",
+    "]",
+    "!",
+    "->",
+    " -> ",
+    "frozen",
+    "adam(",
+    "sgd",
+    "(",
+    ")",
+    "1e-3",
+    "=",
+    "let ",
+    "param ",
+    "x",
+    " except ",
+    " as ",
+    "lr",
+    "\n",
+    ";",
+    "#c\n",
+    '"',
+    "\\",
+    "-",
+    "+",
+    "**",
+    "<i>",
+    "chain(",
+    "clip_by_global_norm(1.0)",
+    ", ",
+    "true",
+    "none",
+    "[1, 2]",
+    " ",
+]
 
 
 @settings(max_examples=400)
@@ -168,8 +213,12 @@ def _bits(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).view(np.uint32)
 
 
-_TRAIN_ACTIONS = ["adam(1e-2)", "adamw(1e-2, weight_decay=0.5)", "sgd(0.1, momentum=0.9)",
-                  "chain(clip_by_global_norm(1.0), adamw(1e-2, weight_decay=0.1))"]
+_TRAIN_ACTIONS = [
+    "adam(1e-2)",
+    "adamw(1e-2, weight_decay=0.5)",
+    "sgd(0.1, momentum=0.9)",
+    "chain(clip_by_global_norm(1.0), adamw(1e-2, weight_decay=0.1))",
+]
 
 
 @settings(max_examples=25)
@@ -189,12 +238,14 @@ def test_frozen_leaves_bit_identical_through_jitted_updates(data: st.DataObject)
     # Trainable values finite so that they can move; frozen ones keep their NaN/inf/-0.0.
     params = jax.tree.map(
         lambda p, lab: p if lab == "frozen" else jnp.nan_to_num(p, posinf=1.0, neginf=-1.0),
-        params, plan.labels,
+        params,
+        plan.labels,
     )
     bad = data.draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e30]))
     grads = jax.tree.map(
         lambda p, lab: jnp.full_like(p, bad) if lab == "frozen" else jnp.ones_like(p),
-        params, plan.labels,
+        params,
+        plan.labels,
     )
     state = plan.tx.init(params)
 
