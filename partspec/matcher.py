@@ -125,7 +125,10 @@ class _NFA:
             if isinstance(node, ast.Lit):
                 for ch in node.text:
                     nxt = self.new()
-                    self.edge(cur, _CHAR, ch, nxt)
+                    if ch == "/":  # a quoted "/" is still a separator: paths are text
+                        self.edge(cur, _SEP, None, nxt)
+                    else:
+                        self.edge(cur, _CHAR, ch, nxt)
                     cur = nxt
             elif isinstance(node, ast.Star):
                 loop = self.new()
@@ -259,7 +262,8 @@ class Matcher:
         for ch in key:
             if s == 0:
                 break
-            s = self.step(s, ch)
+            # A "/" inside a key separates segments (Haiku's "mlp/~/linear_1").
+            s = self.step(s, SEP if ch == "/" else ch)
         memo[key] = s
         return s
 

@@ -12,7 +12,7 @@ from partspec import ast
 # ---------------------------------------------------------------- parameter trees
 
 #: Key characters: ordinary ones plus glob metacharacters, which must be matched literally.
-KEY_CHARS = "abcxyz_019~.-"
+KEY_CHARS = "abcxyz_019~.-/"
 SPECIAL_KEY_CHARS = ' *?{}[],"#;\\'
 
 keys = st.one_of(
@@ -235,7 +235,7 @@ def naive_match(pattern: ast.Pattern, path: tuple[str, ...]) -> bool:
     for i, seg in enumerate(path):
         if i:
             syms.append(_SEP)
-        syms.extend(seg)
+        syms.extend(_SEP if c == "/" else c for c in seg)  # "/" in a key separates too
     return _m(list(pattern.nodes), syms, 0, first=True)
 
 
@@ -260,7 +260,8 @@ def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = Fal
         return any(_m(rest, s, k) for k in range(j, len(s) + 1))
     if isinstance(n, ast.Lit):
         end = j + len(n.text)
-        return s[j:end] == list(n.text) and _m(rest, s, end)
+        want = [_SEP if c == "/" else c for c in n.text]
+        return s[j:end] == want and _m(rest, s, end)
     if isinstance(n, ast.Star):
         k = j
         while True:

@@ -1,0 +1,89 @@
+"""The checker's allow-list table matches the installed optax."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+import pytest
+
+import partspec
+from partspec._optax_table import OPTAX_VERSION, TABLE
+from partspec._tablegen import generate
+
+
+def test_table_matches_installed_optax() -> None:
+    assert generate() == TABLE, (
+        f"partspec/_optax_table.py was generated from optax {OPTAX_VERSION}; installed is "
+        f"{optax.__version__}. Regenerate: python -m partspec._tablegen > partspec/_optax_table.py"
+    )
+
+
+def test_every_allow_listed_name_is_a_real_optax_function() -> None:
+    for name in TABLE:
+        assert callable(getattr(optax, name)), name
+
+
+OPTIMIZERS = sorted(n for n, e in TABLE.items() if e["kind"] == "optimizer")
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_compiles_and_updates(name: str) -> None:
+    params = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
+    plan = partspec.compile(f"** -> {name}(1e-3)", params)
+    assert plan.labels == {"w": f"{name}(0.001)", "b": f"{name}(0.001)"}
+    state = plan.tx.init(params)
+    grads = {"w": jnp.full((4, 4), 0.5), "b": jnp.full(4, 0.5)}
+    updates, _ = plan.tx.update(grads, state, params)
+    direct, _ = getattr(optax, name)(1e-3).update(
+        grads, getattr(optax, name)(1e-3).init(params), params
+    )
+    for k in params:
+        assert jnp.allclose(updates[k], direct[k]), name
+
+
+SCHEDULES = {
+    "constant_schedule(0.1)": optax.constant_schedule(0.1),
+    "linear_schedule(0.0, 1.0, 10)": optax.linear_schedule(0.0, 1.0, 10),
+    "cosine_decay_schedule(1.0, 100)": optax.cosine_decay_schedule(1.0, 100),
+    "warmup_cosine_decay_schedule(0.0, 1.0, 10, 100)": optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, 10, 100
+    ),
+    "exponential_decay(1.0, 10, 0.5)": optax.exponential_decay(1.0, 10, 0.5),
+    "join_schedules([constant_schedule(1.0), constant_schedule(2.0)], [5])": optax.join_schedules(
+        [optax.constant_schedule(1.0), optax.constant_schedule(2.0)], [5]
+    ),
+}
+
+
+@pytest.mark.parametrize("text", sorted(SCHEDULES))
+def test_schedules_and_multipliers_equal_optax(text: str) -> None:
+    plan = partspec.compile(
+        f"let s = {text}\na -> sgd(s) as base\nb -> sgd(3 * s / 2) as fast",
+        {"a": jnp.ones(1), "b": jnp.ones(1)},
+    )
+    ref = SCHEDULES[text]
+    for step in (0, 1, 5, 9, 50):
+        base, fast = plan.transforms["base"], plan.transforms["fast"]
+        for tx, mult in ((base, 1.0), (fast, 1.5)):
+            state = tx.init(jnp.ones(1))
+            for _ in range(step):
+                _, state = tx.update(jnp.ones(1), state)
+            upd, _ = tx.update(jnp.ones(1), state)
+            assert jnp.allclose(-upd, mult * ref(step)), (text, step)
+
+
+def test_dtype_arguments_reach_optax_as_dtypes() -> None:
+    params = {"w": jnp.ones(3)}
+    plan = partspec.compile('** -> adam(1e-3, mu_dtype="bfloat16")', params)
+    state = plan.tx.init(params)
+    mu = state.inner_states['adam(0.001, mu_dtype="bfloat16")'].inner_state[0].mu["w"]
+    assert mu.dtype == jnp.bfloat16
+
+
+def test_float_with_integer_value_is_accepted_where_optax_wants_an_int() -> None:
+    checked = partspec.check("** -> sgd(linear_schedule(0.0, 1.0, 1e4))")
+    sched = checked.rules[0].action.args[0]
+    assert sched.args[2] == 10000 and isinstance(sched.args[2], int)
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.check("** -> sgd(linear_schedule(0.0, 1.0, 10.5))")
+    assert info.value.diagnostics[0].code == "E403"
