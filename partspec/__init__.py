@@ -56,16 +56,13 @@ def check(spec: Spec | str, /, **values: Any) -> CheckedSpec:
 
     ``param``s without a value are allowed here; values given are type-checked.
 
-    >>> check("param lr = 1e-3\\n** -> adam(lr)", lr=0.1).values["lr"]
-    0.1
+    >>> checked = check("param lr = 1e-3\\nparam wd\\n** -> adamw(lr, weight_decay=wd)", lr=0.1)
+    >>> checked.values["lr"], checked.complete
+    (0.1, False)
     """
     if isinstance(spec, str):
         spec = parse(spec)
-    return check_spec(spec, values if values else None) if values else _check_partial(spec)
-
-
-def _check_partial(spec: Spec) -> CheckedSpec:
-    return check_spec(spec, None)
+    return check_spec(spec, values, require=False)
 
 
 def format(spec: Spec | str) -> str:

@@ -206,10 +206,10 @@ def _coerce(types: tuple[str, ...], v: Value) -> tuple[bool, Value]:
 
 
 class _Checker:
-    def __init__(self, spec: ast.Spec, values: Mapping[str, Any] | None):
+    def __init__(self, spec: ast.Spec, values: Mapping[str, Any] | None, require: bool):
         self.spec = spec
         self.given = dict(values or {})
-        self.require_values = values is not None
+        self.require_values = require
         self.env: dict[str, Value] = {}
         self.defined_at: dict[str, int] = {}
         self.errors: list[Diagnostic] = []
@@ -298,8 +298,8 @@ class _Checker:
                 "E305",
                 f"param `{stmt.name}` has no value",
                 stmt.name_span,
-                hint=f"pass `{stmt.name}=...` to partspec.compile (or `--set "
-                f"{stmt.name}=...`), or give it a default: `param {stmt.name} = ...`",
+                hint=f"pass `{stmt.name}=...` to partspec.compile, or give it a default: "
+                f"`param {stmt.name} = ...`",
             )
         return Unset(stmt.name)
 
@@ -448,7 +448,6 @@ class _Checker:
             if i < len(positional):
                 bound[positional[i]["name"]] = (v, arg.span)
             elif varargs is not None:
-                self._check_type(e.func, varargs, v, arg.span)
                 extra.append(self._check_type(e.func, varargs, v, arg.span))
             else:
                 raise _diag(
@@ -468,6 +467,13 @@ class _Checker:
             if kw.name in bound:
                 raise _diag("E405", f"argument `{kw.name}` of `{e.func}` is given twice", kw.span)
             bound[kw.name] = (self.eval(kw.value), kw.span)
+        if varargs is not None and not extra and not positional:
+            raise _diag(
+                "E404",
+                f"`{e.func}` needs at least one optimizer or transform",
+                e.span,
+                hint=f"for example `{e.func}(clip_by_global_norm(1.0), adam(1e-3))`",
+            )
         args: list[Value] = []
         kwargs: list[tuple[str, Value]] = []
         for p in params:
@@ -522,15 +528,16 @@ def _from_python(raw: Any) -> Value:
         if isinstance(raw, float) and not math.isfinite(raw):
             return _BAD
         return raw
-    try:  # NumPy and JAX scalars
-        import numbers
+    import numbers
 
-        if isinstance(raw, numbers.Integral):
-            return int(raw)
-        if isinstance(raw, numbers.Real):
-            return float(raw)
-    except Exception:  # pragma: no cover
-        pass
+    if isinstance(raw, numbers.Integral):  # NumPy integer scalars
+        return int(raw)
+    if isinstance(raw, numbers.Real):
+        return _from_python(float(raw))
+    if getattr(raw, "shape", None) == () and hasattr(raw, "item"):  # 0-d NumPy/JAX arrays
+        item = raw.item()
+        if isinstance(item, (bool, int, float)):
+            return _from_python(item)
     return _BAD
 
 
@@ -578,10 +585,18 @@ def _number_op(op: str, a: int | float, b: int | float, span: Span) -> int | flo
     return r
 
 
-def check_spec(spec: ast.Spec, values: Mapping[str, Any] | None = None) -> CheckedSpec:
-    """Check a parsed spec; with ``values``, every ``param`` must end up with a value.
+def check_spec(
+    spec: ast.Spec, values: Mapping[str, Any] | None = None, *, require: bool | None = None
+) -> CheckedSpec:
+    """Check a parsed spec against optional ``param`` values.
+
+    Args:
+      spec: the parsed spec.
+      values: values for its ``param`` declarations; every name must be declared.
+      require: whether every ``param`` must end up with a value (as compiling needs);
+        defaults to ``values is not None``.
 
     Raises:
       SpecError: listing every problem found.
     """
-    return _Checker(spec, values).run()
+    return _Checker(spec, values, values is not None if require is None else require).run()

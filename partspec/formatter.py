@@ -18,7 +18,6 @@ from partspec import ast
 __all__ = ["format_expr", "format_pattern", "format_spec"]
 
 _LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
-_RANGEISH_RE = re.compile(r"^[^.]*\.\.[^.]*$")
 _KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
 _ALIGN_MAX = 40
 
@@ -32,7 +31,7 @@ def _lit(text: str, *, in_single_alt: bool = False) -> str:
     if (
         _LITERAL_RE.fullmatch(text)
         and text not in _KEYWORDS
-        and not (in_single_alt and _RANGEISH_RE.match(text))
+        and not (in_single_alt and ".." in text)
         and not text.endswith("-")
     ):
         return text
@@ -65,8 +64,13 @@ def _nodes(nodes: tuple[ast.GlobNode, ...], *, in_single_alt: bool = False) -> s
         elif isinstance(n, ast.Range):
             out.append(f"{{{n.lo}..{n.hi}}}")
         elif isinstance(n, ast.Alt):
-            single = len(n.branches) == 1
-            out.append("{" + ",".join(_nodes(b, in_single_alt=single) for b in n.branches) + "}")
+            parts = [
+                f"{b[0].lo}..{b[0].hi}"
+                if len(b) == 1 and isinstance(b[0], ast.Range) and len(n.branches) > 1
+                else _nodes(b, in_single_alt=True)
+                for b in n.branches
+            ]
+            out.append("{" + ",".join(parts) + "}")
     return "".join(out)
 
 

@@ -32,10 +32,20 @@ from lark.exceptions import (
 from partspec import ast
 from partspec.errors import Diagnostic, Span, SpecError
 
-__all__ = ["MAX_NESTING", "MAX_PATTERN_NODES", "MAX_RANGE_DIGITS", "grammar_text", "load", "parse"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NESTING",
+    "MAX_PATTERN_NODES",
+    "MAX_RANGE_DIGITS",
+    "grammar_text",
+    "load",
+    "parse",
+]
 
 #: Brackets, braces and operators may nest this deep; deeper is error E102.
 MAX_NESTING = 100
+#: Parse trees (operators, calls, lists, braces) may be this deep; deeper is error E102.
+MAX_DEPTH = 200
 #: A single pattern may have at most this many glob nodes (error E205).
 MAX_PATTERN_NODES = 10_000
 #: Bounds of a ``{lo..hi}`` range have at most this many digits (error E202).
@@ -401,6 +411,13 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
                 f"`{word}` starts a definition; to match a key named {word}, quote it: "
                 f'`"{word}"{tok.value}...`'
             )
+        elif (
+            expected & _PATTERN_START
+            and (tok.line or 0) >= 1
+            and re.search(r"except\s*$", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1])
+        ):
+            message = "`except` needs patterns after it"
+            hint = 'to match a key named except, quote it: `"except"`'
         elif tok.type in ("_EXCEPT", "_AS", "_LET", "_PARAM") and expected & _PATTERN_START:
             hint = (
                 f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
@@ -460,7 +477,6 @@ def _unescape(body: str) -> str:
 
 
 _RANGE_RE = re.compile(r"^([0-9]+)\.\.([0-9]+)$")
-_RANGEISH_RE = re.compile(r"^[^.]*\.\.[^.]*$")
 _INT_MAX = 2**63 - 1
 
 
@@ -502,19 +518,27 @@ class _Converter:
         stack: list[tuple[Any, int]] = [(tree, 0)]
         while stack:
             node, depth = stack.pop()
-            if depth > MAX_NESTING + 8:
+            if depth > MAX_DEPTH:
                 span = _meta_span(node) if isinstance(node, Tree) else _tok_span(node)
                 raise _error(
                     "E102",
-                    f"expression or pattern nested more than {MAX_NESTING} deep",
+                    f"expression or pattern too deeply nested (more than {MAX_DEPTH} levels of "
+                    "brackets, calls and operators)",
                     span,
-                    hint="split it with `let`",
+                    hint="split it into steps with `let`",
                     label="too deep",
                 )
             if isinstance(node, Tree):
                 stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
     def _check_name(self, tok: Token) -> None:
+        if str(tok) in _KEYWORDS:
+            raise _error(
+                "E303",
+                f"`{tok}` is a keyword and cannot be used as a name",
+                _tok_span(tok),
+                hint="choose another name",
+            )
         if str(tok).startswith("_"):
             raise _error(
                 "E303",
@@ -624,24 +648,38 @@ class _Converter:
 
     def alt(self, tree: Tree) -> ast.GlobNode:
         branches = [c for c in tree.children if isinstance(c, Tree) and c.data == "branch"]
-        if len(branches) == 1:
-            kids = [c for c in branches[0].children if c is not None]
+        out: list[list[tuple[ast.GlobNode, Any]]] = []
+        for b in branches:
+            kids = [c for c in b.children if c is not None]
             if len(kids) == 1 and isinstance(kids[0], Tree) and kids[0].data == "lit":
                 text = str(kids[0].children[0])
                 m = _RANGE_RE.match(text)
                 if m:
-                    return self.range(m.group(1), m.group(2), _meta_span(tree))
-                if _RANGEISH_RE.match(text):
+                    rng = self.range(m.group(1), m.group(2), _meta_span(tree))
+                    if len(branches) == 1:
+                        return rng  # `{0..11}` is a range, not a one-way alternative
+                    out.append([(rng, kids[0])])
+                    continue
+                if ".." in text:
                     raise _error(
                         "E202",
-                        f"invalid range `{{{text}}}`",
-                        _meta_span(tree),
-                        hint="a range is `{LO..HI}` with non-negative integers; "
-                        "for characters use a class such as `[a-z]`",
+                        f"invalid range `{text}`",
+                        _meta_span(kids[0]),
+                        hint="a range is `{LO..HI}` with non-negative integers, such as "
+                        '`{0..11}`; for characters use a class such as `[a-z]`; quote `".."` '
+                        "to match two dots",
                     )
-        out = []
-        for b in branches:
             nodes = self.seq(b.children)
+            for node, where in nodes:
+                if isinstance(node, ast.GlobStar):
+                    raise _error(
+                        "E201",
+                        "`**` inside `{...}`",
+                        _meta_span(where),
+                        hint="`**` must be a whole segment of the pattern itself; write two "
+                        "patterns instead: `a/x/b, a/**/b`",
+                        label="not allowed here",
+                    )
             out.append(nodes)
         alt = ast.Alt(tuple(tuple(n for n, _ in nodes) for nodes in out))
         self._alt_parts[id(alt)] = out

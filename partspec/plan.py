@@ -15,6 +15,7 @@ Array([0.5, 0.5], dtype=float32)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
@@ -208,7 +209,8 @@ def _coverage(
                     span.column,
                     span.line,
                     span.end_column if span.end_line == span.line else span.column + 1,
-                    hint="check the pattern against the parameter paths (`pspec explain`)",
+                    hint="compare the pattern with the parameter paths "
+                    "(`partspec.tree.leaf_paths(params)` lists them)",
                 )
             )
         elif cr.index not in owned:
@@ -255,7 +257,7 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
     labels, label_of = label_tree(matcher, [r.label for r in checked.rules], params)
     errors, warns = _coverage(checked, matcher, label_of, params)
     if strict:
-        errors += warns
+        errors += [dataclasses.replace(w, severity="error") for w in warns]
     if errors:
         raise SpecError(errors)
     for w in warns:

@@ -206,3 +206,41 @@ def test_wide_braces_and_ranges_stay_small() -> None:
     assert m.match(["x", "99999", "y"]) == (1,)
     assert m.match(["x", "100001", "y"]) == ()
     assert m.match(["x", "007", "y"]) == ()
+
+
+# ---------------------------------------------------------------- misuse found in review
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{1...3} -> frozen", "E202"),
+        ("{1.2..3} -> frozen", "E202"),
+        ("{a,1..x} -> frozen", "E202"),
+        ("x/{a,**}/y -> frozen", "E201"),
+        ("{a/**,b} -> frozen", "E201"),
+        ("let true = 1", "E303"),
+        ("param none", "E303"),
+        ("** -> chain()", "E404"),
+        ("x/except -> frozen", "E100"),
+    ],
+)
+def test_misuse_is_reported(text: str, code: str) -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.parse(text)
+    assert info.value.diagnostics[0].code == code
+    assert info.value.diagnostics[0].hint
+
+
+def test_ranges_may_be_branches_of_an_alternative() -> None:
+    from partspec.matcher import compile_patterns
+
+    spec = partspec.parse("layers/{0..2,head}/* -> frozen")
+    assert partspec.format(spec) == "layers/{0..2,head}/* -> frozen\n"
+    m = compile_patterns(spec.rules[0].patterns)
+    assert [bool(m.match(["layers", k, "w"])) for k in ("0", "2", "3", "head")] == [
+        True,
+        True,
+        False,
+        True,
+    ]

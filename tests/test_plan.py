@@ -142,3 +142,19 @@ def test_spec_and_text_are_accepted_everywhere() -> None:
     )
     with pytest.raises(TypeError):
         partspec.compile(42, PARAMS)  # type: ignore[arg-type]
+
+
+def test_check_accepts_some_values_and_leaves_the_rest_unset() -> None:
+    checked = partspec.check("param lr\nparam wd = 0.1\n** -> adamw(lr, weight_decay=wd)", wd=0.2)
+    assert checked.values["wd"] == 0.2 and not checked.complete
+
+
+def test_zero_dimensional_arrays_are_param_values() -> None:
+    plan = partspec.compile("param lr\n** -> sgd(lr)", PARAMS, lr=jnp.array(0.5))
+    assert plan.checked.values["lr"] == 0.5
+
+
+def test_strict_turns_warnings_into_errors() -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.compile("** -> sgd(0.1)\nhead/** -> frozen", PARAMS, strict=True)
+    assert [(d.code, d.severity) for d in info.value.diagnostics] == [("W602", "error")]
