@@ -114,6 +114,7 @@ def _parser() -> Lark:
         propagate_positions=True,
         maybe_placeholders=True,
         lexer_callbacks={"COMMENT": _on_comment},
+        cache=True,  # Lark keeps the analysed grammar in the temp directory
     )
 
 
