@@ -575,6 +575,7 @@ class _Converter:
         span = _meta_span(tree)
         self._check_adjacent(tree)
         nodes = self.seq(tree.children)
+        self._check_empty_segments(nodes, span)
         self._check_globstars(nodes, left_ok=True, right_ok=True)
         count = _count_nodes(nodes)
         if count > MAX_PATTERN_NODES:
@@ -584,6 +585,29 @@ class _Converter:
                 span,
             )
         return ast.Pattern(tuple(n for n, _ in nodes), span)
+
+    def _check_empty_segments(self, nodes: list[tuple[ast.GlobNode, Any]], span: Span) -> None:
+        seps = [isinstance(n, ast.Sep) for n, _ in nodes]
+        bad = None
+        if seps and seps[0]:
+            bad = (nodes[0][1], "a pattern cannot start with `/`")
+        elif seps and seps[-1]:
+            bad = (nodes[-1][1], "a pattern cannot end with `/`")
+        else:
+            for i in range(1, len(seps)):
+                if seps[i] and seps[i - 1]:
+                    bad = (nodes[i][1], "empty segment (`//`) in a pattern")
+                    break
+        if bad is None:
+            return
+        where, message = bad
+        after = (
+            self.text.splitlines()[span.end_line - 1][span.end_column - 1 :] if span.line else ""
+        )
+        hint = "remove the extra `/`"
+        if after.lstrip().startswith("except"):
+            hint = 'to match a key named except, quote it: `"except"`'
+        raise _error("E206", message, _meta_span(where), hint=hint)
 
     def _check_adjacent(self, tree: Tree) -> None:
         toks = sorted(

@@ -223,6 +223,10 @@ def test_wide_braces_and_ranges_stay_small() -> None:
         ("param none", "E303"),
         ("** -> chain()", "E404"),
         ("x/except -> frozen", "E100"),
+        ("x/except/y -> frozen", "E206"),
+        ("/a -> frozen", "E206"),
+        ("a//b -> frozen", "E206"),
+        ("a/ -> frozen", "E206"),
     ],
 )
 def test_misuse_is_reported(text: str, code: str) -> None:
