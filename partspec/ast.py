@@ -121,6 +121,18 @@ class Pattern:
     nodes: tuple[GlobNode, ...]
     span: Span = _span()
 
+    def __hash__(self) -> int:
+        # Cached: compile() looks its matcher up by the rules' patterns on every call.
+        h: int | None = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(self.nodes)
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, object]:
+        # String hashes differ between processes: never pickle the cached one.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 # ---------------------------------------------------------------- expressions
 

@@ -213,6 +213,10 @@ class _Checker:
         self.env: dict[str, Value] = {}
         self.defined_at: dict[str, int] = {}
         self.errors: list[Diagnostic] = []
+        # An action's text -> the checked action, while ``env`` stays the same: specs
+        # repeat a few actions over many rules. The canonical text fixes the AST
+        # (``parse(format(x)) == x``), so equal texts check to equal actions.
+        self.action_memo: dict[str, OptaxCall | Unset | None] = {}
 
     def run(self) -> CheckedSpec:
         declared = {p.name for p in self.spec.params}
@@ -235,6 +239,8 @@ class _Checker:
         label_source: dict[str, tuple[str, int]] = {}
         for stmt in self.spec.statements:
             try:
+                if isinstance(stmt, (ast.Let, ast.Param)):
+                    self.action_memo.clear()
                 if isinstance(stmt, ast.Let):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.env[stmt.name] = self.eval(stmt.value)
@@ -311,7 +317,10 @@ class _Checker:
         label_source: dict[str, tuple[str, int]],
     ) -> CheckedRule:
         action: OptaxCall | Unset | None
-        if isinstance(rule.action, ast.Frozen):
+        text = format_expr(rule.action)
+        if text in self.action_memo:
+            action = self.action_memo[text]
+        elif isinstance(rule.action, ast.Frozen):
             action = None
         else:
             value = self.eval(rule.action)
@@ -330,7 +339,7 @@ class _Checker:
             else:
                 assert isinstance(value, OptaxCall)
                 action = value
-        text = format_expr(rule.action)
+        self.action_memo[text] = action
         label = rule.label or (FROZEN_LABEL if action is None else text)
         where = rule.label_span if rule.label else rule.action.span
         if rule.label == FROZEN_LABEL and action is not None:

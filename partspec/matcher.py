@@ -76,6 +76,7 @@ class _NFA:
         self.edges: list[list[tuple[int, object, int]]] = []
         self.eps: list[list[int]] = []
         self.accept: dict[int, list[tuple[int, bool]]] = {}
+        self.share: dict[tuple[int, object], int] = {}
 
     def new(self) -> int:
         self.edges.append([])
@@ -86,6 +87,16 @@ class _NFA:
         self.edges[a].append((kind, data, b))
 
     def seq(self, nodes: Sequence[ast.GlobNode], cur: int) -> int:
+        """Build ``nodes`` from ``cur``; return the end state.
+
+        Prefixes are shared (hash-consed): the states after the same construct
+        from the same state are the same states. Every construct only adds edges
+        out of ``cur`` into new states, so the strings that reach the state after
+        a construct are the same for every pattern that shares the prefix, and a
+        DFA state holds one NFA state for ``**/encoder/layer_`` instead of one per
+        rule that starts so.
+        """
+        share = self.share
         i = 0
         n = len(nodes)
         while i < n:
@@ -97,74 +108,89 @@ class _NFA:
                 and isinstance(nodes[i + 1], ast.GlobStar)
             ):
                 # Trailing "/**": zero or more "/segment".
-                m, m2 = self.new(), self.new()
-                self.eps[cur].append(m)
-                self.edge(m, _SEP, None, m2)
-                self.edge(m2, _ANY, None, m2)
-                self.eps[m2].append(m)
+                key: tuple[int, object] = (cur, "/**")
+                m = share.get(key)
+                if m is None:
+                    m, m2 = self.new(), self.new()
+                    self.eps[cur].append(m)
+                    self.edge(m, _SEP, None, m2)
+                    self.edge(m2, _ANY, None, m2)
+                    self.eps[m2].append(m)
+                    share[key] = m
                 cur, i = m, i + 2
                 continue
             if isinstance(node, ast.GlobStar):
-                loop = self.new()
-                self.eps[cur].append(loop)
-                if i + 1 < n and isinstance(nodes[i + 1], ast.Sep):
-                    # "**/": zero or more "segment/".
-                    inner = self.new()
-                    self.edge(loop, _ANY, None, inner)
-                    self.edge(inner, _ANY, None, inner)
-                    self.edge(inner, _SEP, None, loop)
-                    self.edge(loop, _SEP, None, loop)
-                    i += 2
-                else:
-                    # "**" alone: any path at all.
-                    self.edge(loop, _ANY, None, loop)
-                    self.edge(loop, _SEP, None, loop)
-                    i += 1
-                cur = loop
-                continue
-            if isinstance(node, ast.Lit):
-                for ch in node.text:
-                    nxt = self.new()
-                    if ch == "/":  # a quoted "/" is still a separator: paths are text
-                        self.edge(cur, _SEP, None, nxt)
+                slash = i + 1 < n and isinstance(nodes[i + 1], ast.Sep)
+                key = (cur, "**/" if slash else "**")
+                loop = share.get(key)
+                if loop is None:
+                    loop = self.new()
+                    self.eps[cur].append(loop)
+                    if slash:
+                        # "**/": zero or more "segment/".
+                        inner = self.new()
+                        self.edge(loop, _ANY, None, inner)
+                        self.edge(inner, _ANY, None, inner)
+                        self.edge(inner, _SEP, None, loop)
+                        self.edge(loop, _SEP, None, loop)
                     else:
-                        self.edge(cur, _CHAR, ch, nxt)
+                        # "**" alone: any path at all.
+                        self.edge(loop, _ANY, None, loop)
+                        self.edge(loop, _SEP, None, loop)
+                    share[key] = loop
+                cur = loop
+                i += 2 if slash else 1
+                continue
+            if isinstance(node, (ast.Lit, ast.Sep)):
+                # A quoted "/" is still a separator: paths are text.
+                for ch in node.text if isinstance(node, ast.Lit) else "/":
+                    key = (cur, ch)
+                    nxt = share.get(key)
+                    if nxt is None:
+                        nxt = share[key] = self.new()
+                        if ch == "/":
+                            self.edge(cur, _SEP, None, nxt)
+                        else:
+                            self.edge(cur, _CHAR, ch, nxt)
                     cur = nxt
-            elif isinstance(node, ast.Star):
+                i += 1
+                continue
+            key = (cur, node)
+            got = share.get(key)
+            if got is not None:
+                cur = got
+                i += 1
+                continue
+            if isinstance(node, ast.Star):
                 loop = self.new()
                 self.eps[cur].append(loop)
                 self.edge(loop, _ANY, None, loop)
-                cur = loop
+                nxt = loop
             elif isinstance(node, ast.QMark):
                 nxt = self.new()
                 self.edge(cur, _ANY, None, nxt)
-                cur = nxt
-            elif isinstance(node, ast.Sep):
-                nxt = self.new()
-                self.edge(cur, _SEP, None, nxt)
-                cur = nxt
             elif isinstance(node, ast.CharClass):
                 nxt = self.new()
                 self.edge(cur, _CLASS, (node.negated, node.ranges), nxt)
-                cur = nxt
             elif isinstance(node, ast.Alt):
-                end = self.new()
+                nxt = self.new()
                 for branch in node.branches:
                     start = self.new()
                     self.eps[cur].append(start)
-                    self.eps[self.seq(branch, start)].append(end)
-                cur = end
-            elif isinstance(node, ast.Range):
-                end = self.new()
+                    self.eps[self.seq(branch, start)].append(nxt)
+            else:
+                assert isinstance(node, ast.Range)
+                nxt = self.new()
                 for classes in range_classes(node.lo, node.hi):
                     b = self.new()
                     self.eps[cur].append(b)
                     for lo, hi in classes:
-                        nxt = self.new()
-                        self.edge(b, _CLASS, (False, ((str(lo), str(hi)),)), nxt)
-                        b = nxt
-                    self.eps[b].append(end)
-                cur = end
+                        c = self.new()
+                        self.edge(b, _CLASS, (False, ((str(lo), str(hi)),)), c)
+                        b = c
+                    self.eps[b].append(nxt)
+            share[key] = nxt
+            cur = nxt
             i += 1
         return cur
 
@@ -372,7 +398,7 @@ class Matcher:
 
 
 #: Rules per group DFA (see :class:`Matcher`).
-GROUP_SIZE = 32
+GROUP_SIZE = 128
 
 
 def compile_rules(
@@ -382,16 +408,14 @@ def compile_rules(
     groups: list[_GroupDFA] = []
     for first in range(0, max(len(rules), 1), GROUP_SIZE):
         nfa = _NFA()
-        starts: list[int] = []
+        root = nfa.new()  # one start state: seq() shares the patterns' common prefixes
         for index in range(first, min(first + GROUP_SIZE, len(rules))):
             patterns, excepts = rules[index]
             for pats, is_except in ((patterns, False), (excepts, True)):
                 for pattern in pats:
-                    start = nfa.new()
-                    end = nfa.seq(pattern.nodes, start)
+                    end = nfa.seq(pattern.nodes, root)
                     nfa.accept.setdefault(end, []).append((index, is_except))
-                    starts.append(start)
-        groups.append(_GroupDFA(nfa, starts))
+        groups.append(_GroupDFA(nfa, [root]))
     return Matcher(groups, len(rules))
 
 

@@ -159,7 +159,12 @@ def label_tree(
                 f = keys.get(kt, -1)
                 if f < 0:
                     f = matcher.key(s, kt)
-                if kind_cache.get(type(v)) == _LEAF:
+                tv = type(v)
+                if tv is dict:
+                    # The common case inline: a dict under a dict.
+                    s2 = trans_of[f].get(None, -1)
+                    out[key] = walk(v, s2 if s2 >= 0 else matcher.sep(f))
+                elif kind_cache.get(tv) == _LEAF:
                     lab = label_of.get(f, "")
                     out[key] = lab if lab != "" else leaf(f)
                 else:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec import ast
 from partspec.formatter import format_spec
-from partspec.matcher import compile_patterns
+from partspec.matcher import compile_patterns, compile_rules
 from partspec.parser import parse_syntax
 from partspec.tree import leaf_segments
 from tests import strategies as S
@@ -33,6 +33,42 @@ def test_matcher_agrees_on_derived_paths(data: st.DataObject) -> None:
     pattern = data.draw(S.patterns_for(path))
     m = compile_patterns([pattern])
     assert bool(m.match(path)) == S.naive_match(pattern, path)
+
+
+@given(st.data())
+def test_rules_sharing_prefixes_agree_with_naive_reference(data: st.DataObject) -> None:
+    prefix = data.draw(st.lists(S.segments, min_size=0, max_size=2))
+    suffixes = data.draw(
+        st.lists(st.lists(S.segments, min_size=1, max_size=2), min_size=1, max_size=5)
+    )
+    pats = [S._join_segments(prefix + s) for s in suffixes]
+    pats += data.draw(st.lists(S.patterns, max_size=2))
+    path = tuple(data.draw(st.lists(S.keys, min_size=0, max_size=4)))
+    if data.draw(st.booleans()):
+        pats += [data.draw(S.patterns_for(path)) for _ in range(3)]
+    m = compile_patterns(pats)
+    want = tuple(i for i, p in enumerate(pats) if S.naive_match(p, path))
+    assert m.match(path) == want
+
+
+@given(st.data())
+def test_rules_with_excepts_agree_with_naive_reference(data: st.DataObject) -> None:
+    path = tuple(data.draw(st.lists(S.keys, min_size=1, max_size=4)))
+    pool = [data.draw(S.patterns_for(path)) for _ in range(3)] + data.draw(
+        st.lists(S.patterns, min_size=1, max_size=3)
+    )
+    rules = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        inc = tuple(data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2)))
+        exc = tuple(data.draw(st.lists(st.sampled_from(pool), max_size=1)))
+        rules.append((inc, exc))
+    m = compile_rules(rules)
+    want = tuple(
+        i
+        for i, (inc, exc) in enumerate(rules)
+        if any(S.naive_match(p, path) for p in inc) and not any(S.naive_match(p, path) for p in exc)
+    )
+    assert m.match(path) == want
 
 
 # ---------------------------------------------------------------- formatting
