@@ -110,19 +110,7 @@ class _Fail(Exception):
 def _diag(
     code: str, message: str, span: Span, hint: str | None = None, label: str | None = None
 ) -> _Fail:
-    return _Fail(
-        Diagnostic(
-            code,
-            "error",
-            message,
-            span.line,
-            span.column,
-            span.end_line,
-            span.end_column,
-            hint=hint,
-            label=label,
-        )
-    )
+    return _Fail(Diagnostic.at(code, message, span, hint=hint, label=label))
 
 
 def type_name(v: Value) -> str:

@@ -75,6 +75,30 @@ class Diagnostic:
     source_line: str | None = None
     notes: tuple[str, ...] = field(default=())
 
+    @classmethod
+    def at(
+        cls,
+        code: str,
+        message: str,
+        span: Span,
+        *,
+        severity: str = "error",
+        hint: str | None = None,
+        label: str | None = None,
+    ) -> Diagnostic:
+        """A diagnostic covering ``span``."""
+        return cls(
+            code,
+            severity,
+            message,
+            span.line,
+            span.column,
+            span.end_line,
+            span.end_column,
+            hint=hint,
+            label=label,
+        )
+
     @property
     def end(self) -> tuple[int, int]:
         """``(end_line, end_column)``."""

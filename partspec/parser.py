@@ -247,21 +247,7 @@ def _meta_span(tree: Tree) -> Span:
 def _error(
     code: str, message: str, span: Span, *, hint: str | None = None, label: str | None = None
 ) -> SpecError:
-    return SpecError(
-        [
-            Diagnostic(
-                code,
-                "error",
-                message,
-                span.line,
-                span.column,
-                span.end_line,
-                span.end_column,
-                hint=hint,
-                label=label,
-            )
-        ]
-    )
+    return SpecError([Diagnostic.at(code, message, span, hint=hint, label=label)])
 
 
 _PATTERN_START = {
@@ -428,28 +414,11 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         elif "_RPAR" in expected and tok.type in ("_SEP", "$END"):
             message = "unclosed `(`"
             hint = "close every `(` with `)`"
-        return Diagnostic(
-            "E100",
-            "error",
-            message,
-            span.line,
-            span.column,
-            span.end_line,
-            span.end_column,
-            hint=hint,
-        )
+        return Diagnostic.at("E100", message, span, hint=hint)
 
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)
         span = _end_span(lines)
-        return Diagnostic(
-            "E100",
-            "error",
-            "unexpected end of the spec",
-            span.line,
-            span.column,
-            span.end_line,
-            span.end_column,
-        )
+        return Diagnostic.at("E100", "unexpected end of the spec", span)
     return Diagnostic("E100", "error", f"syntax error: {exc}")  # pragma: no cover
 
 

@@ -29,7 +29,7 @@ import optax
 from partspec import ast
 from partspec._optax_table import TABLE
 from partspec.checker import CheckedSpec, OptaxCall, ScaledSchedule, Unset, Value, check_spec
-from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.errors import Diagnostic, Span, SpecError, SpecWarning
 from partspec.matcher import Matcher, compile_rules
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_segments
@@ -199,16 +199,19 @@ def _coverage(
     warns: list[Diagnostic] = []
     for cr in checked.rules:
         span = cr.rule.span
+        first_line = Span(
+            span.line,
+            span.column,
+            span.line,
+            span.end_column if span.end_line == span.line else span.column + 1,
+        )
         if cr.index not in matched:
             warns.append(
-                Diagnostic(
+                Diagnostic.at(
                     "W601",
-                    "warning",
                     "rule matches no parameter",
-                    span.line,
-                    span.column,
-                    span.line,
-                    span.end_column if span.end_line == span.line else span.column + 1,
+                    first_line,
+                    severity="warning",
                     hint="compare the pattern with the parameter paths "
                     "(`partspec.tree.leaf_paths(params)` lists them)",
                 )
@@ -216,15 +219,12 @@ def _coverage(
         elif cr.index not in owned:
             lines = sorted(checked.rules[r].rule.span.line for r in shadowers.get(cr.index, ()))
             warns.append(
-                Diagnostic(
+                Diagnostic.at(
                     "W602",
-                    "warning",
                     "rule is shadowed: every parameter it matches is taken by an earlier rule "
                     f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
-                    span.line,
-                    span.column,
-                    span.line,
-                    span.end_column if span.end_line == span.line else span.column + 1,
+                    first_line,
+                    severity="warning",
                     hint="move the more specific rule first (the first matching rule wins)",
                 )
             )
@@ -279,14 +279,10 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
             span = cr.rule.action.span
             raise SpecError(
                 [
-                    Diagnostic(
+                    Diagnostic.at(
                         "E408",
-                        "error",
                         f"optax rejected `{cr.label}`: {exc}",
-                        span.line,
-                        span.column,
-                        span.end_line,
-                        span.end_column,
+                        span,
                         hint="check the arguments against optax's docs",
                     ).with_source(spec.source, spec.filename)
                 ]
