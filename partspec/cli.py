@@ -1,38 +1,360 @@
-"""The ``pspec`` command line (``python -m partspec``).
+"""The ``pspec`` command line (also ``python -m partspec``).
 
-Exit codes: 0 clean, 1 problems in a spec, 2 usage errors or unreadable input.
+Commands:
+  ``pspec check SPEC... [--tree TREE] [--set NAME=VALUE]... [--strict] [--format F]``
+  ``pspec explain SPEC --tree TREE [--set NAME=VALUE]... [--leaves GLOB] [--format F]``
+  ``pspec fmt SPEC... [--check]``
+  ``pspec tree MODULE:CALLABLE [-o FILE]``
+
+Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 problems in a spec,
+2 usage errors or unreadable input. ``check`` on a JSON manifest never imports JAX.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from partspec import __version__
+from partspec.errors import Diagnostic, SpecError
 
 __all__ = ["main"]
+
+EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+#: Diagnostic codes that mean the input, not the spec, is bad (exit 2).
+_USAGE_CODES = frozenset({"E001", "E304"})
+
+
+class _Usage(Exception):
+    """A usage error: printed as ``pspec: error: ...``, exit 2."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE``: numbers, ``true``/``false``/``none``, quoted or bare strings."""
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise _Usage(f"--set expects NAME=VALUE, got {item!r}")
+        values[name] = _literal(raw.strip())
+    return values
+
+
+def _literal(raw: str) -> Any:
+    lowered = {"true": True, "false": False, "none": None}
+    if raw in lowered:
+        return lowered[raw]
+    for conv in (int, float):
+        try:
+            return conv(raw.replace("_", ""))
+        except ValueError:
+            pass
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1]
+    return raw
+
+
+def _read_spec(path: str) -> tuple[str | None, list[Diagnostic]]:
+    """The text of a spec file, or an E001 diagnostic."""
+    from partspec.parser import load
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        try:
+            load(path)  # produces the standard E001 message
+        except SpecError as err:
+            return None, err.diagnostics
+        raise  # pragma: no cover
+    return text, []
+
+
+def _load_tree(source: str) -> list[Any]:
+    from partspec.manifest import TreeInputError, load_leaves
+
+    try:
+        return load_leaves(source)
+    except TreeInputError as exc:
+        raise _Usage(f"cannot read tree {source!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------- output formats
+
+
+def _gh_escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def _as_json(d: Diagnostic) -> dict[str, Any]:
+    return {
+        "code": d.code,
+        "severity": d.severity,
+        "message": d.message,
+        "filename": d.filename,
+        "line": d.line or None,
+        "column": d.column or None,
+        "end_line": d.end_line or None,
+        "end_column": d.end_column or None,
+        "hint": d.hint,
+        "notes": list(d.notes),
+    }
+
+
+def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int) -> None:
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = len(diags) - errors
+    if fmt == "json":
+        json.dump([_as_json(d) for d in diags], out, indent=2)
+        out.write("\n")
+        return
+    if fmt == "github":
+        for d in diags:
+            kind = "error" if d.severity == "error" else "warning"
+            props = [f"file={_gh_escape(d.filename or '<string>', prop=True)}"]
+            if d.line:
+                props += [f"line={d.line}", f"col={d.column}"]
+                if d.end_line:
+                    props += [f"endLine={d.end_line}", f"endColumn={d.end_column}"]
+            props.append(f"title={_gh_escape(f'pspec {d.code}', prop=True)}")
+            body = d.message + "".join(f"\n{n}" for n in d.notes)
+            if d.hint:
+                body += f"\nhelp: {d.hint}"
+            out.write(f"::{kind} {','.join(props)}::{_gh_escape(body)}\n")
+        return
+    if fmt == "concise":
+        for d in diags:
+            out.write(f"{d.location}: {d.code} {d.message}\n")
+    else:
+        for d in diags:
+            out.write(d.render() + "\n\n")
+    if not diags:
+        out.write(f"All checks passed ({checked_files} spec{'s' if checked_files != 1 else ''}).\n")
+    else:
+        parts = []
+        if errors:
+            parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+        if warnings:
+            parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        out.write(f"Found {' and '.join(parts)}.\n")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _check_one(
+    path: str, values: dict[str, Any], leaves: list[Any] | None, strict: bool
+) -> tuple[list[Diagnostic], int]:
+    """Diagnostics for one spec file and the exit code it deserves."""
+    import dataclasses
+
+    from partspec.checker import check_spec
+    from partspec.coverage import label_paths
+    from partspec.parser import parse_syntax
+
+    text, diags = _read_spec(path)
+    if text is None:
+        return diags, EXIT_USAGE
+    try:
+        spec = parse_syntax(text, filename=path)
+        checked = check_spec(spec, values, require=leaves is not None)
+    except SpecError as err:
+        code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
+        return err.diagnostics, code
+    if leaves is None:
+        return [], EXIT_CLEAN
+    _, errors, warns = label_paths(checked, [leaf.path for leaf in leaves])
+    if strict:
+        warns = [dataclasses.replace(w, severity="error") for w in warns]
+    found = errors + warns
+    bad = any(d.severity == "error" for d in found)
+    return found, EXIT_PROBLEMS if bad else EXIT_CLEAN
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    values = _parse_set(args.set)
+    leaves = _load_tree(args.tree) if args.tree else None
+    all_diags: list[Diagnostic] = []
+    code = EXIT_CLEAN
+    for path in args.specs:
+        diags, c = _check_one(path, values, leaves, args.strict)
+        all_diags += diags
+        code = max(code, c)
+    _emit(all_diags, args.format, out, checked_files=len(args.specs))
+    return code
+
+
+def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
+    from partspec.formatter import format_spec
+    from partspec.parser import parse_syntax
+
+    code = EXIT_CLEAN
+    changed = unchanged = 0
+    problems: list[Diagnostic] = []
+    for path in args.specs:
+        text, diags = _read_spec(path)
+        if text is None:
+            problems += diags
+            code = max(code, EXIT_USAGE)
+            continue
+        try:
+            new = format_spec(parse_syntax(text, filename=path))
+        except SpecError as err:
+            problems += err.diagnostics
+            code = max(code, EXIT_PROBLEMS)
+            continue
+        if new == text:
+            unchanged += 1
+            continue
+        changed += 1
+        if args.check:
+            diff = difflib.unified_diff(
+                text.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                fromfile=path,
+                tofile=f"{path} (formatted)",
+            )
+            out.writelines(diff)
+            out.write(f"Would reformat: {path}\n")
+            code = max(code, EXIT_PROBLEMS)
+        else:
+            Path(path).write_text(new, encoding="utf-8")
+    for d in problems:
+        out.write(d.render() + "\n\n")
+    verb = "would be reformatted" if args.check else "reformatted"
+    out.write(
+        f"{changed} file{'s' if changed != 1 else ''} {verb}, "
+        f"{unchanged} file{'s' if unchanged != 1 else ''} left unchanged\n"
+    )
+    return code
+
+
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    from partspec.explain import explain, render_json, render_text
+    from partspec.parser import parse_syntax
+
+    values = _parse_set(args.set)
+    text, diags = _read_spec(args.spec)
+    if text is None:
+        _emit(diags, "full", out, checked_files=1)
+        return EXIT_USAGE
+    leaves = _load_tree(args.tree)
+    try:
+        report = explain(parse_syntax(text, filename=args.spec), leaves, values, args.leaves)
+    except SpecError as err:
+        _emit(err.diagnostics, "full", out, checked_files=1)
+        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
+        return EXIT_USAGE if usage else EXIT_PROBLEMS
+    if args.format == "json":
+        out.write(render_json(report))
+    else:
+        out.write(render_text(report, color=out.isatty()))
+    return EXIT_CLEAN
+
+
+def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
+    from partspec.manifest import dump_manifest
+
+    if ":" not in args.source:
+        raise _Usage(f"expected MODULE:CALLABLE, got {args.source!r}")
+    text = dump_manifest(_load_tree(args.source))
+    if args.output and args.output != "-":
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _Usage(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    else:
+        out.write(text)
+    return EXIT_CLEAN
+
+
+# ---------------------------------------------------------------- entry point
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pspec",
-        description="Declarative per-parameter optimizers for JAX: check and explain .pspec files.",
+        description="Check, explain and format partspec specs: per-parameter optimizers for JAX.",
     )
     p.add_argument("--version", action="version", version=f"pspec {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add_values(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="value of a `param` declared by the spec (repeatable)",
+        )
+
+    c = sub.add_parser("check", help="check specs, optionally against a parameter structure")
+    c.add_argument("specs", nargs="+", metavar="SPEC", help=".pspec files")
+    c.add_argument(
+        "--tree",
+        metavar="TREE",
+        help="parameter structure: a .json manifest, .npz, .safetensors, an Orbax "
+        "checkpoint directory, or MODULE:CALLABLE",
+    )
+    add_values(c)
+    c.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    c.add_argument("--format", choices=("full", "concise", "json", "github"), default="full")
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("explain", help="what a spec does to a model, rule by rule")
+    e.add_argument("spec", metavar="SPEC")
+    e.add_argument("--tree", metavar="TREE", required=True)
+    add_values(e)
+    e.add_argument("--leaves", metavar="GLOB", help="also show the owner of each matching leaf")
+    e.add_argument("--format", choices=("full", "json"), default="full")
+    e.set_defaults(func=cmd_explain)
+
+    f = sub.add_parser("fmt", help="rewrite specs in canonical form (comments kept)")
+    f.add_argument("specs", nargs="+", metavar="SPEC")
+    f.add_argument("--check", action="store_true", help="exit 1 and show a diff instead")
+    f.set_defaults(func=cmd_fmt)
+
+    t = sub.add_parser("tree", help="write the parameter structure a function builds")
+    t.add_argument("source", metavar="MODULE:CALLABLE")
+    t.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    t.set_defaults(func=cmd_tree)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run ``pspec`` with ``argv``; returns the exit code (never raises for bad input)."""
+    out = out if out is not None else sys.stdout
     parser = _parser()
     try:
-        parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help/--version
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help/--version
         return int(exc.code or 0)
-    parser.print_usage(sys.stderr)
-    print("pspec: error: no command given (commands arrive in the next release)", file=sys.stderr)
-    return 2
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("pspec: error: a command is required (check, explain, fmt, tree)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args, out))
+    except _Usage as exc:
+        print(f"pspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `pspec ... | head`: stop quietly, as the Python docs advise
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PROBLEMS
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,6 @@ Array([0.5, 0.5], dtype=float32)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,15 +28,12 @@ import optax
 from partspec import ast
 from partspec._optax_table import TABLE
 from partspec.checker import CheckedSpec, OptaxCall, ScaledSchedule, Unset, Value, check_spec
-from partspec.errors import Diagnostic, Span, SpecError, SpecWarning
-from partspec.matcher import Matcher, compile_rules
+from partspec.coverage import matcher_for, rule_diagnostics
+from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_segments
 
 __all__ = ["Plan", "compile", "frozen", "optimizer"]
-
-#: How many uncovered paths an error lists before summarising.
-MAX_LISTED_PATHS = 20
 
 
 def frozen() -> optax.GradientTransformation:
@@ -132,11 +128,6 @@ def _const(tree: Any) -> Callable[[Any], Any]:
     return lambda _: tree
 
 
-@functools.lru_cache(maxsize=64)
-def _matcher(rules: tuple[tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]], ...]) -> Matcher:
-    return compile_rules(rules)
-
-
 def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
     if isinstance(value, OptaxCall):
         entry = TABLE[value.name]
@@ -162,76 +153,6 @@ def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
     return value
 
 
-def _coverage(
-    checked: CheckedSpec, matcher: Matcher, label_of: dict[int, str | None], params: Any
-) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    spec = checked.spec
-    errors: list[Diagnostic] = []
-    if any(lab is None for lab in label_of.values()):
-        paths = ["/".join(seg) for seg, _ in leaf_segments(params) if not matcher.match(seg)]
-        listed = paths[:MAX_LISTED_PATHS]
-        notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
-        if len(paths) > len(listed):
-            notes += (f"... and {len(paths) - len(listed)} more",)
-        errors.append(
-            Diagnostic(
-                "E501",
-                "error",
-                f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} "
-                "not covered by any rule",
-                filename=spec.filename,
-                notes=notes,
-                hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
-            )
-        )
-    owned: set[int] = set()
-    matched: set[int] = set()
-    shadowers: dict[int, set[int]] = {}
-    for f in label_of:
-        m = matcher.matches(f)
-        if not m:
-            continue
-        owned.add(m[0])
-        for r in m[1:]:
-            matched.add(r)
-            shadowers.setdefault(r, set()).add(m[0])
-        matched.add(m[0])
-    warns: list[Diagnostic] = []
-    for cr in checked.rules:
-        span = cr.rule.span
-        first_line = Span(
-            span.line,
-            span.column,
-            span.line,
-            span.end_column if span.end_line == span.line else span.column + 1,
-        )
-        if cr.index not in matched:
-            warns.append(
-                Diagnostic.at(
-                    "W601",
-                    "rule matches no parameter",
-                    first_line,
-                    severity="warning",
-                    hint="compare the pattern with the parameter paths "
-                    "(`partspec.tree.leaf_paths(params)` lists them)",
-                )
-            )
-        elif cr.index not in owned:
-            lines = sorted(checked.rules[r].rule.span.line for r in shadowers.get(cr.index, ()))
-            warns.append(
-                Diagnostic.at(
-                    "W602",
-                    "rule is shadowed: every parameter it matches is taken by an earlier rule "
-                    f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
-                    first_line,
-                    severity="warning",
-                    hint="move the more specific rule first (the first matching rule wins)",
-                )
-            )
-    src, name = spec.source, spec.filename
-    return ([d.with_source(src, name) for d in errors], [d.with_source(src, name) for d in warns])
-
-
 def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:
     """Compile a spec against a parameter tree.
 
@@ -253,9 +174,14 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
     elif not isinstance(spec, ast.Spec):
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
     checked = check_spec(spec, values)
-    matcher = _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in checked.rules))
+    matcher = matcher_for(checked)
     labels, label_of = label_tree(matcher, [r.label for r in checked.rules], params)
-    errors, warns = _coverage(checked, matcher, label_of, params)
+    errors, warns = rule_diagnostics(
+        checked,
+        matcher,
+        label_of,
+        lambda: ["/".join(seg) for seg, _ in leaf_segments(params) if not matcher.match(seg)],
+    )
     if strict:
         errors += [dataclasses.replace(w, severity="error") for w in warns]
     if errors:

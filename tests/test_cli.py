@@ -1,14 +1,156 @@
-"""The command line entry points."""
+"""The ``pspec`` command line: exit codes, output formats, fmt, bad input.
+
+Golden outputs live in ``tests/golden/cli/``; regenerate after a deliberate change
+with ``PARTSPEC_UPDATE_GOLDEN=1``.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import partspec
 from partspec.cli import main
+
+GOLDEN = Path(__file__).parent / "golden" / "cli"
+
+BAD = """param lr = 1e-3
+backbone/** -> frozen
+head/**     -> adma(lr)
+"""
+GOOD = """# fine-tuning
+param lr = 1e-3
+
+backbone/** -> frozen
+head/**     -> adam(lr)
+"""
+
+
+def run(*argv: str, cwd: Path | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        code = main(list(argv), out=out)
+    finally:
+        os.chdir(old)
+    return code, out.getvalue()
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("PARTSPEC_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    (tmp_path / "bad.pspec").write_text(BAD)
+    (tmp_path / "good.pspec").write_text(GOOD)
+    return tmp_path
+
+
+@pytest.mark.parametrize("fmt", ["full", "concise", "json", "github"])
+def test_check_formats_are_stable(specs: Path, fmt: str) -> None:
+    code, out = run("check", "bad.pspec", "--format", fmt, cwd=specs)
+    assert code == 1
+    golden(f"check_bad.{fmt}.txt", out)
+
+
+def test_json_output_is_documented_schema(specs: Path) -> None:
+    _, out = run("check", "bad.pspec", "--format", "json", cwd=specs)
+    (d,) = json.loads(out)
+    assert set(d) == {
+        "code",
+        "severity",
+        "message",
+        "filename",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "hint",
+        "notes",
+    }
+    assert (d["code"], d["line"], d["column"]) == ("E401", 3, 16)
+
+
+def test_clean_spec_exits_zero(specs: Path) -> None:
+    code, out = run("check", "good.pspec", cwd=specs)
+    assert code == 0
+    assert out == "All checks passed (1 spec).\n"
+    code, out = run("check", "good.pspec", "--format", "json", cwd=specs)
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_several_specs_are_all_reported(specs: Path) -> None:
+    code, out = run("check", "good.pspec", "bad.pspec", "--format", "concise", cwd=specs)
+    assert code == 1
+    assert out.splitlines() == ["bad.pspec:3:16: E401 unknown optimizer `adma`", "Found 1 error."]
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b"", 0),  # an empty spec has no rules and nothing to check
+        (b"\xff\xfe\x00garbage\x80", 2),
+        (b"backbone/** ->\n", 1),
+        (b"\x00\x01\x02", 1),
+    ],
+)
+def test_bad_spec_files(tmp_path: Path, content: bytes, code: int) -> None:
+    (tmp_path / "x.pspec").write_bytes(content)
+    got, out = run("check", "x.pspec", cwd=tmp_path)
+    assert got == code, out
+    assert "Traceback" not in out
+
+
+def test_missing_spec_is_unreadable_input(tmp_path: Path) -> None:
+    code, out = run("check", "nope.pspec", cwd=tmp_path)
+    assert code == 2
+    assert "cannot read spec file 'nope.pspec'" in out
+
+
+def test_set_values_are_typed_and_checked(specs: Path) -> None:
+    assert run("check", "good.pspec", "--set", "lr=0.1", cwd=specs)[0] == 0
+    code, out = run("check", "good.pspec", "--set", "lr=fast", cwd=specs)
+    assert code == 1 and "E403" in out
+    code, out = run("check", "good.pspec", "--set", "lrr=0.1", cwd=specs)
+    assert code == 2 and "unknown param `lrr`" in out and "did you mean `lr`" in out
+
+
+def test_set_without_equals_is_usage_error(specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("check", "good.pspec", "--set", "lr", cwd=specs)[0] == 2
+    assert "--set expects NAME=VALUE" in capsys.readouterr().err
+
+
+def test_fmt_rewrites_and_check_shows_a_diff(tmp_path: Path) -> None:
+    path = tmp_path / "s.pspec"
+    path.write_text("# keep me\nhead/*->adam( 5e-3 )  # lr\nbackbone/**->frozen\n")
+    code, out = run("fmt", "--check", "s.pspec", cwd=tmp_path)
+    assert code == 1
+    assert "-head/*->adam( 5e-3 )  # lr" in out and "+head/*      -> adam(0.005)  # lr" in out
+    assert path.read_text().startswith("# keep me\nhead/*->")  # --check writes nothing
+    code, out = run("fmt", "s.pspec", cwd=tmp_path)
+    assert code == 0 and "1 file reformatted" in out
+    assert (
+        path.read_text() == "# keep me\nhead/*      -> adam(0.005)  # lr\nbackbone/** -> frozen\n"
+    )
+    assert run("fmt", "--check", "s.pspec", cwd=tmp_path)[0] == 0
+
+
+def test_fmt_reports_syntax_errors(tmp_path: Path) -> None:
+    (tmp_path / "s.pspec").write_text("head/** -> adam(\n")
+    code, out = run("fmt", "s.pspec", cwd=tmp_path)
+    assert code == 1 and "error[E100]" in out
 
 
 def test_version_through_python_dash_m() -> None:
@@ -19,13 +161,26 @@ def test_version_through_python_dash_m() -> None:
     assert out.stdout.strip() == f"pspec {partspec.__version__}"
 
 
+def test_console_script_runs_check_end_to_end(specs: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "partspec", "check", "bad.pspec", "--format", "concise"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=specs,
+    )
+    assert out.returncode == 1
+    assert out.stdout.startswith("bad.pspec:3:16: E401")
+    assert out.stderr == ""
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: pspec" in capsys.readouterr().err
 
 
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--bogus"]) == 2
+    assert main(["check", "x.pspec", "--bogus"]) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
