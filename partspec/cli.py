@@ -84,7 +84,7 @@ def _load_tree(source: str) -> list[Any]:
     try:
         return load_leaves(source)
     except TreeInputError as exc:
-        raise _Usage(f"cannot read tree {source!r}: {exc}") from None
+        raise _Usage(f"cannot read tree: {exc}") from None
 
 
 # ---------------------------------------------------------------- output formats

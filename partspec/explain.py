@@ -1,0 +1,635 @@
+"""``pspec explain``: what a spec does to one model, leaf by leaf, rule by rule.
+
+:func:`explain` compiles a spec against a parameter *structure* (a list of
+:class:`~partspec.manifest.Leaf`: path, shape, dtype; never arrays) and reports, per
+rule and per label, how many leaves and parameters it owns, how many bytes they take,
+and how many bytes of optimizer state optax will allocate for them.
+:func:`render_text` and :func:`render_json` print the report.
+
+>>> import partspec
+>>> from partspec.manifest import Leaf
+>>> leaves = [Leaf(("backbone", "kernel"), (16, 32), "float32"),
+...           Leaf(("head", "kernel"), (32, 4), "float32"),
+...           Leaf(("head", "bias"), (4,), "float32")]
+>>> report = explain(partspec.parse("backbone/** -> frozen\\nhead/** -> adam(1e-3)"), leaves)
+>>> [(r["line"], r["pattern"], r["leaves"], r["parameters"]) for r in report["rules"]]
+[(1, 'backbone/**', 1, 512), (2, 'head/**', 2, 132)]
+>>> [(lab["label"], lab["optimizer_state_bytes"]) for lab in report["labels"]]
+[('frozen', 0), ('adam(0.001)', 1060)]
+
+Report schema (``"version": 1``)
+--------------------------------
+
+The report is a plain dict of JSON values; :func:`render_json` writes it as is. Keys
+are only ever added within a version, never removed or retyped::
+
+    {
+      "version": 1,
+      "spec": str | null,            # the spec's file name (null for a spec given as text)
+      "leaves": int,                 # number of parameter leaves
+      "parameters": int,             # number of scalars over all leaves
+      "bytes": int,                  # their size in bytes (shape x dtype itemsize)
+      "params": {name: value},       # the value of every `param` of the spec
+      "rules": [                     # every rule, in file order
+        {
+          "index": int,              # 0-based position among the rules
+          "line": int,               # 1-based line of the rule in the spec
+          "pattern": str,            # the left-hand side as `pspec fmt` writes it
+          "patterns": [str],         # its patterns, canonical text
+          "excepts": [str],          # its `except` patterns, canonical text
+          "label": str,
+          "action": str,             # canonical text of the action; "frozen" for frozen
+          "frozen": bool,
+          "leaves": int,             # leaves this rule owns (first match wins)
+          "parameters": int,         # scalars in those leaves
+          "bytes": int,              # their size in bytes
+          "status": "ok" | "unused" | "shadowed",
+          "shadowed_by": [int]       # lines of the earlier rules that take its leaves
+        }                            #   (empty unless status is "shadowed")
+      ],
+      "labels": [                    # every label that owns a leaf, in order of first rule
+        {
+          "label": str,
+          "action": str,
+          "frozen": bool,
+          "rules": [int],            # lines of the rules that give leaves this label
+          "leaves": int,
+          "parameters": int,
+          "bytes": int,
+          "optimizer_state_bytes": int   # 0 for frozen labels
+        }
+      ],
+      "totals": {
+        "parameters": int, "trainable_parameters": int, "frozen_parameters": int,
+        "parameter_bytes": int, "trainable_parameter_bytes": int,
+        "frozen_parameter_bytes": int, "optimizer_state_bytes": int
+      },
+      "diagnostics": [               # warnings: W601 (unused rule), W602 (shadowed rule)
+        {"code": str, "severity": str, "message": str, "line": int, "hint": str | null}
+      ],
+      "leaves_glob": str | null,     # the --leaves glob, if any
+      "owners": null | [             # with a glob: every leaf it matches, in input order
+        {"path": str, "shape": [int], "dtype": str, "parameters": int,
+         "rule": int,                # line of the rule that owns the leaf
+         "label": str}
+      ]
+    }
+
+Optimizer state is what ``jax.eval_shape(plan.tx.init, shape_tree)`` allocates: for a
+label, the bytes of every array leaf of ``state.inner_states[label]`` (step counters
+and other scalars included). For large trees the state of each label is computed from
+one leaf per distinct ``(shape, dtype)`` and checked by doubling (see
+:func:`optimizer_state_bytes`), so the figures stay exact and a 100,000-leaf model
+takes a second, not minutes of tracing. The state bytes are those JAX would allocate
+in this process: with 64-bit types disabled (JAX's default) a ``float64`` parameter
+gets ``float32`` state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from partspec import ast
+from partspec.coverage import matcher_for
+from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.formatter import format_expr, format_pattern
+from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
+from partspec.matcher import compile_rules
+from partspec.parser import parse
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "explain",
+    "human_bytes",
+    "optimizer_state_bytes",
+    "render_json",
+    "render_text",
+]
+
+#: The ``"version"`` of the report schema described in the module docstring.
+SCHEMA_VERSION = 1
+
+#: Trees with at most this many leaves get their optimizer state from one
+#: ``jax.eval_shape(plan.tx.init, tree)``; larger ones label by label, deduplicated.
+DIRECT_EVAL_MAX_LEAVES = 256
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def _itemsizes(leaves: Sequence[Leaf]) -> dict[str, np.dtype[Any]]:
+    """dtype name -> numpy dtype, for the names ``leaves`` use (as the manifest reads them)."""
+    import ml_dtypes
+
+    out: dict[str, np.dtype[Any]] = {}
+    for leaf in leaves:
+        if leaf.dtype not in out:
+            try:
+                out[leaf.dtype] = np.dtype(getattr(ml_dtypes, leaf.dtype, None) or leaf.dtype)
+            except TypeError:
+                raise TreeInputError(
+                    f"{'/'.join(leaf.path)!r}: unknown dtype {leaf.dtype!r}"
+                ) from None
+    return out
+
+
+# ------------------------------------------------------------------ optimizer state
+
+
+def _nbytes(x: Any) -> int:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or dtype is None:  # a Python scalar left in a state
+        arr = np.asarray(x)
+        shape, dtype = arr.shape, arr.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        # A typed PRNG key (``add_noise``'s state): count its underlying key data.
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(shape, dtype))
+        shape, dtype = data.shape, data.dtype
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _tree_nbytes(tree: Any) -> int:
+    return sum(_nbytes(x) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _attribute(state: Any, keys: set[str]) -> dict[str, int] | None:
+    """Bytes of ``state`` per parameter key (``""`` for global leaves); None if unclear."""
+    out: dict[str, int] = dict.fromkeys(keys, 0)
+    out[""] = 0
+    for path, x in jax.tree_util.tree_flatten_with_path(state)[0]:
+        hits = [k.key for k in path if isinstance(k, jax.tree_util.DictKey) and k.key in keys]
+        if len(hits) > 1:
+            return None
+        out[str(hits[0]) if hits else ""] += _nbytes(x)
+    return out
+
+
+def optimizer_state_bytes(init: Callable[[Any], Any], structs: Sequence[Any]) -> int:
+    """Bytes of the optimizer state ``init`` makes for ``structs``, from shapes alone.
+
+    ``structs`` are ``jax.ShapeDtypeStruct`` (or anything with ``shape`` and ``dtype``);
+    nothing is allocated: the state comes from ``jax.eval_shape``. Every array leaf of
+    the state counts, scalars such as step counters included.
+
+    Tracing costs about a third of a millisecond per parameter leaf, so with many leaves
+    and few distinct ``(shape, dtype)`` pairs ``init`` is traced on one leaf per pair
+    (``{"u0": a, "u1": b, ...}``) and each state leaf is attributed to a parameter by
+    its dict key (the rest, step counters, are counted once). A second trace with every
+    pair twice checks that the state is per-leaf plus a constant; if it is not (a
+    transformation that ravels all leaves together, say), ``init`` is traced on every
+    leaf. Either way the count is exact.
+
+    >>> import jax, jax.numpy as jnp, optax
+    >>> leaves = [jax.ShapeDtypeStruct((10,), jnp.float32)] * 1000
+    >>> optimizer_state_bytes(optax.adam(1e-3).init, leaves)  # 2 x 40,000 + an int32 step
+    80004
+    """
+    counts = Counter((tuple(s.shape), np.dtype(s.dtype)) for s in structs)
+    return _counted_state_bytes(init, counts)
+
+
+def _counted_state_bytes(
+    init: Callable[[Any], Any], counts: Counter[tuple[tuple[int, ...], np.dtype[Any]]]
+) -> int:
+    uniq = list(counts)
+    n = sum(counts.values())
+
+    def every_leaf() -> int:
+        structs = [jax.ShapeDtypeStruct(sh, dt) for (sh, dt), k in counts.items() for _ in range(k)]
+        return _tree_nbytes(jax.eval_shape(init, structs))
+
+    if 3 * len(uniq) >= n:
+        return every_leaf()
+    sds = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in uniq]
+    once = {f"u{i}": s for i, s in enumerate(sds)}
+    twice = {**once, **{f"v{i}": s for i, s in enumerate(sds)}}
+    a = _attribute(jax.eval_shape(init, once), set(once))
+    b = _attribute(jax.eval_shape(init, twice), set(twice))
+    if (
+        a is None
+        or b is None
+        or a[""] != b[""]
+        or any(a[f"u{i}"] != b[f"u{i}"] or a[f"u{i}"] != b[f"v{i}"] for i in range(len(uniq)))
+    ):
+        return every_leaf()
+    return a[""] + sum(counts[u] * a[f"u{i}"] for i, u in enumerate(uniq))
+
+
+# ------------------------------------------------------------------ the report
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return str(v)
+
+
+def _glob_rule(glob: str) -> ast.Rule:
+    spec = parse(f"{glob} -> frozen", filename="--leaves")
+    if len(spec.statements) != 1 or len(spec.rules) != 1:
+        raise SpecError(
+            [
+                Diagnostic(
+                    "E100",
+                    "error",
+                    f"--leaves takes one glob (patterns and `except` allowed), got {glob!r}",
+                    filename="--leaves",
+                )
+            ]
+        )
+    return spec.rules[0]
+
+
+def explain(
+    spec: ast.Spec | str,
+    leaves: list[Leaf],
+    values: dict[str, object] | None = None,
+    leaves_glob: str | None = None,
+) -> dict[str, Any]:
+    """What ``spec`` does to the parameters ``leaves`` describe: a JSON-able report.
+
+    Args:
+      spec: the spec (text is parsed).
+      leaves: the parameter structure: path, shape and dtype of every leaf.
+      values: values for the spec's ``param`` declarations (``--set``).
+      leaves_glob: a glob (``head/**``, ``a/*, b/* except **/bias``); the report's
+        ``"owners"`` then lists every leaf it matches with its owning rule and label.
+
+    Raises:
+      SpecError: a bad spec or glob, a missing ``param``, leaves no rule covers.
+      TreeInputError: leaves that do not form a tree, or an unknown dtype.
+    """
+    from partspec.plan import compile as compile_plan
+
+    if isinstance(spec, str):
+        spec = parse(spec)
+    tree = leaves_to_shape_tree(leaves)  # validates paths and dtypes
+    np_dtypes = _itemsizes(leaves)
+    glob_rule = _glob_rule(leaves_glob) if leaves_glob is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpecWarning)
+        given: dict[str, Any] = dict(values or {})
+        plan = compile_plan(spec, tree, **given)
+
+    checked = plan.checked
+    crules = checked.rules
+    matcher = matcher_for(checked)
+    sizes = [math.prod(leaf.shape) for leaf in leaves]
+    nbytes = [n * np_dtypes[leaf.dtype].itemsize for n, leaf in zip(sizes, leaves)]
+
+    # Owner of every leaf, and every rule that matches it, from the final matcher state.
+    owner: list[int] = []
+    finals: set[int] = set()
+    for leaf in leaves:
+        s = matcher.start
+        for i, seg in enumerate(leaf.path):
+            if i:
+                s = matcher.sep(s)
+            s = matcher.key(s, seg)
+        finals.add(s)
+        owner.append(matcher.owner(s))
+    matched: set[int] = set()
+    shadowers: dict[int, set[int]] = {}
+    for f in finals:
+        m = matcher.matches(f)
+        matched.update(m)
+        for r in m[1:]:
+            shadowers.setdefault(r, set()).add(m[0])
+
+    n_rules = len(crules)
+    rule_leaves = [0] * n_rules
+    rule_params = [0] * n_rules
+    rule_bytes = [0] * n_rules
+    label_counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
+    for o, n, nb, leaf in zip(owner, sizes, nbytes, leaves):
+        # compile() succeeded, so every leaf has an owner.
+        rule_leaves[o] += 1
+        rule_params[o] += n
+        rule_bytes[o] += nb
+        lab = crules[o].label
+        counts = label_counts.get(lab)
+        if counts is None:
+            counts = label_counts[lab] = Counter()
+        counts[(tuple(leaf.shape), np_dtypes[leaf.dtype])] += 1
+
+    rules: list[dict[str, Any]] = []
+    for cr in crules:
+        i = cr.index
+        status = "ok" if rule_leaves[i] else ("shadowed" if i in matched else "unused")
+        rules.append(
+            {
+                "index": i,
+                "line": cr.rule.span.line,
+                "pattern": _lhs(cr.rule),
+                "patterns": [format_pattern(p) for p in cr.rule.patterns],
+                "excepts": [format_pattern(p) for p in cr.rule.excepts],
+                "label": cr.label,
+                "action": format_expr(cr.rule.action),
+                "frozen": cr.action is None,
+                "leaves": rule_leaves[i],
+                "parameters": rule_params[i],
+                "bytes": rule_bytes[i],
+                "status": status,
+                "shadowed_by": sorted(crules[r].rule.span.line for r in shadowers.get(i, ()))
+                if status == "shadowed"
+                else [],
+            }
+        )
+
+    state_bytes = _state_bytes(plan, tree, label_counts, len(leaves))
+    labels: list[dict[str, Any]] = []
+    for lab in plan.transforms:
+        owners_of = [r for r in rules if r["label"] == lab and r["leaves"]]
+        labels.append(
+            {
+                "label": lab,
+                "action": owners_of[0]["action"],
+                "frozen": lab in plan.frozen_labels,
+                "rules": [r["line"] for r in owners_of],
+                "leaves": sum(r["leaves"] for r in owners_of),
+                "parameters": sum(r["parameters"] for r in owners_of),
+                "bytes": sum(r["bytes"] for r in owners_of),
+                "optimizer_state_bytes": state_bytes[lab],
+            }
+        )
+
+    frozen_params = sum(lab["parameters"] for lab in labels if lab["frozen"])
+    frozen_bytes = sum(lab["bytes"] for lab in labels if lab["frozen"])
+    total_params, total_bytes = sum(sizes), sum(nbytes)
+    totals = {
+        "parameters": total_params,
+        "trainable_parameters": total_params - frozen_params,
+        "frozen_parameters": frozen_params,
+        "parameter_bytes": total_bytes,
+        "trainable_parameter_bytes": total_bytes - frozen_bytes,
+        "frozen_parameter_bytes": frozen_bytes,
+        "optimizer_state_bytes": sum(state_bytes.values()),
+    }
+
+    owners: list[dict[str, Any]] | None = None
+    if glob_rule is not None:
+        glob = compile_rules([(glob_rule.patterns, glob_rule.excepts)])
+        owners = [
+            {
+                "path": "/".join(leaf.path),
+                "shape": list(leaf.shape),
+                "dtype": leaf.dtype,
+                "parameters": n,
+                "rule": crules[o].rule.span.line,
+                "label": crules[o].label,
+            }
+            for leaf, n, o in zip(leaves, sizes, owner)
+            if glob.match(leaf.path)
+        ]
+
+    return {
+        "version": SCHEMA_VERSION,
+        "spec": spec.filename,
+        "leaves": len(leaves),
+        "parameters": total_params,
+        "bytes": total_bytes,
+        "params": {p.name: _plain(checked.values.get(p.name)) for p in spec.params},
+        "rules": rules,
+        "labels": labels,
+        "totals": totals,
+        "diagnostics": [
+            {
+                "code": d.code,
+                "severity": d.severity,
+                "message": d.message,
+                "line": d.line,
+                "hint": d.hint,
+            }
+            for d in plan.diagnostics
+        ],
+        "leaves_glob": leaves_glob,
+        "owners": owners,
+    }
+
+
+def _lhs(rule: ast.Rule) -> str:
+    text = ", ".join(format_pattern(p) for p in rule.patterns)
+    if rule.excepts:
+        text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
+    return text
+
+
+def _state_bytes(
+    plan: Any,
+    tree: Any,
+    label_counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]],
+    n_leaves: int,
+) -> dict[str, int]:
+    """Optimizer-state bytes per label (0 for frozen labels)."""
+    if n_leaves <= DIRECT_EVAL_MAX_LEAVES:
+        state = jax.eval_shape(plan.tx.init, tree)
+        return {lab: _tree_nbytes(state.inner_states[lab]) for lab in plan.transforms}
+    return {
+        lab: 0
+        if lab in plan.frozen_labels
+        else _counted_state_bytes(tx.init, label_counts.get(lab, Counter()))
+        for lab, tx in plan.transforms.items()
+    }
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def human_bytes(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``4.7 MiB``, ``1.2 GiB`` (binary units).
+
+    >>> human_bytes(1023), human_bytes(1536), human_bytes(5 * 2**30)
+    ('1,023 B', '1.5 KiB', '5.0 GiB')
+    """
+    if n < 1024:
+        return f"{n:,} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if round(value, 1) < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:,.1f} PiB"
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
+
+
+def _status_text(rule: dict[str, Any]) -> str:
+    if rule["status"] == "shadowed":
+        lines = rule["shadowed_by"]
+        return f"shadowed (line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})"
+    return str(rule["status"])
+
+
+def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
+    """Each table: title, header, rows and the indices of right-aligned columns."""
+    tables = [
+        (
+            "Rules",
+            ["line", "pattern", "label", "action", "leaves", "params", "status"],
+            [
+                [
+                    str(r["line"]),
+                    r["pattern"],
+                    r["label"],
+                    r["action"],
+                    f"{r['leaves']:,}",
+                    f"{r['parameters']:,}",
+                    _status_text(r),
+                ]
+                for r in report["rules"]
+            ],
+            {0, 4, 5},
+        ),
+        (
+            "Labels",
+            ["label", "leaves", "params", "bytes", "opt-state bytes"],
+            [
+                [
+                    lab["label"],
+                    f"{lab['leaves']:,}",
+                    f"{lab['parameters']:,}",
+                    human_bytes(lab["bytes"]),
+                    human_bytes(lab["optimizer_state_bytes"]),
+                ]
+                for lab in report["labels"]
+            ],
+            {1, 2, 3, 4},
+        ),
+    ]
+    if report.get("owners") is not None:
+        tables.append(
+            (
+                f"Leaves matching {report['leaves_glob']}",
+                ["path", "shape", "dtype", "params", "line", "label"],
+                [
+                    [
+                        o["path"] or "<root>",
+                        _shape_text(o["shape"]),
+                        o["dtype"],
+                        f"{o['parameters']:,}",
+                        str(o["rule"]),
+                        o["label"],
+                    ]
+                    for o in report["owners"]
+                ],
+                {3, 4},
+            )
+        )
+    return tables
+
+
+def _title(report: dict[str, Any]) -> str:
+    name = report["spec"] or "<string>"
+    n = report["leaves"]
+    return (
+        f"{name}: {n:,} lea{'f' if n == 1 else 'ves'}, {report['parameters']:,} parameters "
+        f"({human_bytes(report['bytes'])})"
+    )
+
+
+def _totals_line(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    return (
+        f"trainable: {t['trainable_parameters']:,} params "
+        f"({human_bytes(t['trainable_parameter_bytes'])}) · "
+        f"frozen: {t['frozen_parameters']:,} params ({human_bytes(t['frozen_parameter_bytes'])})"
+        f" · optimizer state: {human_bytes(t['optimizer_state_bytes'])}"
+    )
+
+
+def _warning_lines(report: dict[str, Any]) -> list[str]:
+    return [
+        f"line {d['line']}: {d['severity']}[{d['code']}]: {d['message']}"
+        for d in report["diagnostics"]
+    ]
+
+
+def _plain_table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    out = []
+    for row in [header, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        out.append(("  " + "  ".join(cells)).rstrip())
+    return out
+
+
+def render_text(report: dict[str, Any], *, color: bool = False, width: int | None = None) -> str:
+    """The report for people: a title, rule and label tables, totals, warnings, owners.
+
+    With ``color=False`` (the default) the text is plain, aligned and deterministic (no
+    ANSI escapes, no wrapping; ``width`` is ignored). With ``color=True`` the tables are
+    drawn by rich (if installed) at ``width`` columns (default 100).
+    """
+    if color:
+        try:
+            return _render_rich(report, width or 100)
+        except ImportError:  # pragma: no cover - rich is optional
+            pass
+    lines = [_title(report)]
+    tables = _sections(report)
+    for title, header, rows, right in tables[:2]:
+        lines += ["", title, *_plain_table(header, rows, right)]
+    lines += ["", _totals_line(report)]
+    warns = _warning_lines(report)
+    if warns:
+        lines += ["", "Warnings", *("  " + w for w in warns)]
+    for title, header, rows, right in tables[2:]:
+        lines += ["", title]
+        lines += _plain_table(header, rows, right) if rows else ["  (no leaf matches)"]
+    return "\n".join(lines) + "\n"
+
+
+def _render_rich(report: dict[str, Any], width: int) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    buf = io.StringIO()
+    console = Console(
+        file=buf, force_terminal=True, color_system="standard", width=width, highlight=False
+    )
+    console.print(Text(_title(report), style="bold"))
+
+    def table(title: str, header: list[str], rows: list[list[str]], right: set[int]) -> None:
+        if not rows and title.startswith("Leaves matching"):
+            console.print(Text(f"{title}: no leaf matches", style="bold"))
+            return
+        t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+        for i, h in enumerate(header):
+            t.add_column(h, justify="right" if i in right else "left", overflow="fold")
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+
+    tables = _sections(report)
+    for section in tables[:2]:
+        table(*section)
+    console.print(Text(_totals_line(report), style="bold"))
+    for w in _warning_lines(report):
+        console.print(Text(w, style="yellow"))
+    for section in tables[2:]:
+        console.print()
+        table(*section)
+    return buf.getvalue()
+
+
+def render_json(report: dict[str, Any]) -> str:
+    """The report as JSON (schema in the module docstring), indented, ending in a newline."""
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"

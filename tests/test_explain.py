@@ -1,0 +1,525 @@
+"""``partspec.explain``: counts, bytes and optimizer state per rule and label, rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import partspec
+from partspec import explain as explain_mod
+from partspec.explain import explain, human_bytes, optimizer_state_bytes, render_json, render_text
+from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
+
+# A transfer-learning classifier: a pretrained backbone and a new head.
+LEAVES = [
+    Leaf(("backbone", "conv1", "kernel"), (3, 3, 3, 16), "float32"),  # 432
+    Leaf(("backbone", "conv1", "bias"), (16,), "float32"),  # 16
+    Leaf(("backbone", "ln", "scale"), (16,), "float32"),  # 16
+    Leaf(("backbone", "ln", "bias"), (16,), "float32"),  # 16
+    Leaf(("backbone", "dense", "kernel"), (16, 32), "float32"),  # 512
+    Leaf(("backbone", "dense", "bias"), (32,), "float32"),  # 32
+    Leaf(("head", "kernel"), (32, 10), "float32"),  # 320
+    Leaf(("head", "bias"), (10,), "float32"),  # 10
+    Leaf(("head", "ln", "scale"), (32,), "bfloat16"),  # 32, 64 bytes
+]
+
+SPEC = """\
+# transfer learning
+param lr = 1e-3
+
+backbone/** -> frozen
+head/ln/*   -> sgd(0.1)
+head/* except head/bias -> adam(lr)
+head/bias   -> adam(lr)
+**/bias     -> sgd(0.5)
+extra/**    -> frozen
+"""
+
+
+def _report(**kw: Any) -> dict[str, Any]:
+    return explain(partspec.parse(SPEC, filename="transfer.pspec"), LEAVES, **kw)
+
+
+def _sds_tree(leaves: list[Leaf]) -> Any:
+    return leaves_to_shape_tree(leaves)
+
+
+def _state_truth(spec: str, leaves: list[Leaf], **values: Any) -> dict[str, int]:
+    """Optimizer-state bytes per label straight from optax: eval_shape of the partition."""
+    tree = _sds_tree(leaves)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", partspec.SpecWarning)
+        plan = partspec.compile(spec, tree, **values)
+    state = jax.eval_shape(plan.tx.init, tree)
+    return {
+        lab: sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(inner))
+        for lab, inner in state.inner_states.items()
+    }
+
+
+# ------------------------------------------------------------------ counts
+
+
+def test_rules_in_file_order_with_exact_counts() -> None:
+    rules = _report(values={"lr": 0.01})["rules"]
+    got = [
+        (r["line"], r["pattern"], r["label"], r["action"], r["leaves"], r["parameters"], r["bytes"])
+        for r in rules
+    ]
+    assert got == [
+        (4, "backbone/**", "frozen", "frozen", 6, 1024, 4096),
+        (5, "head/ln/*", "sgd(0.1)", "sgd(0.1)", 1, 32, 64),
+        (6, "head/* except head/bias", "adam(lr)", "adam(lr)", 1, 320, 1280),
+        (7, "head/bias", "adam(lr)", "adam(lr)", 1, 10, 40),
+        (8, "**/bias", "sgd(0.5)", "sgd(0.5)", 0, 0, 0),
+        (9, "extra/**", "frozen", "frozen", 0, 0, 0),
+    ]
+    assert rules[2]["patterns"] == ["head/*"] and rules[2]["excepts"] == ["head/bias"]
+    assert [r["frozen"] for r in rules] == [True, False, False, False, False, True]
+    assert [r["index"] for r in rules] == list(range(6))
+
+
+def test_status_ok_shadowed_unused() -> None:
+    report = _report()
+    status = [(r["line"], r["status"], r["shadowed_by"]) for r in report["rules"]]
+    assert status == [
+        (4, "ok", []),
+        (5, "ok", []),
+        (6, "ok", []),
+        (7, "ok", []),
+        (8, "shadowed", [4, 7]),  # backbone biases go to line 4, head/bias to line 7
+        (9, "unused", []),
+    ]
+    diags = [(d["code"], d["severity"], d["line"]) for d in report["diagnostics"]]
+    assert diags == [("W602", "warning", 8), ("W601", "warning", 9)]
+    assert "lines 4, 7" in report["diagnostics"][0]["message"]
+
+
+def test_labels_counts_bytes_and_optimizer_state() -> None:
+    report = _report()
+    labels = {lab["label"]: lab for lab in report["labels"]}
+    assert list(labels) == ["frozen", "sgd(0.1)", "adam(lr)"]  # order of first rule
+    f, s, a = labels["frozen"], labels["sgd(0.1)"], labels["adam(lr)"]
+    assert (f["leaves"], f["parameters"], f["bytes"], f["rules"]) == (6, 1024, 4096, [4])
+    assert (s["leaves"], s["parameters"], s["bytes"], s["rules"]) == (1, 32, 64, [5])
+    assert (a["leaves"], a["parameters"], a["bytes"], a["rules"]) == (2, 330, 1320, [6, 7])
+    # frozen: no state; sgd without momentum: two EmptyStates; adam: mu and nu like the
+    # params (float32 here) plus one int32 step counter.
+    assert f["optimizer_state_bytes"] == 0
+    assert s["optimizer_state_bytes"] == 0
+    assert a["optimizer_state_bytes"] == 2 * 1320 + 4
+    assert [lab["frozen"] for lab in report["labels"]] == [True, False, False]
+    assert a["action"] == "adam(lr)"
+    # The same figures as optax's own state for the compiled partition.
+    truth = _state_truth(SPEC, LEAVES)
+    assert {k: v["optimizer_state_bytes"] for k, v in labels.items()} == truth
+
+
+def test_totals() -> None:
+    report = _report()
+    assert report["leaves"] == 9
+    assert report["parameters"] == 1386
+    assert report["bytes"] == 5480
+    assert report["totals"] == {
+        "parameters": 1386,
+        "trainable_parameters": 362,
+        "frozen_parameters": 1024,
+        "parameter_bytes": 5480,
+        "trainable_parameter_bytes": 1384,
+        "frozen_parameter_bytes": 4096,
+        "optimizer_state_bytes": 2644,
+    }
+
+
+def test_params_and_values() -> None:
+    assert _report()["params"] == {"lr": 0.001}
+    report = _report(values={"lr": 0.5})
+    assert report["params"] == {"lr": 0.5}
+    # The label is the action's text; the value only changes the optimizer.
+    assert report["labels"][2]["label"] == "adam(lr)"
+
+
+# ------------------------------------------------------------------ optimizer state
+
+SMALL = [
+    Leaf(("w",), (4, 8), "float32"),  # 128 bytes
+    Leaf(("b",), (8,), "float32"),  # 32 bytes
+]
+P = 160  # parameter bytes of SMALL
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("sgd(0.1)", 0),  # (EmptyState(), EmptyState())
+        ("sgd(0.1, momentum=0.9)", P),  # a trace like the params, no counter
+        ("adam(1e-3)", 2 * P + 4),  # mu, nu and an int32 count
+        ("adamw(1e-3)", 2 * P + 4),  # weight decay adds no state
+        ("adam(cosine_decay_schedule(1e-3, 100))", 2 * P + 8),  # the schedule counts steps too
+        ('adam(1e-3, mu_dtype="bfloat16")', P // 2 + P + 4),  # mu in bfloat16
+        ("lion(1e-3)", P + 4),  # mu only
+        ("rmsprop(1e-3)", P),  # nu, no counter
+        ("chain(clip_by_global_norm(1.0), adam(1e-3))", 2 * P + 4),
+    ],
+)
+def test_optimizer_state_bytes_per_optimizer(action: str, expected: int) -> None:
+    spec = f"** -> {action}"
+    report = explain(partspec.parse(spec), SMALL)
+    (label,) = report["labels"]
+    assert label["optimizer_state_bytes"] == expected
+    assert _state_truth(spec, SMALL) == {label["label"]: expected}
+
+
+def test_float64_params_get_float32_state_without_x64() -> None:
+    # Parameter bytes follow the declared dtype; the state is what JAX allocates, and
+    # with 64-bit types off (the default) that is float32.
+    leaves = [Leaf(("w",), (10,), "float64")]
+    report = explain(partspec.parse("** -> adam(1e-3)"), leaves)
+    assert report["bytes"] == 80
+    expected = 2 * 80 + 4 if jax.config.jax_enable_x64 else 2 * 40 + 4
+    assert report["labels"][0]["optimizer_state_bytes"] == expected
+
+
+def _blocks(n: int) -> list[Leaf]:
+    leaves = []
+    for i in range(n):
+        leaves += [
+            Leaf(("layers", str(i), "kernel"), (130, 136), "float32"),
+            Leaf(("layers", str(i), "bias"), (136,), "float32"),
+            Leaf(("layers", str(i), "ln", "scale"), (8,), "bfloat16"),
+        ]
+    leaves.append(Leaf(("embed",), (50, 8), "float32"))
+    return leaves
+
+
+BIG_SPEC = """\
+layers/{0..9}/** -> frozen
+**/ln/* -> adamw(1e-3, weight_decay=0.0)
+**/bias -> sgd(0.1, momentum=0.9)
+layers/{10..49}/** -> adafactor(1e-3, min_dim_size_to_factor=128)
+layers/** -> chain(add_noise(0.1, 0.5, 0), apply_every(2), sm3(1e-3))
+embed -> adam(1e-3)
+"""
+
+
+def test_deduplicated_state_matches_eval_shape_of_the_whole_tree() -> None:
+    leaves = _blocks(120)  # 361 leaves: above DIRECT_EVAL_MAX_LEAVES, few distinct shapes
+    assert len(leaves) > explain_mod.DIRECT_EVAL_MAX_LEAVES
+    report = explain(partspec.parse(BIG_SPEC), leaves)
+    got = {lab["label"]: lab["optimizer_state_bytes"] for lab in report["labels"]}
+    assert got == _state_truth(BIG_SPEC, leaves)
+    assert got["frozen"] == 0
+    # adafactor factors the (130, 136) kernels (both sides >= 128): a row and a column
+    # accumulator in float32 plus a (1,) placeholder for the dense v, per leaf, and one
+    # step counter. (Unfactored leaves get the full v and (1,) placeholders instead.)
+    assert got["adafactor(0.001, min_dim_size_to_factor=128)"] == 40 * (130 + 136 + 1) * 4 + 4
+
+
+def test_optimizer_state_bytes_falls_back_when_state_is_not_per_leaf() -> None:
+    # optax.flatten ravels every leaf into one vector: nothing to attribute by key.
+    leaves = [jax.ShapeDtypeStruct((3, 5), jnp.float32)] * 40 + [
+        jax.ShapeDtypeStruct((7,), jnp.float32)
+    ] * 20
+    tx = optax.flatten(optax.adam(1e-3))
+    n = 40 * 15 + 20 * 7
+    assert optimizer_state_bytes(tx.init, leaves) == 2 * 4 * n + 4
+    assert optimizer_state_bytes(optax.adam(1e-3).init, leaves) == 2 * 4 * n + 4
+    assert optimizer_state_bytes(optax.sgd(0.1).init, leaves) == 0
+    assert optimizer_state_bytes(optax.adam(1e-3).init, []) == 4
+
+
+def test_counts_exact_for_a_large_tree() -> None:
+    leaves = [Leaf(("l", str(i), "w"), (i % 7 + 1, 3), "bfloat16") for i in range(20_000)]
+    report = explain(partspec.parse("l/{0..9999}/** -> frozen\n** -> adam(1e-3)"), leaves)
+    trained = [math.prod(leaf.shape) for leaf in leaves[10_000:]]
+    (frozen, adam) = report["labels"]
+    assert frozen["leaves"] == adam["leaves"] == 10_000
+    assert adam["parameters"] == sum(trained)
+    assert adam["bytes"] == 2 * sum(trained)
+    assert adam["optimizer_state_bytes"] == 2 * 2 * sum(trained) + 4
+    assert report["totals"]["parameters"] == sum(math.prod(leaf.shape) for leaf in leaves)
+
+
+def test_never_allocates() -> None:
+    # 4 TiB of parameters: only shapes are ever built.
+    leaves = [Leaf(("huge",), (1 << 20, 1 << 20), "float32")]
+    report = explain(partspec.parse("** -> sgd(0.1, momentum=0.9)"), leaves)
+    assert report["bytes"] == 4 << 40
+    assert report["labels"][0]["optimizer_state_bytes"] == 4 << 40
+    assert "4.0 TiB" in render_text(report)
+
+
+# ------------------------------------------------------------------ errors and warnings
+
+
+def test_uncovered_leaves_raise_spec_error() -> None:
+    with pytest.raises(partspec.SpecError) as err:
+        explain(partspec.parse("backbone/** -> frozen"), LEAVES)
+    assert err.value.diagnostics[0].code == "E501"
+
+
+def test_missing_param_raises_spec_error() -> None:
+    with pytest.raises(partspec.SpecError) as err:
+        explain(partspec.parse("param lr\n** -> adam(lr)"), LEAVES)
+    assert err.value.diagnostics[0].code == "E305"
+    report = explain(partspec.parse("param lr\n** -> adam(lr)"), LEAVES, {"lr": 0.1})
+    assert report["params"] == {"lr": 0.1}
+
+
+def test_bad_tree_raises_tree_input_error() -> None:
+    with pytest.raises(TreeInputError):
+        explain(partspec.parse("** -> frozen"), [Leaf(("a",), (1,), "float32")] * 2)
+    with pytest.raises(TreeInputError):
+        explain(partspec.parse("** -> frozen"), [Leaf(("a",), (1,), "not_a_dtype")])
+
+
+def test_no_warnings_escape() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = _report()
+    assert len(report["diagnostics"]) == 2
+
+
+def test_spec_given_as_text() -> None:
+    report = explain("** -> frozen", LEAVES)
+    assert report["spec"] is None
+    assert report["totals"]["frozen_parameters"] == 1386
+
+
+# ------------------------------------------------------------------ owners
+
+
+def test_owners_of_glob_in_input_order() -> None:
+    report = _report(leaves_glob="head/**")
+    assert report["leaves_glob"] == "head/**"
+    assert report["owners"] == [
+        {
+            "path": "head/kernel",
+            "shape": [32, 10],
+            "dtype": "float32",
+            "parameters": 320,
+            "rule": 6,
+            "label": "adam(lr)",
+        },
+        {
+            "path": "head/bias",
+            "shape": [10],
+            "dtype": "float32",
+            "parameters": 10,
+            "rule": 7,
+            "label": "adam(lr)",
+        },
+        {
+            "path": "head/ln/scale",
+            "shape": [32],
+            "dtype": "bfloat16",
+            "parameters": 32,
+            "rule": 5,
+            "label": "sgd(0.1)",
+        },
+    ]
+
+
+def test_owners_glob_with_alternatives_and_except() -> None:
+    report = _report(leaves_glob="**/bias, **/ln/* except backbone/**")
+    assert [(o["path"], o["rule"]) for o in report["owners"]] == [
+        ("head/bias", 7),
+        ("head/ln/scale", 5),
+    ]
+    assert _report(leaves_glob="nothing/**")["owners"] == []
+    assert _report()["owners"] is None and _report()["leaves_glob"] is None
+
+
+@pytest.mark.parametrize("glob", ["a -> frozen; b", "head/[", "x y"])
+def test_bad_glob_raises_spec_error(glob: str) -> None:
+    with pytest.raises(partspec.SpecError):
+        _report(leaves_glob=glob)
+
+
+# ------------------------------------------------------------------ JSON
+
+TOP_KEYS = [
+    "version",
+    "spec",
+    "leaves",
+    "parameters",
+    "bytes",
+    "params",
+    "rules",
+    "labels",
+    "totals",
+    "diagnostics",
+    "leaves_glob",
+    "owners",
+]
+RULE_KEYS = [
+    "index",
+    "line",
+    "pattern",
+    "patterns",
+    "excepts",
+    "label",
+    "action",
+    "frozen",
+    "leaves",
+    "parameters",
+    "bytes",
+    "status",
+    "shadowed_by",
+]
+LABEL_KEYS = [
+    "label",
+    "action",
+    "frozen",
+    "rules",
+    "leaves",
+    "parameters",
+    "bytes",
+    "optimizer_state_bytes",
+]
+TOTAL_KEYS = [
+    "parameters",
+    "trainable_parameters",
+    "frozen_parameters",
+    "parameter_bytes",
+    "trainable_parameter_bytes",
+    "frozen_parameter_bytes",
+    "optimizer_state_bytes",
+]
+
+
+def test_json_schema_is_stable() -> None:
+    report = _report(leaves_glob="head/*")
+    text = render_json(report)
+    assert text.endswith("\n")
+    doc = json.loads(text)
+    assert doc == report
+    assert list(doc) == TOP_KEYS
+    assert doc["version"] == 1
+    assert doc["spec"] == "transfer.pspec"
+    for r in doc["rules"]:
+        assert list(r) == RULE_KEYS
+    for lab in doc["labels"]:
+        assert list(lab) == LABEL_KEYS
+    assert list(doc["totals"]) == TOTAL_KEYS
+    for d in doc["diagnostics"]:
+        assert list(d) == ["code", "severity", "message", "line", "hint"]
+    for o in doc["owners"]:
+        assert list(o) == ["path", "shape", "dtype", "parameters", "rule", "label"]
+    # Deterministic: the same input gives the same bytes.
+    assert render_json(_report(leaves_glob="head/*")) == text
+
+
+def test_schema_documented_in_module_docstring() -> None:
+    doc = explain_mod.__doc__ or ""
+    for key in TOP_KEYS + RULE_KEYS + LABEL_KEYS + TOTAL_KEYS:
+        assert f'"{key}"' in doc, key
+
+
+# ------------------------------------------------------------------ text
+
+GOLDEN_SPEC = """\
+backbone/** -> frozen
+head/**     -> adam(1e-3)
+**/bias     -> sgd(0.1)
+"""
+GOLDEN_LEAVES = [
+    Leaf(("backbone", "kernel"), (256, 512), "float32"),
+    Leaf(("backbone", "bias"), (512,), "float32"),
+    Leaf(("head", "kernel"), (512, 10), "bfloat16"),
+    Leaf(("head", "bias"), (10,), "float32"),
+]
+GOLDEN_TEXT = """\
+model.pspec: 4 leaves, 136,714 parameters (524.0 KiB)
+
+Rules
+  line  pattern      label        action       leaves   params  status
+     1  backbone/**  frozen       frozen            2  131,584  ok
+     2  head/**      adam(0.001)  adam(0.001)       2    5,130  ok
+     3  **/bias      sgd(0.1)     sgd(0.1)          0        0  shadowed (lines 1, 2)
+
+Labels
+  label        leaves   params      bytes  opt-state bytes
+  frozen            2  131,584  514.0 KiB              0 B
+  adam(0.001)       2    5,130   10.0 KiB         20.1 KiB
+
+trainable: 5,130 params (10.0 KiB) · frozen: 131,584 params (514.0 KiB) · optimizer state: 20.1 KiB
+
+Warnings
+  line 3: warning[W602]: rule is shadowed: every parameter it matches is taken by an earlier rule (lines 1, 2)
+
+Leaves matching head/*
+  path         shape      dtype     params  line  label
+  head/kernel  (512, 10)  bfloat16   5,120     2  adam(0.001)
+  head/bias    (10,)      float32       10     2  adam(0.001)
+"""  # noqa: E501
+
+
+def test_render_text_golden() -> None:
+    spec = partspec.parse(GOLDEN_SPEC, filename="model.pspec")
+    report = explain(spec, GOLDEN_LEAVES, leaves_glob="head/*")
+    # 131,584 x 4 + 5,120 x 2 + 10 x 4 = 536,616 bytes = 524.0 KiB in all; adam state:
+    # 2 x (10,240 + 40) bytes + 4 = 20,564 bytes = 20.1 KiB. Actions print canonically.
+    assert report["bytes"] == 536_616
+    assert report["labels"][1]["optimizer_state_bytes"] == 20_564
+    assert render_text(report) == GOLDEN_TEXT
+    assert render_text(report, width=40) == GOLDEN_TEXT  # plain text never wraps
+
+
+def test_render_text_plain_has_rows_and_no_ansi() -> None:
+    text = render_text(_report(leaves_glob="nothing/**"))
+    assert "\x1b" not in text
+    assert text.startswith("transfer.pspec: 9 leaves, 1,386 parameters (5.4 KiB)\n")
+    assert "     6  head/* except head/bias  adam(lr)  adam(lr)       1     320  ok" in text
+    assert "shadowed (lines 4, 7)" in text
+    assert "     9  extra/**" in text and text.rstrip().count("unused") == 1
+    assert "  adam(lr)       2     330  1.3 KiB          2.6 KiB" in text
+    assert "trainable: 362 params (1.4 KiB) · frozen: 1,024 params (4.0 KiB)" in text
+    assert "line 9: warning[W601]: rule matches no parameter" in text
+    assert "Leaves matching nothing/**\n  (no leaf matches)\n" in text
+    assert not any(line != line.rstrip() for line in text.splitlines())
+
+
+def test_render_text_color_uses_rich() -> None:
+    pytest.importorskip("rich")
+    report = _report(leaves_glob="head/**")
+    text = render_text(report, color=True, width=120)
+    assert "\x1b[" in text
+    for word in ("head/* except head/bias", "adam(lr)", "2.6 KiB", "W601", "head/ln/scale"):
+        assert word in text
+
+
+def test_human_bytes() -> None:
+    assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**30)] == [
+        "0 B",
+        "1,023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
+    ]
+    assert human_bytes(2**20 - 1) == "1.0 MiB"  # never "1024.0 KiB"
+    assert human_bytes(7 * 2**50) == "7.0 PiB"
+
+
+def test_itemsizes_follow_numpy() -> None:
+    leaves = [
+        Leaf(("a",), (3,), "int8"),
+        Leaf(("b",), (3,), "float16"),
+        Leaf(("c",), (3,), "bool"),
+        Leaf(("d",), (3,), "int32"),
+    ]
+    report = explain(partspec.parse("** -> frozen"), leaves)
+    assert (
+        report["bytes"]
+        == 3 * (1 + 2 + 1 + 4)
+        == sum(3 * np.dtype(leaf.dtype).itemsize for leaf in leaves)
+    )
