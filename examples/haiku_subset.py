@@ -7,6 +7,10 @@ half only: `plan.split` replaces `hk.data_structures.partition`, `plan.merge` re
 Synthetic data, CPU, a few seconds.
 
     python examples/haiku_subset.py
+
+`params()` builds the parameters with `hk.transform(...).init` and no training, for `pspec tree`:
+
+    pspec tree examples.haiku_subset:params -o examples/haiku_subset.tree.json
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import partspec
 
 def forward(x):
     return hk.nets.MLP([8, 8, 1])(x)
+
+
+def params():
+    """The MLP's parameters (`hk.transform(forward).init`) for one scalar input, untrained."""
+    return hk.transform(forward).init(jax.random.PRNGKey(42), jnp.zeros((1, 1)))
 
 
 def main() -> None:

@@ -8,6 +8,10 @@ warmup-cosine schedule and 10x it, and that the result equals the hand-written o
 Synthetic data, CPU, a few seconds.
 
     python examples/param_groups.py
+
+`params()` builds the parameters without training, for `pspec tree`:
+
+    pspec tree examples.param_groups:params -o examples/param_groups.tree.json
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def init_params(key):
         "backbone": {"w": jax.random.normal(k1, (8, 16)) / 4, "b": jnp.zeros(16)},
         "head": {"w": jax.random.normal(k2, (16, 1)) / 4, "b": jnp.zeros(1)},
     }
+
+
+def params():
+    """The parameters `pspec tree examples.param_groups:params` records (no training)."""
+    return init_params(jax.random.PRNGKey(0))
 
 
 def predict(params, x):

@@ -6,6 +6,10 @@ goes straight into `flax.training.train_state.TrainState`. After training, the b
 bit-identical to where it started. Synthetic data, CPU, a few seconds.
 
     python examples/transfer_learning.py
+
+`params()` builds the classifier's parameters without training, for `pspec tree`:
+
+    pspec tree examples.transfer_learning:params -o examples/transfer_learning.tree.json
 """
 
 from __future__ import annotations
@@ -43,13 +47,23 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+def init_params(key):
+    """The classifier's parameters, for 16 input features."""
+    return Classifier().init(key, jnp.zeros((1, 16)))["params"]
+
+
+def params():
+    """The parameters `pspec tree examples.transfer_learning:params` records (no training)."""
+    return init_params(jax.random.PRNGKey(0))
+
+
 def main() -> None:
     kx, kw, kinit = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (256, 16))
     y = jnp.argmax(x @ jax.random.normal(kw, (16, 4)), axis=-1)
 
     model = Classifier()
-    params = model.init(kinit, x[:1])["params"]
+    params = init_params(kinit)
 
     spec = partspec.load(Path(__file__).with_name("transfer_learning.pspec"))
     plan = partspec.compile(spec, params, lr=1e-2)

@@ -68,9 +68,11 @@ def check(spec: Spec | str, /, **values: Any) -> CheckedSpec:
 def format(spec: Spec | str) -> str:
     """The canonical text of a spec (comments kept; ``parse(format(s)) == s``).
 
+    Numbers keep their spelling (``1e-3``, ``10_000``); labels use canonical numbers.
+
     >>> print(format("a/**->frozen;b->sgd(1e-1)"), end="")
     a/** -> frozen
-    b    -> sgd(0.1)
+    b    -> sgd(1e-1)
     """
     if isinstance(spec, str):
         spec = parse_syntax(spec)

@@ -139,10 +139,11 @@ class Pattern:
 
 @dataclass(frozen=True)
 class Num:
-    """A number literal (``int`` or ``float``)."""
+    """A number literal (``int`` or ``float``); ``text`` is how it was written."""
 
     value: int | float
     span: Span = _span()
+    text: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -245,15 +245,21 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.parser import parse_syntax
 
     values = _parse_set(args.set)
+    if args.leaves is not None:
+        try:
+            parse_syntax(f"{args.leaves} -> frozen")
+        except SpecError as err:
+            message = err.diagnostics[0].message
+            raise _Usage(f"--leaves: invalid glob {args.leaves!r}: {message}") from None
     text, diags = _read_spec(args.spec)
     if text is None:
-        _emit(diags, "full", out, checked_files=1)
+        _emit(diags, args.format, out, checked_files=1)
         return EXIT_USAGE
     leaves = _load_tree(args.tree)
     try:
         report = explain(parse_syntax(text, filename=args.spec), leaves, values, args.leaves)
     except SpecError as err:
-        _emit(err.diagnostics, "full", out, checked_files=1)
+        _emit(err.diagnostics, args.format, out, checked_files=1)
         usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
         return EXIT_USAGE if usage else EXIT_PROBLEMS
     if args.format == "json":

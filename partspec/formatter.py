@@ -1,11 +1,12 @@
 """The canonical text of a spec, a pattern or an expression.
 
-``parse(format(spec)) == spec`` for every spec; comments are kept, arrows in a block
-of consecutive rules are aligned.
+``parse(format(spec)) == spec`` for every spec; comments are kept, arrows and trailing
+comments in a block of consecutive statements are aligned, and numbers keep their
+spelling (``1e-3``). :func:`format_expr`, which makes labels, writes numbers canonically.
 
 >>> import partspec
 >>> print(partspec.format("head/*->adam( 5e-3 )  # the new head\\nbackbone/**->frozen"))
-head/*      -> adam(0.005)  # the new head
+head/*      -> adam(5e-3)  # the new head
 backbone/** -> frozen
 """
 
@@ -20,6 +21,7 @@ __all__ = ["format_expr", "format_pattern", "format_spec"]
 _LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
 _KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
 _ALIGN_MAX = 40
+_COMMENT_ALIGN_MAX = 70
 
 
 def _quote(text: str) -> str:
@@ -96,9 +98,9 @@ def _num(v: int | float) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _expr(e: ast.Expr) -> tuple[str, int]:
+def _expr(e: ast.Expr, keep: bool = False) -> tuple[str, int]:
     if isinstance(e, ast.Num):
-        return _num(e.value), _ATOM_PREC
+        return (e.text if keep and e.text else _num(e.value)), _ATOM_PREC
     if isinstance(e, ast.Str):
         return _quote(e.value), _ATOM_PREC
     if isinstance(e, ast.Bool):
@@ -108,20 +110,20 @@ def _expr(e: ast.Expr) -> tuple[str, int]:
     if isinstance(e, ast.Name):
         return e.id, _ATOM_PREC
     if isinstance(e, ast.ListExpr):
-        return "[" + ", ".join(format_expr(i) for i in e.items) + "]", _ATOM_PREC
+        return "[" + ", ".join(_expr(i, keep)[0] for i in e.items) + "]", _ATOM_PREC
     if isinstance(e, ast.Call):
-        parts = [format_expr(a) for a in e.args]
-        parts += [f"{k.name}={format_expr(k.value)}" for k in e.kwargs]
+        parts = [_expr(a, keep)[0] for a in e.args]
+        parts += [f"{k.name}={_expr(k.value, keep)[0]}" for k in e.kwargs]
         return f"{e.func}({', '.join(parts)})", _ATOM_PREC
     if isinstance(e, ast.Neg):
-        text, prec = _expr(e.operand)
+        text, prec = _expr(e.operand, keep)
         if prec < _NEG_PREC:
             text = f"({text})"
         return f"-{text}", _NEG_PREC
     if isinstance(e, ast.BinOp):
         p = _PREC[e.op]
-        lt, lp = _expr(e.left)
-        rt, rp = _expr(e.right)
+        lt, lp = _expr(e.left, keep)
+        rt, rp = _expr(e.right, keep)
         if e.op == "**":
             if lp <= p:
                 lt = f"({lt})"
@@ -149,6 +151,13 @@ def format_expr(expr: ast.Expr | ast.Frozen) -> str:
     return _expr(expr)[0]
 
 
+def _source_expr(expr: ast.Expr | ast.Frozen) -> str:
+    """Like :func:`format_expr`, but numbers keep their spelling (``1e-3``, ``10_000``)."""
+    if isinstance(expr, ast.Frozen):
+        return "frozen"
+    return _expr(expr, keep=True)[0]
+
+
 # ---------------------------------------------------------------- statements
 
 
@@ -160,7 +169,7 @@ def _lhs(rule: ast.Rule) -> str:
 
 
 def _rhs(rule: ast.Rule) -> str:
-    text = "-> " + format_expr(rule.action)
+    text = "-> " + _source_expr(rule.action)
     if rule.label is not None:
         text += f" as {rule.label}"
     return text
@@ -170,10 +179,10 @@ def _statement(stmt: ast.Statement, width: int = 0) -> str:
     if isinstance(stmt, ast.Rule):
         return f"{_lhs(stmt).ljust(width)} {_rhs(stmt)}"
     if isinstance(stmt, ast.Let):
-        return f"let {stmt.name} = {format_expr(stmt.value)}"
+        return f"let {stmt.name} = {_source_expr(stmt.value)}"
     if stmt.default is None:
         return f"param {stmt.name}"
-    return f"param {stmt.name} = {format_expr(stmt.default)}"
+    return f"param {stmt.name} = {_source_expr(stmt.default)}"
 
 
 def format_spec(spec: ast.Spec) -> str:
@@ -216,21 +225,49 @@ def format_spec(spec: ast.Spec) -> str:
                 prev_end = payload.span.end_line
     close_block()
 
-    out: list[str] = []
+    # Lines as [code, trailing comment]; a blank line or a comment line is code alone.
+    lines: list[list[str | None]] = []
     last_line = None
     for line, kind, payload in items:
-        if kind == "trailing" and out:
+        if kind == "trailing" and lines:
             assert isinstance(payload, ast.Comment)
-            out[-1] += "  " + payload.text
+            lines[-1][1] = payload.text
             continue
-        if has_lines and last_line is not None and line - last_line > 1 and out:
-            out.append("")
+        if has_lines and last_line is not None and line - last_line > 1 and lines:
+            lines.append(["", None])
         if kind in ("comment", "trailing"):
             assert isinstance(payload, ast.Comment)
-            out.append(payload.text)
+            lines.append([payload.text, None])
             last_line = line
         else:
             assert isinstance(payload, (ast.Rule, ast.Let, ast.Param))
-            out.append(_statement(payload, widths.get(id(payload), 0)))
+            lines.append([_statement(payload, widths.get(id(payload), 0)), None])
             last_line = payload.span.end_line if has_lines else None
+    return _align_comments(lines)
+
+
+def _align_comments(lines: list[list[str | None]]) -> str:
+    """Join lines, aligning trailing comments within each run of statement lines."""
+    out: list[str] = []
+    run: list[list[str | None]] = []
+
+    def flush() -> None:
+        width = max((len(c or "") for c, t in run if t), default=0)
+        for code, comment in run:
+            code = code or ""
+            if comment is None:
+                out.append(code)
+            elif width <= _COMMENT_ALIGN_MAX:
+                out.append(f"{code.ljust(width)}  {comment}")
+            else:
+                out.append(f"{code}  {comment}")
+        run.clear()
+
+    for code, comment in lines:
+        if not code or (code.startswith("#") and comment is None):
+            flush()
+            out.append(code or "")
+        else:
+            run.append([code, comment])
+    flush()
     return "\n".join(out) + "\n" if out else ""

@@ -771,7 +771,7 @@ class _Converter:
         span = _meta_span(node)
         ch = node.children
         if kind == "number":
-            return ast.Num(self.number(ch[0]), span)
+            return ast.Num(self.number(ch[0]), span, str(ch[0]))
         if kind == "string":
             return ast.Str(_unescape(str(ch[0])[1:-1]), span)
         if kind == "true":

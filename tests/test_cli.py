@@ -137,13 +137,11 @@ def test_fmt_rewrites_and_check_shows_a_diff(tmp_path: Path) -> None:
     path.write_text("# keep me\nhead/*->adam( 5e-3 )  # lr\nbackbone/**->frozen\n")
     code, out = run("fmt", "--check", "s.pspec", cwd=tmp_path)
     assert code == 1
-    assert "-head/*->adam( 5e-3 )  # lr" in out and "+head/*      -> adam(0.005)  # lr" in out
+    assert "-head/*->adam( 5e-3 )  # lr" in out and "+head/*      -> adam(5e-3)  # lr" in out
     assert path.read_text().startswith("# keep me\nhead/*->")  # --check writes nothing
     code, out = run("fmt", "s.pspec", cwd=tmp_path)
     assert code == 0 and "1 file reformatted" in out
-    assert (
-        path.read_text() == "# keep me\nhead/*      -> adam(0.005)  # lr\nbackbone/** -> frozen\n"
-    )
+    assert path.read_text() == "# keep me\nhead/*      -> adam(5e-3)  # lr\nbackbone/** -> frozen\n"
     assert run("fmt", "--check", "s.pspec", cwd=tmp_path)[0] == 0
 
 
