@@ -30,6 +30,7 @@ from partspec._optax_table import TABLE
 from partspec.checker import CheckedSpec, OptaxCall, ScaledSchedule, Unset, Value, check_spec
 from partspec.coverage import matcher_for, rule_diagnostics
 from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.matcher import Matcher
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_segments
 
@@ -119,13 +120,33 @@ class Plan:
         """The optimizer for the ``trainable`` half of :meth:`split` alone."""
         trainable_labels, _ = self.split(self.labels)
         used = {k: v for k, v in self.transforms.items() if k not in self.frozen_labels}
-        return optax.partition(used, _const(trainable_labels))
+        return optax.partition(used, lambda _: trainable_labels)
 
 
-def _const(tree: Any) -> Callable[[Any], Any]:
-    # A function, so that optax never mistakes a callable label tree (an Equinox
-    # module) for a labelling function.
-    return lambda _: tree
+def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[Any], Any]:
+    """A labelling function for ``optax.partition``, cached per tree structure.
+
+    A function rather than a label tree, for two reasons: optax treats any callable
+    label argument as a function (an Equinox label tree is a callable module), and
+    NNX passes ``Variable``-wrapped parameters to ``init`` but plain arrays to
+    ``update``: both trees have the same paths, so both get the right labels.
+    """
+    cache: dict[Any, Any] = {jax.tree_util.tree_structure(known): known}
+
+    def labels_for(tree: Any) -> Any:
+        treedef = jax.tree_util.tree_structure(tree)
+        labels = cache.get(treedef)
+        if labels is None:
+            labels, label_of = label_tree(matcher, rule_labels, tree)
+            if any(lab is None for lab in label_of.values()):
+                raise ValueError(
+                    "partspec: the tree given to the optimizer has leaves that no rule covers; "
+                    "was it compiled for a different parameter structure?"
+                )
+            cache[treedef] = labels
+        return labels
+
+    return labels_for
 
 
 def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
@@ -175,7 +196,8 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
     checked = check_spec(spec, values)
     matcher = matcher_for(checked)
-    labels, label_of = label_tree(matcher, [r.label for r in checked.rules], params)
+    rule_labels = [r.label for r in checked.rules]
+    labels, label_of = label_tree(matcher, rule_labels, params)
     errors, warns = rule_diagnostics(
         checked,
         matcher,
@@ -213,7 +235,7 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
                     ).with_source(spec.source, spec.filename)
                 ]
             ) from None
-    tx = optax.partition(transforms, _const(labels))
+    tx = optax.partition(transforms, _labeler(matcher, rule_labels, labels))
     return Plan(spec, checked, labels, transforms, tx, tuple(warns), frozenset(frozen_labels))
 
 
