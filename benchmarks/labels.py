@@ -41,8 +41,7 @@ if importlib.util.find_spec("partspec") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import partspec
-from partspec import ast
-from partspec import plan as plan_mod
+from partspec import ast, coverage
 from partspec.checker import check_spec
 from partspec.tree import label_tree
 
@@ -291,20 +290,19 @@ def best_of(fn: Callable[[], Any], n: int) -> float:
 
 def cold(fn: Callable[[], Any]) -> float:
     """One call after clearing partspec's matcher cache (the first compile of a rule set)."""
-    plan_mod._matcher.cache_clear()
+    coverage._matcher.cache_clear()
     return _timed(fn)
 
 
 def matcher_for(spec: ast.Spec) -> Any:
     """The (cached) matcher ``partspec.compile`` uses for ``spec``."""
-    rules = check_spec(spec, {}).rules
-    return plan_mod._matcher(tuple((r.rule.patterns, r.rule.excepts) for r in rules))
+    return coverage.matcher_for(check_spec(spec, {}))
 
 
 def labels_only(spec: ast.Spec, tree: Any) -> Any:
     """What ``partspec.compile`` does to label a tree, and nothing else."""
     checked = check_spec(spec, {})
-    matcher = plan_mod._matcher(tuple((r.rule.patterns, r.rule.excepts) for r in checked.rules))
+    matcher = coverage.matcher_for(checked)
     labels, _ = label_tree(matcher, [r.label for r in checked.rules], tree)
     return labels
 

@@ -126,14 +126,27 @@ def label_paths(
     matcher = matcher_for(checked)
     owners: list[int] = []
     finals: set[int] = set()
+    # Paths come in tree order, so neighbours share prefixes: keep the state after
+    # each segment of the previous path (with its trailing "/") and reuse the common part.
+    prev: tuple[str, ...] = ()
+    after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
+    key, sep = matcher.key, matcher.sep
     for path in paths:
-        s = matcher.start  # the matcher caches each (state, key) step
-        for i, seg in enumerate(path):
-            if i:
-                s = matcher.sep(s)
-            s = matcher.key(s, seg)
+        segs = tuple(path)
+        common = 0
+        limit = min(len(segs), len(prev)) - 1
+        while common < limit and segs[common] == prev[common]:
+            common += 1
+        del after_sep[common + 1 :]
+        s = after_sep[common]
+        for i in range(common, len(segs)):
+            s = key(s, segs[i])
+            if i < len(segs) - 1:
+                s = sep(s)
+                after_sep.append(s)
         finals.add(s)
         owners.append(matcher.owner(s))
+        prev = segs
     errors, warns = rule_diagnostics(
         checked,
         matcher,

@@ -236,7 +236,7 @@ def _check_unique(source: str, leaves: list[Leaf], where: Callable[[int], str]) 
                 )
 
 
-def _split(source: str, name: str, sep: str, where: str) -> tuple[str, ...]:
+def _split(source: str, name: str, sep: str, where: str | _Where) -> tuple[str, ...]:
     segments = tuple(name.split(sep))
     if name == "" or "" in segments:
         _fail(source, f"{where}: name {name!r} has an empty path segment")
@@ -330,7 +330,7 @@ def _envelope(source: str, doc: dict[str, Any]) -> list[Leaf]:
     return _leaf_list(source, doc["leaves"], "leaves")
 
 
-def _shape(source: str, value: Any, where: str) -> tuple[int, ...]:
+def _shape(source: str, value: Any, where: str | _Where) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
         _fail(
             source, f"{where}: shape must be a list of non-negative integers, got {_brief(value)}"
@@ -338,7 +338,7 @@ def _shape(source: str, value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _dtype(source: str, value: Any, where: str) -> str:
+def _dtype(source: str, value: Any, where: str | _Where) -> str:
     if not isinstance(value, str):
         _fail(source, f"{where}: dtype must be a string, got {_brief(value)}")
     if value not in DTYPES:
@@ -350,7 +350,7 @@ def _dtype(source: str, value: Any, where: str) -> str:
     return value
 
 
-def _path(source: str, value: Any, where: str) -> tuple[str, ...]:
+def _path(source: str, value: Any, where: str | _Where) -> tuple[str, ...]:
     if isinstance(value, str):
         return _split(source, value, "/", where)
     if isinstance(value, list) and value:
@@ -371,6 +371,21 @@ def _path(source: str, value: Any, where: str) -> tuple[str, ...]:
     )
 
 
+_LEAF_KEYS = frozenset({"path", "shape", "dtype"})
+
+
+class _Where:
+    """A location such as ``leaves[3].shape``, formatted only if an error needs it."""
+
+    __slots__ = ("index", "prefix", "suffix")
+
+    def __init__(self, prefix: str, index: int, suffix: str):
+        self.prefix, self.index, self.suffix = prefix, index, suffix
+
+    def __str__(self) -> str:
+        return f"{self.prefix}[{self.index}]{self.suffix}"
+
+
 def _leaf_list(source: str, items: list[Any], prefix: str) -> list[Leaf]:
     def where(i: int) -> str:
         return f"{prefix}[{i}]"
@@ -379,15 +394,15 @@ def _leaf_list(source: str, items: list[Any], prefix: str) -> list[Leaf]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             _fail(source, f'{where(i)}: expected {{"path": ..., "shape": ...}}, got {_brief(item)}')
-        unknown = sorted(set(item) - {"path", "shape", "dtype"})
+        unknown = sorted(item.keys() - _LEAF_KEYS)
         if unknown:
             _fail(source, f"{where(i)}: unknown key {unknown[0]!r}")
         for key in ("path", "shape"):
             if key not in item:
                 _fail(source, f"{where(i)}: {key!r} is missing")
-        path = _path(source, item["path"], f"{where(i)}.path")
-        shape = _shape(source, item["shape"], f"{where(i)}.shape")
-        dtype = _dtype(source, item.get("dtype", "float32"), f"{where(i)}.dtype")
+        path = _path(source, item["path"], _Where(prefix, i, ".path"))
+        shape = _shape(source, item["shape"], _Where(prefix, i, ".shape"))
+        dtype = _dtype(source, item.get("dtype", "float32"), _Where(prefix, i, ".dtype"))
         leaves.append(Leaf(path, shape, dtype))
     _check_unique(source, leaves, where)
     return leaves

@@ -307,3 +307,24 @@ def test_frozen_leaves_bit_identical_through_jitted_updates(data: st.DataObject)
     moments = {"adam(1e-2)": 2, "sgd(0.1, momentum=0.9)": 1}.get(action, 2)
     mirrored = [x for x in jax.tree.leaves(state) if getattr(x, "ndim", 0) >= 1]
     assert len(mirrored) == moments * n_trainable
+
+
+@given(
+    st.lists(st.lists(S.keys, min_size=1, max_size=4).map(tuple), min_size=1, max_size=12),
+    st.lists(S.patterns, min_size=1, max_size=4),
+    st.booleans(),
+)
+def test_label_paths_agrees_with_matching_each_path(
+    paths: list[tuple[str, ...]], pats: list[ast.Pattern], sort: bool
+) -> None:
+    from partspec.coverage import label_paths
+
+    if sort:  # tree order, where neighbours share prefixes
+        paths = sorted(paths)
+    rules = [ast.Rule((p,), (), ast.Frozen(), f"r{i}") for i, p in enumerate(pats)]
+    checked = partspec.check(ast.Spec(tuple(rules)))
+    owners, _, _ = label_paths(checked, paths)
+    expected = [
+        next((i for i, p in enumerate(pats) if S.naive_match(p, path)), -1) for path in paths
+    ]
+    assert owners == expected
