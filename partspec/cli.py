@@ -5,6 +5,7 @@ Commands:
   ``pspec explain SPEC --tree TREE [--set NAME=VALUE]... [--leaves GLOB] [--format F]``
   ``pspec fmt SPEC... [--check]``
   ``pspec tree MODULE:CALLABLE [-o FILE]``
+  ``pspec diff OLD NEW --tree TREE [--set NAME=VALUE]... [--format F]``
 
 Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 problems in a spec,
 2 usage errors or unreadable input. ``check`` on a JSON manifest never imports JAX.
@@ -269,6 +270,42 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_CLEAN
 
 
+def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    """``pspec diff OLD NEW --tree TREE``: 0 if a checkpoint made under OLD restores under NEW."""
+    from partspec.diff import diff, render_diff, render_json
+    from partspec.manifest import TreeInputError
+    from partspec.parser import parse_syntax
+
+    values = _parse_set(args.set)
+    texts: list[str] = []
+    unreadable: list[Diagnostic] = []
+    for path in (args.old, args.new):
+        text, diags = _read_spec(path)
+        unreadable += diags
+        texts.append(text or "")
+    if unreadable:
+        _emit(unreadable, args.format, out, checked_files=2)
+        return EXIT_USAGE
+    leaves = _load_tree(args.tree)
+    try:
+        old, new = (parse_syntax(t, filename=p) for t, p in zip(texts, (args.old, args.new)))
+        # Each spec gets the --set values it declares; a name neither declares goes to
+        # OLD, to be reported there (E304, with a suggestion).
+        declared = [{p.name for p in spec.params} for spec in (old, new)]
+        unknown = {k: v for k, v in values.items() if not (k in declared[0] or k in declared[1])}
+        old_values = {k: v for k, v in values.items() if k in declared[0]} | unknown
+        new_values = {k: v for k, v in values.items() if k in declared[1]}
+        report = diff(old, new, leaves, old_values, new_values)
+    except SpecError as err:
+        _emit(err.diagnostics, args.format, out, checked_files=2)
+        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
+        return EXIT_USAGE if usage else EXIT_PROBLEMS
+    except TreeInputError as exc:
+        raise _Usage(f"cannot read tree: {exc}") from None
+    out.write(render_json(report) if args.format == "json" else render_diff(report))
+    return EXIT_CLEAN if report.restorable else EXIT_PROBLEMS
+
+
 def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.manifest import dump_manifest
 
@@ -331,6 +368,17 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--check", action="store_true", help="exit 1 and show a diff instead")
     f.set_defaults(func=cmd_fmt)
 
+    d = sub.add_parser(
+        "diff",
+        help="will a checkpoint made under OLD restore under NEW? (exit 0 if so, 1 if not)",
+    )
+    d.add_argument("old", metavar="OLD", help="the spec the checkpoint was made under")
+    d.add_argument("new", metavar="NEW", help="the edited spec")
+    d.add_argument("--tree", metavar="TREE", required=True)
+    add_values(d)
+    d.add_argument("--format", choices=("full", "json"), default="full")
+    d.set_defaults(func=cmd_diff)
+
     t = sub.add_parser("tree", help="write the parameter structure a function builds")
     t.add_argument("source", metavar="MODULE:CALLABLE")
     t.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
@@ -348,7 +396,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("pspec: error: a command is required (check, explain, fmt, tree)", file=sys.stderr)
+        print(
+            "pspec: error: a command is required (check, explain, fmt, tree, diff)", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         return int(args.func(args, out))

@@ -85,8 +85,37 @@ class Plan:
     frozen_labels: frozenset[str] = field(default_factory=frozenset)
 
     def init(self, params: Any) -> optax.OptState:
-        """``tx.init(params)``."""
-        return self.tx.init(params)
+        """``tx.init(params)``, with the state sharded like the parameters.
+
+        When ``params`` carry shardings (a leaf is a ``jax.Array`` or a
+        ``jax.ShapeDtypeStruct`` with a ``NamedSharding``, or with any sharding over
+        several devices), the state is made by ``jax.jit(tx.init, out_shardings=...)``:
+        every state leaf that mirrors a parameter (Adam's ``mu`` and ``nu``, momentum)
+        gets that parameter's sharding, and the others (step counts, noise keys, mirrors
+        of unsharded parameters, and mirrors shaped unlike their parameter, such as
+        Adafactor's factored moments) are replicated over the mesh of the first
+        ``NamedSharding``; see docs/sharding.md. ``jax.jit(tx.init)``
+        alone puts all of it on one device. ``ShapeDtypeStruct`` leaves are never
+        materialised: the state is made from their shapes, as ``tx.init`` does.
+
+        Otherwise (single-device arrays, NumPy arrays, numbers, or tracers: inside
+        ``jax.jit`` or ``jax.eval_shape``) this is exactly ``tx.init(params)``.
+        Frozen leaves own no state either way.
+        """
+        out_shardings = _state_shardings(self.tx, params)
+        if out_shardings is None:
+            return self.tx.init(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        abstract = {i: x for i, x in enumerate(leaves) if isinstance(x, jax.ShapeDtypeStruct)}
+        if not abstract:
+            return jax.jit(self.tx.init, out_shardings=out_shardings)(params)
+        concrete = [None if i in abstract else x for i, x in enumerate(leaves)]
+
+        def init_from(concrete: list[Any]) -> optax.OptState:
+            merged = [abstract.get(i, x) for i, x in enumerate(concrete)]
+            return self.tx.init(jax.tree_util.tree_unflatten(treedef, merged))
+
+        return jax.jit(init_from, out_shardings=out_shardings)(concrete)
 
     def trainable_mask(self) -> Any:
         """A tree of booleans: ``True`` where a leaf is trained."""
@@ -123,6 +152,65 @@ class Plan:
         return optax.partition(used, lambda _: trainable_labels)
 
 
+def _sharding_of(leaf: Any) -> jax.sharding.Sharding | None:
+    """The sharding a parameter leaf was placed with, or ``None`` for the default placement.
+
+    ``None`` for single-device arrays (``SingleDeviceSharding``), NumPy arrays, numbers,
+    tracers (their ``.sharding`` raises ``AttributeError``) and shardings over an
+    abstract mesh, which ``jax.jit`` cannot place outputs on.
+    """
+    if not isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+        return None
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return sharding if isinstance(sharding.mesh, jax.sharding.Mesh) else None
+    if isinstance(sharding, jax.sharding.Sharding) and len(sharding.device_set) > 1:
+        return sharding
+    return None
+
+
+def _state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
+    """``out_shardings`` for ``jax.jit(tx.init)``, or ``None`` when no parameter is sharded.
+
+    ``optax.tree_map_params`` finds the parts of the state that mirror the parameter tree
+    (it runs ``tx.init`` on a placeholder; ``optax.partition`` and ``optax.masked`` pass
+    it through). With ``is_leaf`` always true it hands each mirror over whole, so the
+    mapping below walks the *parameters* and maps each one's part of the mirror: a
+    ``MaskedNode`` (a leaf another group owns, no leaves), an array shaped like the
+    parameter (its sharding) or anything else (replicated).
+    """
+    shardings = [_sharding_of(x) for x in jax.tree_util.tree_leaves(params)]
+    if all(s is None for s in shardings):
+        return None
+    named = [s for s in shardings if isinstance(s, jax.sharding.NamedSharding)]
+    # ``None`` in ``out_shardings`` replicates over the computation's devices.
+    replicated = (
+        jax.sharding.NamedSharding(named[0].mesh, jax.sharding.PartitionSpec()) if named else None
+    )
+
+    def for_param(param: Any, part: Any) -> Any:
+        sharding = _sharding_of(param)
+
+        def for_leaf(leaf: jax.ShapeDtypeStruct) -> Any:
+            if sharding is not None and tuple(leaf.shape) == tuple(param.shape):
+                return sharding
+            return replicated
+
+        return jax.tree_util.tree_map(for_leaf, part)
+
+    def for_mirror(mirror: Any, params: Any) -> Any:
+        return jax.tree_util.tree_map(for_param, params, mirror)
+
+    return optax.tree_map_params(
+        tx,
+        for_mirror,
+        jax.eval_shape(tx.init, params),
+        params,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda _: True,
+    )
+
+
 def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[Any], Any]:
     """A labelling function for ``optax.partition``, cached per tree structure.
 
@@ -147,6 +235,11 @@ def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[
         return labels
 
     return labels_for
+
+
+def _is_array_like(leaf: Any) -> bool:
+    """An array, NumPy scalar or ``jax.ShapeDtypeStruct``: something with a shape and a dtype."""
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
 
 
 def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
@@ -204,6 +297,23 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
         label_of,
         lambda: ["/".join(seg) for seg, _ in leaf_segments(params) if not matcher.match(seg)],
     )
+    if errors and errors[0].code == "E501":
+        # A whole Equinox module has leaves that are not parameters (activation functions,
+        # Dropout's `p`): say so, rather than only suggest rules for them.
+        kinds = sorted(
+            {
+                type(leaf).__name__
+                for seg, leaf in leaf_segments(params)
+                if not matcher.match(seg) and not _is_array_like(leaf)
+            }
+        )
+        if kinds:
+            errors[0] = dataclasses.replace(
+                errors[0],
+                hint=f"some uncovered leaves are not arrays ({', '.join(kinds)}): for an "
+                "Equinox module, compile against `eqx.filter(model, eqx.is_array)`; otherwise "
+                "add rules for them, or a catch-all as the last rule: `** -> frozen`",
+            )
     if strict:
         errors += [dataclasses.replace(w, severity="error") for w in warns]
     if errors:
