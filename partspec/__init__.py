@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import optax
 
     from partspec.plan import Plan
+    from partspec.surgery import TransferReport, replace, reset_state, select, transfer
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "SpecWarning",
+    "TransferReport",
     "__version__",
     "check",
     "compile",
@@ -48,6 +50,10 @@ __all__ = [
     "load",
     "optimizer",
     "parse",
+    "replace",
+    "reset_state",
+    "select",
+    "transfer",
 ]
 
 
@@ -91,9 +97,17 @@ def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.Gradient
     return compile(spec, params, **values).tx
 
 
+#: Model surgery (partspec.surgery imports JAX and optax, so it is imported on first use).
+_SURGERY = frozenset({"TransferReport", "replace", "reset_state", "select", "transfer"})
+
+
 def __getattr__(name: str) -> Any:
     if name == "Plan":
         from partspec.plan import Plan
 
         return Plan
+    if name in _SURGERY:
+        from partspec import surgery
+
+        return getattr(surgery, name)
     raise AttributeError(f"module 'partspec' has no attribute {name!r}")

@@ -279,6 +279,12 @@ def test_json_fuzz_only_tree_input_errors(doc: Any) -> None:
 segments = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=5)
 
 
+def _no_leaf_inside_another(leaves: list[Leaf]) -> bool:
+    """A valid structure: no path is a proper prefix of another (a leaf is not a node)."""
+    paths = {leaf.path for leaf in leaves}
+    return not any(leaf.path[:n] in paths for leaf in leaves for n in range(1, len(leaf.path)))
+
+
 @given(
     st.lists(
         st.builds(
@@ -290,7 +296,7 @@ segments = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min
         min_size=1,
         max_size=5,
         unique_by=lambda leaf: leaf.path,
-    )
+    ).filter(_no_leaf_inside_another)
 )
 def test_dump_then_load_is_identity(leaves: list[Leaf]) -> None:
     import tempfile
