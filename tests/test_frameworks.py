@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 
 import equinox as eqx
-import flax.linen as nn
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,8 @@ from flax.training import train_state
 
 import partspec
 from partspec.tree import leaf_paths
+from tests.models import Backbone as LinenBackbone
+from tests.models import Classifier as LinenClassifier
 
 ADAM_EPS = 1e-8  # optax.adam's default eps
 
@@ -87,24 +88,6 @@ def _classification_data(n=64, d=8, k=3, seed=0):
 
 
 # ------------------------------------------ a. Flax linen: differential learning rates (TrainState)
-
-
-class LinenBackbone(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Dense(16)(x))
-        return nn.relu(nn.Dense(16)(x))
-
-
-class LinenClassifier(nn.Module):
-    num_classes: int = 3
-
-    def setup(self):
-        self.backbone = LinenBackbone()
-        self.head = nn.Dense(self.num_classes)
-
-    def __call__(self, x):
-        return self.head(self.backbone(x))
 
 
 DIFF_LR_SPEC = """

@@ -8,7 +8,6 @@ d. Frozen leaves stay out of weight decay and out of global-norm clipping.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from flax import traverse_util
 from flax.training import train_state
 
 import partspec
+from tests.models import Classifier
 
 # ------------------------------------------------------------------------------------- helpers
 
@@ -55,24 +55,6 @@ def all_leaves_changed(a, b):
 
 
 # ------------------------------------------------------- a. Flax transfer learning (TrainState)
-
-
-class Backbone(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Dense(16)(x))
-        return nn.relu(nn.Dense(16)(x))
-
-
-class Classifier(nn.Module):
-    num_classes: int = 3
-
-    def setup(self):
-        self.backbone = Backbone()
-        self.head = nn.Dense(self.num_classes)
-
-    def __call__(self, x):
-        return self.head(self.backbone(x))
 
 
 TRANSFER_SPEC = """
