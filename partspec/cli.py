@@ -14,7 +14,6 @@ Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 problems in a spec
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -197,6 +196,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
+    import difflib
+
     from partspec.formatter import format_spec
     from partspec.parser import parse_syntax
 

@@ -16,7 +16,6 @@ import functools
 import itertools
 import re
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +58,12 @@ _KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false"
 
 def grammar_text() -> str:
     """The text of the Lark grammar, as shipped inside the package."""
-    packaged = resources.files("partspec").joinpath("grammar/pspec.lark")
+    here = Path(__file__).resolve().parent
+    packaged = here / "grammar" / "pspec.lark"  # inside an installed wheel
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     # A source checkout (or an editable install): the grammar lives at the top level.
-    return (Path(__file__).resolve().parent.parent / "grammar" / "pspec.lark").read_text(
-        encoding="utf-8"
-    )
+    return (here.parent / "grammar" / "pspec.lark").read_text(encoding="utf-8")
 
 
 _comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("_comments")
