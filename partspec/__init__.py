@@ -26,6 +26,8 @@ from partspec.formatter import format_expr, format_pattern, format_spec
 from partspec.parser import load, parse, parse_syntax
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import optax
 
     from partspec.plan import Plan
@@ -85,11 +87,22 @@ def format(spec: Spec | str) -> str:
     return format_spec(spec)
 
 
-def compile(spec: Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:
-    """Compile a spec against a parameter tree; see :func:`partspec.plan.compile`."""
+def compile(
+    spec: Spec | str,
+    params: Any,
+    /,
+    *,
+    strict: bool = False,
+    values: Mapping[str, Any] | None = None,
+    **kwvalues: Any,
+) -> Plan:
+    """Compile a spec against a parameter tree; see :func:`partspec.plan.compile`.
+
+    ``param`` values come as keyword arguments (``lr=1e-3``) or as ``values={...}``.
+    """
     from partspec.plan import compile as _compile
 
-    return _compile(spec, params, strict=strict, **values)
+    return _compile(spec, params, strict=strict, values=values, **kwvalues)
 
 
 def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:

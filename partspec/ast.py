@@ -303,11 +303,19 @@ class Spec:
         """The ``param`` declarations."""
         return tuple(s for s in self.statements if isinstance(s, Param))
 
-    def compile(self, params: object, /, *, strict: bool = False, **values: object) -> object:
+    def compile(
+        self,
+        params: object,
+        /,
+        *,
+        strict: bool = False,
+        values: dict[str, object] | None = None,
+        **kwvalues: object,
+    ) -> object:
         """Compile against a parameter tree; see :func:`partspec.compile`."""
         import partspec
 
-        return partspec.compile(self, params, strict=strict, **values)
+        return partspec.compile(self, params, strict=strict, values=values, **kwvalues)
 
     def __str__(self) -> str:
         from partspec.formatter import format_spec

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +267,15 @@ def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
     return value
 
 
-def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **values: Any) -> Plan:
+def compile(
+    spec: ast.Spec | str,
+    params: Any,
+    /,
+    *,
+    strict: bool = False,
+    values: Mapping[str, Any] | None = None,
+    **kwvalues: Any,
+) -> Plan:
     """Compile a spec against a parameter tree.
 
     Args:
@@ -275,7 +283,9 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
       params: any pytree; leaves may be arrays, NumPy arrays or
         ``jax.ShapeDtypeStruct`` (labels need only the structure).
       strict: make warnings (unused or shadowed rules) errors.
-      **values: values for the spec's ``param`` declarations.
+      values: values for the spec's ``param`` declarations, as a mapping (needed for
+        params named ``strict`` or ``values``).
+      **kwvalues: the same, as keyword arguments (``lr=1e-3``).
 
     Returns:
       A :class:`Plan` with ``labels``, ``transforms`` and ``tx``.
@@ -287,7 +297,7 @@ def compile(spec: ast.Spec | str, params: Any, /, *, strict: bool = False, **val
         spec = parse(spec)
     elif not isinstance(spec, ast.Spec):
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
-    checked = check_spec(spec, values)
+    checked = check_spec(spec, {**(values or {}), **kwvalues})
     matcher = matcher_for(checked)
     rule_labels = [r.label for r in checked.rules]
     labels, label_of = label_tree(matcher, rule_labels, params)

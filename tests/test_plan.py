@@ -158,3 +158,23 @@ def test_strict_turns_warnings_into_errors() -> None:
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile("** -> sgd(0.1)\nhead/** -> frozen", PARAMS, strict=True)
     assert [(d.code, d.severity) for d in info.value.diagnostics] == [("W602", "error")]
+
+
+def test_params_named_like_compile_keywords_are_set_through_values() -> None:
+    spec = partspec.parse(
+        "param strict = 0.1\nparam values = 0.9\n** -> sgd(strict, momentum=values)"
+    )
+    plan = partspec.compile(spec, PARAMS, values={"strict": 0.5, "values": 0.0})
+    assert plan.checked.values == {"strict": 0.5, "values": 0.0}
+    assert spec.compile(PARAMS, values={"strict": 0.25}).checked.values["strict"] == 0.25
+    # the mapping and keyword arguments combine
+    mixed = partspec.compile(
+        partspec.parse("param lr = 0.1\nparam strict = 0.0\n** -> sgd(lr, momentum=strict)"),
+        PARAMS,
+        values={"strict": 0.5},
+        lr=0.2,
+    )
+    assert mixed.checked.values == {"lr": 0.2, "strict": 0.5}
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.compile(spec, PARAMS, values={"strcit": 0.5})
+    assert info.value.diagnostics[0].code == "E304"
