@@ -301,29 +301,23 @@ def compile(
     matcher = matcher_for(checked)
     rule_labels = [r.label for r in checked.rules]
     labels, label_of = label_tree(matcher, rule_labels, params)
-    errors, warns = rule_diagnostics(
-        checked,
-        matcher,
-        label_of,
-        lambda: ["/".join(seg) for seg, _ in leaf_segments(params) if not matcher.match(seg)],
-    )
-    if errors and errors[0].code == "E501":
-        # A whole Equinox module has leaves that are not parameters (activation functions,
-        # Dropout's `p`): say so, rather than only suggest rules for them.
-        kinds = sorted(
-            {
-                type(leaf).__name__
-                for seg, leaf in leaf_segments(params)
-                if not matcher.match(seg) and not _is_array_like(leaf)
-            }
+    uncovered: list[tuple[tuple[str, ...], Any]] = []
+
+    def uncovered_paths() -> list[str]:
+        uncovered.extend((s, leaf) for s, leaf in leaf_segments(params) if not matcher.match(s))
+        return ["/".join(seg) for seg, _ in uncovered]
+
+    errors, warns = rule_diagnostics(checked, matcher, label_of, uncovered_paths)
+    # A whole Equinox module has leaves that are not parameters (activation functions,
+    # Dropout's `p`): say so, rather than only suggest rules for them.
+    kinds = sorted({type(leaf).__name__ for _, leaf in uncovered if not _is_array_like(leaf)})
+    if kinds:
+        errors[0] = dataclasses.replace(
+            errors[0],
+            hint=f"some uncovered leaves are not arrays ({', '.join(kinds)}): for an "
+            "Equinox module, compile against `eqx.filter(model, eqx.is_array)`; otherwise "
+            "add rules for them, or a catch-all as the last rule: `** -> frozen`",
         )
-        if kinds:
-            errors[0] = dataclasses.replace(
-                errors[0],
-                hint=f"some uncovered leaves are not arrays ({', '.join(kinds)}): for an "
-                "Equinox module, compile against `eqx.filter(model, eqx.is_array)`; otherwise "
-                "add rules for them, or a catch-all as the last rule: `** -> frozen`",
-            )
     if strict:
         errors += [dataclasses.replace(w, severity="error") for w in warns]
     if errors:

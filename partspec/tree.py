@@ -11,7 +11,6 @@ sequence indices in decimal, attribute names by name. NNX ``Variable`` wrappers
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 
 from partspec.matcher import Matcher
 
-__all__ = ["is_variable", "key_text", "label_tree", "leaf_paths"]
+__all__ = ["is_variable", "key_text", "label_tree", "leaf_paths", "leaf_segments"]
 
 
 def key_text(entry: Any) -> str:
@@ -69,27 +68,8 @@ def _children(x: Any) -> tuple[list[tuple[str | None, Any]], Any]:
     return [(key_text(p[0]) if p else None, c) for p, c in pairs], treedef
 
 
-def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
-    """Every leaf with its ``/``-joined path, in ``jax.tree_util`` order."""
-    out: list[tuple[str, Any]] = []
-    _collect(tree, (), out)
-    return out
-
-
-def _collect(node: Any, path: tuple[str, ...], out: list[tuple[str, Any]]) -> None:
-    if node is None:
-        return
-    kind = _kind(node) if type(node) not in (dict, list, tuple) else _NODE
-    if kind == _LEAF:
-        out.append(("/".join(path), node))
-        return
-    pairs, _ = _children(node)
-    for key, child in pairs:
-        _collect(child, path if kind == _VAR or key is None else (*path, key), out)
-
-
 def leaf_segments(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
-    """Like :func:`leaf_paths`, with each path as its tuple of segments."""
+    """Every leaf with its path as a tuple of segments, in ``jax.tree_util`` order."""
     out: list[tuple[tuple[str, ...], Any]] = []
 
     def rec(node: Any, path: tuple[str, ...]) -> None:
@@ -105,6 +85,11 @@ def leaf_segments(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
 
     rec(tree, ())
     return out
+
+
+def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
+    """Every leaf with its ``/``-joined path, in ``jax.tree_util`` order."""
+    return [("/".join(segs), leaf) for segs, leaf in leaf_segments(tree)]
 
 
 def label_tree(
@@ -192,10 +177,3 @@ def label_tree(
     else:
         result = walk(tree, start)
     return result, label_of
-
-
-def map_leaves_with_path(fn: Callable[[str, Any], Any], tree: Any) -> Any:
-    """``jax.tree.map`` with the leaf's partspec path as the first argument."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    paths = [p for p, _ in leaf_paths(tree)]
-    return jax.tree_util.tree_unflatten(treedef, [fn(p, x) for p, x in zip(paths, leaves)])

@@ -33,28 +33,13 @@ from flax.training import train_state
 
 import partspec
 from partspec.tree import leaf_paths
+from tests.assertions import assert_bitwise_equal, bits
 from tests.models import Backbone as LinenBackbone
 from tests.models import Classifier as LinenClassifier
 
 ADAM_EPS = 1e-8  # optax.adam's default eps
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _bits(x):
-    a = np.asarray(x)
-    assert a.dtype == np.float32, a.dtype
-    return a.view(np.uint32)
-
-
-def assert_bitwise_equal(a, b):
-    """Two pytrees of float32 arrays are bit-identical, leaf for leaf."""
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb
-    assert la, "no leaves to compare"
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(_bits(x), _bits(y))
 
 
 def by_path(tree):
@@ -300,7 +285,7 @@ def test_nnx_optimizer_labels_variables_at_init_and_arrays_at_update():
     loss0, grads = _nnx_step(model, optimizer, x, y)
     after, g = by_path(nnx.state(model, nnx.Param)), by_path(grads)
     for path in NNX_FROZEN:
-        np.testing.assert_array_equal(_bits(after[path]), _bits(before[path]))
+        np.testing.assert_array_equal(bits(after[path]), bits(before[path]))
     # sgd(lr): exactly -lr * grad.
     assert_moved_by(after["head/kernel"], before["head/kernel"], -NNX_LR * g["head/kernel"], 1e-6)
     # adam(1e-2): Adam's first step.
@@ -314,7 +299,7 @@ def test_nnx_optimizer_labels_variables_at_init_and_arrays_at_update():
     end = by_path(nnx.state(model, nnx.Param))
     for path in start:
         if path in NNX_FROZEN:
-            np.testing.assert_array_equal(_bits(end[path]), _bits(start[path]))
+            np.testing.assert_array_equal(bits(end[path]), bits(start[path]))
         else:
             assert not np.array_equal(end[path], start[path]), path
     assert float(loss) < float(loss0)
@@ -347,7 +332,7 @@ def test_nnx_plain_python_list_in_a_non_pytree_module():
     _, grads = _nnx_step(model, optimizer, x, y)
     after, g = by_path(nnx.state(model, nnx.Param)), by_path(grads)
     for p in ("layers/0/bias", "layers/0/kernel"):
-        np.testing.assert_array_equal(_bits(after[p]), _bits(before[p]))
+        np.testing.assert_array_equal(bits(after[p]), bits(before[p]))
     for p in ("layers/1/bias", "layers/1/kernel"):
         assert_moved_by(after[p], before[p], -0.1 * g[p], rtol=1e-6)
 
@@ -374,7 +359,7 @@ def test_nnx_compile_against_eval_shape_state_without_materialising():
     assert_bitwise_equal(nnx.state(twin, nnx.Param), nnx.state(concrete, nnx.Param))
     end = by_path(nnx.state(twin, nnx.Param))
     for path in NNX_FROZEN:
-        np.testing.assert_array_equal(_bits(end[path]), _bits(start[path]))
+        np.testing.assert_array_equal(bits(end[path]), bits(start[path]))
 
 
 def _cookbook_model(rngs):
@@ -457,7 +442,7 @@ def test_nnx_functional_split_merge_loop():
         new_params, opt_state, loss, _ = step(new_params, opt_state)
     end = by_path(new_params)
     for p in ("layers/0/bias", "layers/0/kernel"):
-        np.testing.assert_array_equal(_bits(end[p]), _bits(start[p]))
+        np.testing.assert_array_equal(bits(end[p]), bits(start[p]))
     assert float(loss) < float(loss0)
 
     # The same steps through nnx.Optimizer on a twin model.
@@ -647,7 +632,7 @@ def test_equinox_standard_loop_with_filtered_model():
     for p in EQX_ADAM:
         assert_moved_by(after[p], before[p], adam_first_step(g[p], 1e-2))
     for p in EQX_FROZEN:
-        np.testing.assert_array_equal(_bits(end[p]), _bits(before[p]))
+        np.testing.assert_array_equal(bits(end[p]), bits(before[p]))
     for p in EQX_ADAM | EQX_SGD:
         assert not np.array_equal(end[p], before[p]), p
     assert losses[-1] < losses[0], losses
@@ -720,7 +705,7 @@ def test_equinox_split_merge_like_the_freezing_parameters_example():
     end = by_path(eqx.filter(learned, eqx.is_array))
     for p, v in by_path(params).items():
         if p in EQX_FROZEN:
-            np.testing.assert_array_equal(_bits(end[p]), _bits(v))
+            np.testing.assert_array_equal(bits(end[p]), bits(v))
 
 
 def test_equinox_whole_module_labels_non_array_leaves():

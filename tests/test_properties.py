@@ -17,6 +17,7 @@ from partspec.matcher import compile_patterns, compile_rules
 from partspec.parser import parse_syntax
 from partspec.tree import leaf_segments
 from tests import strategies as S
+from tests.assertions import bits
 
 # ---------------------------------------------------------------- matcher vs reference
 
@@ -245,10 +246,6 @@ def test_uncovered_leaves_are_an_error_listing_them(tree: object) -> None:
 # ---------------------------------------------------------------- frozen leaves stay frozen
 
 
-def _bits(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x).view(np.uint32)
-
-
 _TRAIN_ACTIONS = [
     "adam(1e-2)",
     "adamw(1e-2, weight_decay=0.5)",
@@ -298,7 +295,7 @@ def test_frozen_leaves_bit_identical_through_jitted_updates(data: st.DataObject)
         jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(plan.labels)
     ):
         if lab == "frozen":
-            np.testing.assert_array_equal(_bits(new_leaf), _bits(old_leaf))
+            np.testing.assert_array_equal(bits(new_leaf), bits(old_leaf))
         else:
             assert not np.array_equal(np.asarray(new_leaf), np.asarray(old_leaf))
 

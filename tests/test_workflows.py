@@ -18,26 +18,10 @@ from flax import traverse_util
 from flax.training import train_state
 
 import partspec
+from tests.assertions import assert_bitwise_equal
 from tests.models import Classifier
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _bits(x):
-    """The raw bits of a float array (so that -0.0 != 0.0 and NaN == NaN bit for bit)."""
-    a = np.asarray(x)
-    assert a.dtype == np.float32, a.dtype
-    return a.view(np.uint32)
-
-
-def assert_bitwise_equal(a, b):
-    """Two pytrees of float32 arrays are bit-identical, leaf for leaf."""
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb
-    assert la, "no leaves to compare"
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(_bits(x), _bits(y))
 
 
 def any_leaf_changed(a, b):
