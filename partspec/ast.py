@@ -14,22 +14,30 @@ Call(func='adam', args=(Num(value=0.005),), kwargs=())
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
-from partspec.errors import Span
+from partspec.errors import Diagnostic, Span
 
 __all__ = [
     "Alt",
     "BinOp",
     "Bool",
+    "BoolOp",
     "Call",
+    "Capture",
     "CharClass",
     "Comment",
+    "Compare",
     "Expr",
     "Frozen",
+    "FrozenUntil",
     "GlobNode",
     "GlobStar",
+    "Global",
+    "Include",
+    "Index",
     "Keyword",
     "Let",
     "ListExpr",
@@ -37,6 +45,7 @@ __all__ = [
     "Name",
     "Neg",
     "NoneLit",
+    "Not",
     "Num",
     "Param",
     "Pattern",
@@ -111,7 +120,18 @@ class Range:
     hi: int
 
 
-GlobNode = Union[Lit, Star, QMark, GlobStar, Sep, CharClass, Alt, Range]
+@dataclass(frozen=True)
+class Capture:
+    """``<name>``: like ``*`` but non-empty, and binds the text it matched to ``name``.
+
+    The bound value is an integer when the text is all digits (``layer/<i>`` on
+    ``layer/3`` binds ``i = 3``), otherwise a string.
+    """
+
+    name: str
+
+
+GlobNode = Union[Lit, Star, QMark, GlobStar, Sep, CharClass, Alt, Range, Capture]
 
 
 @dataclass(frozen=True)
@@ -223,7 +243,44 @@ class Call:
     func_span: Span = _span()
 
 
-Expr = Union[Num, Str, Bool, NoneLit, ListExpr, Name, BinOp, Neg, Call]
+@dataclass(frozen=True)
+class Compare:
+    """``left op right`` with ``op`` one of ``== != < <= > >= in``: true or false."""
+
+    op: str
+    left: Expr
+    right: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    """``left and right`` or ``left or right`` (short-circuiting)."""
+
+    op: str
+    left: Expr
+    right: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    """``not operand``."""
+
+    operand: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Index:
+    """``value[index]``: an item of a list (``shape[-1]``); negative indices count from the end."""
+
+    value: Expr
+    index: Expr
+    span: Span = _span()
+
+
+Expr = Union[Num, Str, Bool, NoneLit, ListExpr, Name, BinOp, Neg, Call, Compare, BoolOp, Not, Index]
 
 
 @dataclass(frozen=True)
@@ -233,19 +290,49 @@ class Frozen:
     span: Span = _span()
 
 
+@dataclass(frozen=True)
+class FrozenUntil:
+    """``frozen until N then action``: frozen for the first ``N`` updates, then trained.
+
+    Update number ``N`` (counting from 0) is the first that moves the leaves; the
+    optimizer ``then`` starts fresh at that update (step count 0, zero moments).
+    """
+
+    until: Expr
+    then: Expr
+    span: Span = _span()
+
+
+Action = Union[Frozen, FrozenUntil, Expr]
+
+
 # ---------------------------------------------------------------- statements
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``patterns [except patterns] -> action [as label]``."""
+    """``patterns [except patterns] [where condition] -> action [as label]``."""
 
     patterns: tuple[Pattern, ...]
     excepts: tuple[Pattern, ...]
-    action: Frozen | Expr
+    action: Action
     label: str | None = None
     span: Span = _span()
     label_span: Span = _span()
+    where: Expr | None = None
+
+    @property
+    def captures(self) -> tuple[str, ...]:
+        """The names the rule's patterns capture, in order of appearance."""
+        out: list[str] = []
+        stack = [n for p in self.patterns for n in reversed(p.nodes)]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, Capture) and n.name not in out:
+                out.append(n.name)
+            elif isinstance(n, Alt):
+                stack.extend(x for b in reversed(n.branches) for x in reversed(b))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -268,7 +355,23 @@ class Param:
     name_span: Span = _span()
 
 
-Statement = Union[Rule, Let, Param]
+@dataclass(frozen=True)
+class Include:
+    """``include "path"``: the statements of another spec file, in this one's place."""
+
+    path: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Global:
+    """``global transform``: runs on the gradients of all trainable leaves, before the rules."""
+
+    value: Expr
+    span: Span = _span()
+
+
+Statement = Union[Rule, Let, Param, Include, Global]
 
 
 @dataclass(frozen=True)
@@ -285,18 +388,37 @@ class Spec:
     """A parsed spec: its statements in file order.
 
     ``source``, ``filename`` and ``comments`` describe where the spec came from and
-    take no part in equality.
+    take no part in equality. ``sources`` maps the file name of every included file
+    to its text (statements from an include carry that name in ``span.file``).
     """
 
     statements: tuple[Statement, ...]
     source: str | None = field(default=None, compare=False, repr=False)
     filename: str | None = field(default=None, compare=False, repr=False)
     comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def attach(self, diagnostic: Diagnostic) -> Diagnostic:
+        """``diagnostic`` with its file name and source line filled in from this spec."""
+        name = diagnostic.filename
+        if name is not None and name != self.filename and name in self.sources:
+            return diagnostic.with_source(self.sources[name], name)
+        return diagnostic.with_source(self.source, self.filename)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
         """The rules, in file order (first match wins)."""
         return tuple(s for s in self.statements if isinstance(s, Rule))
+
+    @property
+    def globals(self) -> tuple[Global, ...]:
+        """The ``global`` transforms, in file order."""
+        return tuple(s for s in self.statements if isinstance(s, Global))
+
+    @property
+    def includes(self) -> tuple[Include, ...]:
+        """The ``include`` statements not yet resolved (see :func:`partspec.load`)."""
+        return tuple(s for s in self.statements if isinstance(s, Include))
 
     @property
     def params(self) -> tuple[Param, ...]:

@@ -12,8 +12,11 @@ allow-list and signatures come from a table generated from optax.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -22,7 +25,19 @@ from partspec._optax_table import TABLE
 from partspec.errors import Diagnostic, Span, SpecError, did_you_mean
 from partspec.formatter import format_expr
 
-__all__ = ["CheckedRule", "CheckedSpec", "OptaxCall", "ScaledSchedule", "Unset", "check_spec"]
+__all__ = [
+    "LEAF_PROPERTIES",
+    "CheckedRule",
+    "CheckedSpec",
+    "DTypeName",
+    "LeafInfo",
+    "OptaxCall",
+    "ScaledSchedule",
+    "Unset",
+    "Until",
+    "capture_value",
+    "check_spec",
+]
 
 #: dtype names accepted where optax takes a dtype (``mu_dtype="bfloat16"``).
 DTYPES = frozenset(
@@ -39,7 +54,57 @@ DTYPES = frozenset(
         "uint32",
     }
 )
+#: dtype names a leaf can have (what ``where dtype == "..."`` may compare with).
+LEAF_DTYPES = DTYPES | frozenset(
+    {
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "int4",
+        "uint4",
+        "uint16",
+        "uint64",
+        "complex64",
+        "complex128",
+    }
+)
 FROZEN_LABEL = "frozen"
+#: The leaf properties a ``where`` condition can use.
+LEAF_PROPERTIES = ("ndim", "shape", "size", "dtype")
+
+
+class DTypeName(str):
+    """A leaf's dtype name (``"float32"``): comparing it with an unknown name is an error."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class LeafInfo:
+    """What a ``where`` condition may know about a leaf: its shape and dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class _SampleShape(tuple):
+    """The shape used to type-check a condition without a leaf: every item is 1."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        return 1
+
+
+def capture_value(text: str) -> int | str:
+    """The value a capture binds: an integer where the text is all ASCII digits.
+
+    >>> capture_value("11"), capture_value("ln_1")
+    (11, 'ln_1')
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -71,13 +136,32 @@ Value = Union[int, float, str, bool, None, tuple, OptaxCall, ScaledSchedule, Uns
 
 
 @dataclass(frozen=True)
+class Until:
+    """``frozen until at then then``: frozen for the first ``at`` updates, then ``then``."""
+
+    at: int | Unset
+    then: OptaxCall | Unset
+
+
+Action = Union[OptaxCall, Until, Unset, None]
+
+
+@dataclass(frozen=True)
 class CheckedRule:
-    """A rule with its label and evaluated action (``None`` for ``frozen``)."""
+    """A rule with its label and evaluated action (``None`` for ``frozen``).
+
+    Attributes:
+      captures: the captured names the action uses: each distinct binding of them is
+        its own label (``label[i=3]``), made by :meth:`CheckedSpec.bind`.
+      where_captures: whether the ``where`` condition uses captured names.
+    """
 
     index: int
     rule: ast.Rule
     label: str
-    action: OptaxCall | Unset | None
+    action: Action
+    captures: tuple[str, ...] = ()
+    where_captures: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,12 +178,118 @@ class CheckedSpec:
     spec: ast.Spec
     rules: tuple[CheckedRule, ...]
     values: Mapping[str, Value]
-    actions: Mapping[str, OptaxCall | Unset | None] = field(default_factory=dict)
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    globals: tuple[OptaxCall | Unset, ...] = ()
+    counted: frozenset[str] = frozenset()
+    inputs: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def complete(self) -> bool:
         """Whether every ``param`` has a value (so the spec can be compiled)."""
         return not any(isinstance(v, Unset) for v in self.values.values())
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether a leaf's rule or label can depend on more than its path's DFA state."""
+        return any(r.rule.where is not None or r.captures for r in self.rules)
+
+    def _evaluator(self) -> _Checker:
+        ev: _Checker | None = self.__dict__.get("_ev")
+        if ev is None:
+            ev = _Checker(self.spec, None, False)
+            ev.env = dict(self.values)
+            object.__setattr__(self, "_ev", ev)
+        return ev
+
+    def test(
+        self, index: int, leaf: LeafInfo | None, captures: Mapping[str, Any], path: str
+    ) -> bool:
+        """Whether rule ``index``'s ``where`` condition holds for a leaf.
+
+        Raises:
+          SpecError: the condition cannot be evaluated for this leaf (an index out of
+            range, a text capture compared with a number...); the message names the path.
+        """
+        rule = self.rules[index].rule
+        if rule.where is None:
+            return True
+        ev = self._evaluator()
+        if leaf is None:
+            raise SpecError(
+                [
+                    self.spec.attach(
+                        Diagnostic.at(
+                            "E409",
+                            f"`where` needs the shape and dtype of `{path}`, which the tree "
+                            "does not give",
+                            rule.where.span,
+                            hint="give a tree with shapes and dtypes (a manifest written by "
+                            "`pspec tree`, a checkpoint, or arrays)",
+                        )
+                    )
+                ]
+            )
+        try:
+            with ev.scope(captures, leaf):
+                result = ev.eval(rule.where)
+        except _Fail as f:
+            raise SpecError([self.spec.attach(_for_leaf(f.diag, path, leaf, captures))]) from None
+        return result is True
+
+    def bind(self, index: int, captures: Mapping[str, Any], path: str) -> tuple[str, Action]:
+        """The label and action of rule ``index`` for one binding of its captures.
+
+        Raises:
+          SpecError: the action is not valid for these values (for example a capture
+            that is not a number used in arithmetic); the message names the path.
+        """
+        cr = self.rules[index]
+        if not cr.captures:
+            return cr.label, cr.action
+        used = {n: captures[n] for n in cr.captures}
+        memo: dict[tuple[int, tuple[Any, ...]], tuple[str, Action]] = self.__dict__.setdefault(
+            "_bound", {}
+        )
+        key = (index, tuple(used.values()))
+        got = memo.get(key)
+        if got is not None:
+            return got
+        ev = self._evaluator()
+        try:
+            with ev.scope(used, None):
+                action = ev.action(cr.rule)
+        except _Fail as f:
+            raise SpecError([self.spec.attach(_for_leaf(f.diag, path, None, used))]) from None
+        suffix = ", ".join(f"{n}={_show_capture(v)}" for n, v in used.items())
+        got = (f"{cr.label}[{suffix}]", action)
+        memo[key] = got
+        return got
+
+    def with_counts(self, counts: Mapping[str, int]) -> CheckedSpec:
+        """The spec checked again with ``count(name)`` known (from a parameter tree)."""
+        return _Checker(self.spec, self.inputs, self.inputs is not None, counts).run()
+
+
+def _show_capture(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def _for_leaf(
+    diag: Diagnostic, path: str, leaf: LeafInfo | None, captures: Mapping[str, Any]
+) -> Diagnostic:
+    """``diag`` with the leaf it was found on named in its message."""
+    parts = [f"{n} = {_show_capture(v)}" for n, v in captures.items()]
+    if leaf is not None:
+        parts.append(f"shape {list(leaf.shape)}, dtype {leaf.dtype}")
+    where = f" ({'; '.join(parts)})" if parts else ""
+    hint = diag.hint
+    if any(isinstance(v, str) for v in captures.values()) and diag.code == "E403":
+        hint = (
+            "a capture is an integer only where the text is all digits; restrict it, for "
+            "example `layer_{0..99}` instead of `layer_<i>`, or add a rule for these paths "
+            "above this one"
+        )
+    return dataclasses.replace(diag, message=f"for `{path}`{where}: {diag.message}", hint=hint)
 
 
 class _Fail(Exception):
@@ -193,18 +383,45 @@ def _coerce(types: tuple[str, ...], v: Value) -> tuple[bool, Value]:
     return False, v
 
 
+_SAMPLE_LEAF = LeafInfo(_SampleShape(), "float32")
+
+
 class _Checker:
-    def __init__(self, spec: ast.Spec, values: Mapping[str, Any] | None, require: bool):
+    def __init__(
+        self,
+        spec: ast.Spec,
+        values: Mapping[str, Any] | None,
+        require: bool,
+        counts: Mapping[str, int] | None = None,
+    ):
         self.spec = spec
+        self.inputs = values
         self.given = dict(values or {})
         self.require_values = require
+        self.counts = counts
+        self.counted: set[str] = set()
+        # While evaluating a rule: its captures (name -> value, or Unset while checking
+        # without a tree) and the leaf a `where` condition looks at (a sample while
+        # checking, in which case `and`/`or` evaluate both sides to check their types).
+        self.captures: dict[str, Value] = {}
+        self.leaf: LeafInfo | None = None
         self.env: dict[str, Value] = {}
         self.defined_at: dict[str, int] = {}
         self.errors: list[Diagnostic] = []
         # An action's text -> the checked action, while ``env`` stays the same: specs
         # repeat a few actions over many rules. The canonical text fixes the AST
         # (``parse(format(x)) == x``), so equal texts check to equal actions.
-        self.action_memo: dict[str, OptaxCall | Unset | None] = {}
+        self.action_memo: dict[str, Action] = {}
+
+    @contextlib.contextmanager
+    def scope(self, captures: Mapping[str, Any], leaf: LeafInfo | None) -> Iterator[None]:
+        """Evaluate with a rule's captures bound and (for `where`) a leaf to look at."""
+        saved = self.captures, self.leaf
+        self.captures, self.leaf = dict(captures), leaf
+        try:
+            yield
+        finally:
+            self.captures, self.leaf = saved
 
     def run(self) -> CheckedSpec:
         declared = {p.name for p in self.spec.params}
@@ -223,13 +440,25 @@ class _Checker:
                     )
                 )
         rules: list[CheckedRule] = []
-        actions: dict[str, OptaxCall | Unset | None] = {}
+        actions: dict[str, Action] = {}
         label_source: dict[str, tuple[str, int]] = {}
+        globals_: list[OptaxCall | Unset] = []
         for stmt in self.spec.statements:
             try:
                 if isinstance(stmt, (ast.Let, ast.Param)):
                     self.action_memo.clear()
-                if isinstance(stmt, ast.Let):
+                if isinstance(stmt, ast.Include):
+                    raise _diag(
+                        "E804",
+                        f'`include "{stmt.path}"` is not resolved: a spec given as text has '
+                        "no directory to find it in",
+                        stmt.span,
+                        hint="read the spec with `partspec.load(path)`, or pass "
+                        "`base_dir=` to `partspec.parse`",
+                    )
+                if isinstance(stmt, ast.Global):
+                    globals_.append(self._global(stmt))
+                elif isinstance(stmt, ast.Let):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.env[stmt.name] = self.eval(stmt.value)
                 elif isinstance(stmt, ast.Param):
@@ -242,10 +471,30 @@ class _Checker:
                 if isinstance(stmt, (ast.Let, ast.Param)):
                     self.env[stmt.name] = Unset(stmt.name)
         if self.errors:
-            raise SpecError(
-                [d.with_source(self.spec.source, self.spec.filename) for d in self.errors]
+            raise SpecError([self.spec.attach(d) for d in self.errors])
+        return CheckedSpec(
+            self.spec,
+            tuple(rules),
+            dict(self.env),
+            actions,
+            tuple(globals_),
+            frozenset(self.counted),
+            self.inputs if self.inputs is not None else {},
+        )
+
+    def _global(self, stmt: ast.Global) -> OptaxCall | Unset:
+        value = self.eval(stmt.value)
+        if isinstance(value, Unset):
+            return value
+        if not _is_transform(value):
+            raise _diag(
+                "E403",
+                f"`global` takes a transform, such as `clip_by_global_norm(1.0)`, got "
+                f"{type_name(value)}",
+                stmt.value.span,
             )
-        return CheckedSpec(self.spec, tuple(rules), dict(self.env), actions)
+        assert isinstance(value, OptaxCall)
+        return value
 
     def _define(self, name: str, span: Span, line: int) -> None:
         if name in self.env:
@@ -255,10 +504,18 @@ class _Checker:
                 span,
                 hint="choose another name; names cannot be rebound",
             )
-        if name in TABLE:
+        if name in TABLE or name in _BUILTINS:
             raise _diag(
                 "E302",
-                f"`{name}` is the name of an optax function",
+                f"`{name}` is the name of "
+                + ("an optax function" if name in TABLE else "a built-in function"),
+                span,
+                hint="choose another name",
+            )
+        if name in LEAF_PROPERTIES:
+            raise _diag(
+                "E302",
+                f"`{name}` names a property of a leaf in `where` conditions",
                 span,
                 hint="choose another name",
             )
@@ -301,33 +558,41 @@ class _Checker:
         self,
         rule: ast.Rule,
         index: int,
-        actions: dict[str, OptaxCall | Unset | None],
+        actions: dict[str, Action],
         label_source: dict[str, tuple[str, int]],
     ) -> CheckedRule:
-        action: OptaxCall | Unset | None
-        text = format_expr(rule.action)
-        if text in self.action_memo:
-            action = self.action_memo[text]
-        elif isinstance(rule.action, ast.Frozen):
-            action = None
-        else:
-            value = self.eval(rule.action)
-            if isinstance(value, Unset):
-                action = value
-            elif not _is_transform(value):
-                hint = None
-                if _is_schedule(value):
-                    hint = "pass the schedule as a learning rate, for example `adam(schedule)`"
-                raise _diag(
-                    "E403",
-                    f"a rule's action must be `frozen` or an optimizer, got {type_name(value)}",
-                    rule.action.span,
-                    hint=hint,
+        names = rule.captures
+        for name in names:
+            if name in self.env or name in TABLE or name in _BUILTINS or name in LEAF_PROPERTIES:
+                what = (
+                    "a leaf property"
+                    if name in LEAF_PROPERTIES
+                    else "a function"
+                    if name in TABLE or name in _BUILTINS
+                    else f"defined on line {self.defined_at[name]}"
                 )
+                raise _diag(
+                    "E302",
+                    f"capture `<{name}>` hides the name `{name}` ({what})",
+                    rule.patterns[0].span,
+                    hint="choose another capture name",
+                )
+        uses = _names_in(rule.action)
+        captures = tuple(n for n in names if n in uses)
+        where_captures = rule.where is not None and bool(set(names) & _names_in(rule.where))
+        # While checking, captures have no values yet: each is an unset integer.
+        with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
+            if rule.where is not None:
+                cond = self.eval(rule.where)
+                self._want_bool(cond, rule.where, "a `where` condition")
+            self.leaf = None
+            text = format_expr(rule.action)
+            if captures:
+                action = self.action(rule)
             else:
-                assert isinstance(value, OptaxCall)
-                action = value
-        self.action_memo[text] = action
+                memo = self.action_memo
+                action = memo[text] if text in memo else self.action(rule)
+                self.action_memo[text] = action
         label = rule.label or (FROZEN_LABEL if action is None else text)
         where = rule.label_span if rule.label else rule.action.span
         if rule.label == FROZEN_LABEL and action is not None:
@@ -347,7 +612,55 @@ class _Checker:
             )
         label_source.setdefault(label, (text, rule.span.line))
         actions.setdefault(label, action)
-        return CheckedRule(index, rule, label, action)
+        return CheckedRule(index, rule, label, action, captures, where_captures)
+
+    def action(self, rule: ast.Rule) -> Action:
+        """Evaluate a rule's action (with the captures in scope)."""
+        act = rule.action
+        if isinstance(act, ast.Frozen):
+            return None
+        if isinstance(act, ast.FrozenUntil):
+            at = self.eval(act.until)
+            if not isinstance(at, Unset):
+                ok, fixed = _coerce(("int",), at)
+                if not ok or not isinstance(fixed, int) or fixed < 0:
+                    shown = f" `{at}`" if _is_number(at) else ""
+                    raise _diag(
+                        "E403",
+                        "`until` takes a number of updates (a non-negative integer), got "
+                        f"{type_name(at)}{shown}",
+                        act.until.span,
+                    )
+                at = fixed
+            then = self._optimizer(act.then)
+            return Until(at, then)
+        return self._optimizer(act)
+
+    def _optimizer(self, e: ast.Expr) -> OptaxCall | Unset:
+        value = self.eval(e)
+        if isinstance(value, Unset):
+            return value
+        if not _is_transform(value):
+            hint = None
+            if _is_schedule(value):
+                hint = "pass the schedule as a learning rate, for example `adam(schedule)`"
+            raise _diag(
+                "E403",
+                f"a rule's action must be `frozen` or an optimizer, got {type_name(value)}",
+                e.span,
+                hint=hint,
+            )
+        assert isinstance(value, OptaxCall)
+        return value
+
+    def _want_bool(self, v: Value, e: ast.Expr, what: str) -> None:
+        if not isinstance(v, (bool, Unset)):
+            raise _diag(
+                "E403",
+                f"{what} must be true or false, got {type_name(v)}",
+                e.span,
+                hint='compare it: `ndim == 1`, `dtype == "float32"`, `shape[-1] > 256`',
+            )
 
     # -- expressions
     def eval(self, e: ast.Expr) -> Value:
@@ -366,9 +679,118 @@ class _Checker:
             return self._arith(e.op, self.eval(e.left), self.eval(e.right), e)
         if isinstance(e, ast.Call):
             return self._call(e)
+        if isinstance(e, ast.Compare):
+            return self._compare(e)
+        if isinstance(e, ast.BoolOp):
+            left = self.eval(e.left)
+            self._want_bool(left, e.left, f"the left side of `{e.op}`")
+            if self.leaf is not _SAMPLE_LEAF and left is (e.op == "or"):
+                return left  # short-circuit: `ndim > 1 and shape[1] == 3` is safe
+            right = self.eval(e.right)
+            self._want_bool(right, e.right, f"the right side of `{e.op}`")
+            if isinstance(left, Unset) or isinstance(right, Unset):
+                return left if isinstance(left, Unset) else right
+            return right
+        if isinstance(e, ast.Not):
+            v = self.eval(e.operand)
+            self._want_bool(v, e.operand, "the operand of `not`")
+            return v if isinstance(v, Unset) else not v
+        if isinstance(e, ast.Index):
+            return self._index(e)
         raise AssertionError(e)  # pragma: no cover
 
+    def _index(self, e: ast.Index) -> Value:
+        seq = self.eval(e.value)
+        idx = self.eval(e.index)
+        if isinstance(seq, Unset) or isinstance(idx, Unset):
+            return seq if isinstance(seq, Unset) else idx
+        if not isinstance(seq, tuple):
+            raise _diag("E403", f"cannot index {type_name(seq)}", e.value.span)
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise _diag(
+                "E403", f"a list index must be an integer, got {type_name(idx)}", e.index.span
+            )
+        if isinstance(seq, _SampleShape):
+            return 1
+        if not -len(seq) <= idx < len(seq):
+            raise _diag(
+                "E406",
+                f"index {idx} is out of range for a list of {len(seq)} item"
+                + ("s" if len(seq) != 1 else ""),
+                e.span,
+                hint="guard it with `and`: `ndim >= 2 and shape[1] == 768`",
+            )
+        item: Value = seq[idx]
+        return item
+
+    def _compare(self, e: ast.Compare) -> Value:
+        a = self.eval(e.left)
+        b = self.eval(e.right)
+        if isinstance(a, Unset) or isinstance(b, Unset):
+            return a if isinstance(a, Unset) else b
+        if e.op == "in":
+            if not isinstance(b, tuple):
+                raise _diag(
+                    "E403",
+                    f"the right side of `in` must be a list, got {type_name(b)}",
+                    e.right.span,
+                    hint='for example `dtype in ["bfloat16", "float16"]`',
+                )
+            for item, span in zip(b, _item_spans(e.right)):
+                self._comparable(a, item, e.left.span, span)
+            return any(_equal(a, item) for item in b)
+        self._comparable(a, b, e.left.span, e.right.span)
+        if e.op == "==":
+            return _equal(a, b)
+        if e.op == "!=":
+            return not _equal(a, b)
+        if not (_is_number(a) and _is_number(b)):
+            raise _diag(
+                "E403",
+                f"`{e.op}` compares numbers, got {type_name(a)} and {type_name(b)}",
+                e.span,
+            )
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float))
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[e.op]
+
+    def _comparable(self, a: Value, b: Value, a_span: Span, b_span: Span) -> None:
+        for x, y, span in ((a, b, b_span), (b, a, a_span)):
+            if isinstance(x, DTypeName) and isinstance(y, str) and y not in LEAF_DTYPES:
+                raise _diag(
+                    "E403",
+                    f'unknown dtype "{y}"',
+                    span,
+                    hint=did_you_mean(y, LEAF_DTYPES)
+                    or "dtype names are NumPy's: " + ", ".join(f'"{d}"' for d in sorted(DTYPES)),
+                )
+        kinds = {_kind(a), _kind(b)}
+        if len(kinds) > 1 and "none" not in kinds:
+            raise _diag(
+                "E403",
+                f"cannot compare {type_name(a)} with {type_name(b)}",
+                a_span.to(b_span),
+                hint='shape is a list (`shape == [768]`), dtype a string (`dtype == "float32"`)',
+            )
+
     def _name(self, e: ast.Name) -> Value:
+        if e.id in self.captures:
+            return self.captures[e.id]
+        if e.id in LEAF_PROPERTIES:
+            leaf = self.leaf
+            if leaf is None:
+                raise _diag(
+                    "E301",
+                    f"`{e.id}` is a property of a leaf, known only in `where` conditions",
+                    e.span,
+                    hint=f"select leaves by it: `** where {e.id} ... -> ...`",
+                )
+            if e.id == "shape":
+                return leaf.shape
+            if e.id == "ndim":
+                return len(leaf.shape) if not isinstance(leaf.shape, _SampleShape) else 2
+            if e.id == "size":
+                return math.prod(leaf.shape) if not isinstance(leaf.shape, _SampleShape) else 1
+            return DTypeName(leaf.dtype)
         if e.id in self.env:
             return self.env[e.id]
         later = [
@@ -423,6 +845,8 @@ class _Checker:
         )
 
     def _call(self, e: ast.Call) -> Value:
+        if e.func in _BUILTINS:
+            return self._count(e)
         entry = TABLE.get(e.func)
         if entry is None:
             hint = did_you_mean(e.func, TABLE)
@@ -494,6 +918,29 @@ class _Checker:
                 kwargs.append((p["name"], v))
         return OptaxCall(e.func, entry["kind"], tuple(args), tuple(kwargs))
 
+    def _count(self, e: ast.Call) -> Value:
+        arg = e.args[0] if len(e.args) == 1 and not e.kwargs else None
+        if not isinstance(arg, ast.Name):
+            raise _diag(
+                "E404",
+                "`count` takes the name of one capture: `count(i)`",
+                e.span,
+                hint="for example `let depth = count(i)` with a rule `layer/<i>/** -> ...`",
+            )
+        bound = {n for r in self.spec.rules for n in r.captures}
+        if arg.id not in bound:
+            raise _diag(
+                "E301",
+                f"no pattern captures `{arg.id}`",
+                arg.span,
+                hint=did_you_mean(arg.id, bound)
+                or f"capture it in a rule's pattern: `layer/<{arg.id}>/** -> ...`",
+            )
+        self.counted.add(arg.id)
+        if self.counts is not None and arg.id in self.counts:
+            return self.counts[arg.id]
+        return Unset(f"count({arg.id})")
+
     def _check_type(self, func: str, p: dict[str, Any], v: Value, span: Span) -> Value:
         types = p["types"]
         if types is None:
@@ -518,6 +965,49 @@ class _Checker:
 
 
 _BAD: Any = object()
+#: Functions of the language itself (not optax).
+_BUILTINS = frozenset({"count"})
+
+
+def _kind(v: Value) -> str:
+    if _is_number(v):
+        return "number"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, tuple):
+        return "list"
+    if v is None:
+        return "none"
+    return "other"
+
+
+def _equal(a: Value, b: Value) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return _kind(a) == _kind(b) and a == b
+
+
+def _item_spans(e: ast.Expr) -> list[Span]:
+    if isinstance(e, ast.ListExpr):
+        return [i.span for i in e.items]
+    return [e.span] * 10_000  # the list came from a name: point at it
+
+
+def _names_in(node: Any) -> set[str]:
+    """The names an expression (or action) reads."""
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, (tuple, list)):
+            stack.extend(n)
+        elif dataclasses.is_dataclass(n):
+            stack.extend(getattr(n, f.name) for f in dataclasses.fields(n) if f.name != "span")
+    return out
 
 
 def _from_python(raw: Any) -> Value:

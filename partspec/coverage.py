@@ -6,22 +6,30 @@ Pure Python (no JAX): ``pspec check`` uses it on manifests, and
 >>> import partspec
 >>> from partspec.coverage import label_paths
 >>> checked = partspec.check("backbone/** -> frozen\\n** -> adam(1e-3)\\nhead/* -> sgd(0.1)")
->>> owners, errors, warnings = label_paths(checked, [("backbone", "w"), ("head", "w")])
->>> owners, errors, [w.code for w in warnings]
-([0, 1], [], ['W602'])
+>>> labels, errors, warnings = label_paths(checked, [("backbone", "w"), ("head", "w")])
+>>> labels, errors, [w.code for w in warnings]
+(['frozen', 'adam(0.001)'], [], ['W602'])
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from partspec import ast
-from partspec.checker import CheckedSpec
+from partspec.checker import Action, CheckedSpec, LeafInfo, capture_value
 from partspec.errors import Diagnostic, Span
-from partspec.matcher import Matcher, compile_rules
+from partspec.matcher import Matcher, compile_rules, extract_captures
 
-__all__ = ["MAX_LISTED_PATHS", "label_paths", "matcher_for", "rule_diagnostics"]
+__all__ = [
+    "DYNAMIC",
+    "MAX_LISTED_PATHS",
+    "Resolver",
+    "label_paths",
+    "matcher_for",
+    "rule_diagnostics",
+]
 
 #: How many uncovered paths an error lists before summarising.
 MAX_LISTED_PATHS = 20
@@ -37,24 +45,150 @@ def matcher_for(checked: CheckedSpec) -> Matcher:
     return _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in checked.rules))
 
 
+class _Dynamic:
+    def __repr__(self) -> str:
+        return "DYNAMIC"
+
+
+#: What :meth:`Resolver.static` returns for a state whose label needs the leaf or path.
+DYNAMIC: Any = _Dynamic()
+
+
+class Resolver:
+    """Decides which rule owns each leaf, and its label.
+
+    Most leaves are decided by their path's final matcher state alone (:meth:`static`).
+    A ``where`` condition also needs the leaf's shape and dtype, and a rule whose
+    action uses a capture also needs the path (:meth:`resolve`). The resolver records
+    every outcome it hands out, so that coverage, shadowing and the labels in use can
+    be read off afterwards.
+
+    Attributes:
+      label_of: final state -> label (``None``: uncovered) for statically decided states,
+        or :data:`DYNAMIC`.
+      match_sets: the distinct lists of rules matching some leaf (pattern and condition).
+      actions: label -> action for every label handed out by :meth:`resolve`.
+      bindings: capture name -> values seen on leaves owned by rules that capture it.
+    """
+
+    def __init__(self, checked: CheckedSpec, matcher: Matcher | None = None):
+        self.checked = checked
+        self.matcher = matcher if matcher is not None else matcher_for(checked)
+        self.label_of: dict[int, Any] = {}
+        self.match_sets: set[tuple[int, ...]] = set()
+        self.actions: dict[str, Action] = {}
+        self.bindings: dict[str, set[Any]] = {}
+        self._rules = checked.rules
+        self._needs_path: dict[int, bool] = {}
+        self._memo: dict[tuple[int, LeafInfo | None], tuple[int, str | None]] = {}
+
+    def static(self, f: int) -> Any:
+        """The label at final state ``f`` if the path decides it, else :data:`DYNAMIC`."""
+        lab = self.label_of.get(f, "")
+        if lab != "":
+            return lab
+        cands = self.matcher.matches(f)
+        rules = self._rules
+        if any(rules[r].rule.where is not None for r in cands) or (
+            cands and rules[cands[0]].captures
+        ):
+            lab = DYNAMIC
+            self._needs_path[f] = any(rules[r].captures or rules[r].where_captures for r in cands)
+        else:
+            lab = rules[cands[0]].label if cands else None
+            self.match_sets.add(cands)
+        self.label_of[f] = lab
+        return lab
+
+    def needs_path(self, f: int) -> bool:
+        """Whether a leaf at dynamic state ``f`` needs its path to be decided."""
+        return self._needs_path[f]
+
+    def resolve(
+        self, f: int, leaf: LeafInfo | None, segments: Sequence[str] | None = None
+    ) -> tuple[int, str | None]:
+        """``(owner rule index or -1, label)`` for one leaf at state ``f``.
+
+        ``segments`` (the leaf's path) is needed when :meth:`needs_path` says so.
+        """
+        memo_key = (f, leaf)
+        if segments is None or not self._needs_path.get(f, True):
+            got = self._memo.get(memo_key)
+            if got is not None:
+                return got
+        checked, rules = self.checked, self._rules
+        path = "/".join(segments) if segments is not None else "<leaf>"
+        captured: dict[int, dict[str, Any]] = {}
+
+        def binding(r: int) -> dict[str, Any]:
+            got = captured.get(r)
+            if got is None:
+                got = {}
+                assert segments is not None
+                for pattern in rules[r].rule.patterns:
+                    texts = extract_captures(pattern, segments)
+                    if texts is not None:
+                        got = {k: capture_value(v) for k, v in texts.items()}
+                        break
+                captured[r] = got
+            return got
+
+        matched: list[int] = []
+        for r in self.matcher.matches(f):
+            cr = rules[r]
+            if cr.rule.where is not None:
+                caps = binding(r) if cr.where_captures else {}
+                if not checked.test(r, leaf, caps, path):
+                    continue
+            matched.append(r)
+        self.match_sets.add(tuple(matched))
+        if not matched:
+            result: tuple[int, str | None] = (-1, None)
+        else:
+            owner = matched[0]
+            cr = rules[owner]
+            if cr.captures or cr.rule.captures:
+                caps = binding(owner)
+                for name, value in caps.items():
+                    self.bindings.setdefault(name, set()).add(value)
+            if cr.captures:
+                label, action = checked.bind(owner, binding(owner), path)
+            else:
+                label, action = cr.label, cr.action
+            self.actions.setdefault(label, action)
+            result = (owner, label)
+        if segments is None or not self._needs_path.get(f, True):
+            self._memo[memo_key] = result
+        return result
+
+    def used_actions(self) -> dict[str, Action]:
+        """label -> action for every label handed out, in rule order for static ones."""
+        used = {lab for lab in self.label_of.values() if isinstance(lab, str)}
+        out = {lab: a for lab, a in self.checked.actions.items() if lab in used}
+        out.update(self.actions)
+        return out
+
+    def counts(self) -> Mapping[str, int]:
+        """``count(name)``: how many distinct values each capture took."""
+        return {name: len(values) for name, values in self.bindings.items()}
+
+
 def rule_diagnostics(
     checked: CheckedSpec,
-    matcher: Matcher,
-    final_states: Iterable[int],
+    match_sets: Iterable[tuple[int, ...]],
     uncovered_paths: Callable[[], list[str]],
 ) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """Errors (uncovered leaves) and warnings (unused or shadowed rules).
 
     Args:
       checked: the checked spec.
-      matcher: its matcher.
-      final_states: the distinct matcher states the tree's leaves ended in.
+      match_sets: the distinct lists of rules that match some leaf of the tree.
       uncovered_paths: computes the paths of uncovered leaves (called only if any).
     """
     spec = checked.spec
-    finals = list(final_states)
+    finals = list(match_sets)
     errors: list[Diagnostic] = []
-    if any(not matcher.matches(f) for f in finals):
+    if any(not m for m in finals):
         paths = uncovered_paths()
         listed = paths[:MAX_LISTED_PATHS]
         notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
@@ -74,8 +208,7 @@ def rule_diagnostics(
     owned: set[int] = set()
     matched: set[int] = set()
     shadowers: dict[int, set[int]] = {}
-    for f in finals:
-        m = matcher.matches(f)
+    for m in finals:
         if not m:
             continue
         owned.add(m[0])
@@ -115,23 +248,52 @@ def rule_diagnostics(
                     hint="move the more specific rule first (the first matching rule wins)",
                 )
             )
-    src, name = spec.source, spec.filename
-    return ([d.with_source(src, name) for d in errors], [d.with_source(src, name) for d in warns])
+    return ([spec.attach(d) for d in errors], [spec.attach(d) for d in warns])
 
 
 def label_paths(
-    checked: CheckedSpec, paths: Sequence[Sequence[str]]
-) -> tuple[list[int], list[Diagnostic], list[Diagnostic]]:
-    """Owner rule index per path (``-1`` if uncovered), with errors and warnings."""
-    matcher = matcher_for(checked)
-    owners: list[int] = []
-    finals: set[int] = set()
+    checked: CheckedSpec,
+    paths: Sequence[Sequence[str]],
+    leaves: Sequence[LeafInfo] | None = None,
+) -> tuple[list[str | None], list[Diagnostic], list[Diagnostic]]:
+    """The label of each path (``None`` if uncovered), with errors and warnings.
+
+    ``leaves`` gives each path's shape and dtype, which ``where`` conditions need.
+    A spec that uses ``count(name)`` is checked again with the counts found here.
+    """
+    resolver = _resolve_paths(checked, paths, leaves, collect=True)
+    if checked.counted:
+        checked = checked.with_counts(resolver.counts())
+        resolver = _resolve_paths(checked, paths, leaves, collect=False)
+    labels = resolver.path_labels
+    errors, warns = rule_diagnostics(
+        checked,
+        resolver.match_sets,
+        lambda: ["/".join(p) for p, lab in zip(paths, labels) if lab is None],
+    )
+    return labels, errors, warns
+
+
+class _PathResolver(Resolver):
+    path_labels: list[str | None]
+
+
+def _resolve_paths(
+    checked: CheckedSpec,
+    paths: Sequence[Sequence[str]],
+    leaves: Sequence[LeafInfo] | None,
+    *,
+    collect: bool,
+) -> _PathResolver:
+    resolver = _PathResolver(checked)
+    matcher = resolver.matcher
+    labels: list[str | None] = []
     # Paths come in tree order, so neighbours share prefixes: keep the state after
     # each segment of the previous path (with its trailing "/") and reuse the common part.
     prev: tuple[str, ...] = ()
     after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
     key, sep = matcher.key, matcher.sep
-    for path in paths:
+    for n, path in enumerate(paths):
         segs = tuple(path)
         common = 0
         limit = min(len(segs), len(prev)) - 1
@@ -144,13 +306,11 @@ def label_paths(
             if i < len(segs) - 1:
                 s = sep(s)
                 after_sep.append(s)
-        finals.add(s)
-        owners.append(matcher.owner(s))
+        lab = resolver.static(s)
+        if lab is DYNAMIC or (collect and checked.counted):
+            info = leaves[n] if leaves is not None else None
+            lab = resolver.resolve(s, info, segs)[1]
+        labels.append(lab)
         prev = segs
-    errors, warns = rule_diagnostics(
-        checked,
-        matcher,
-        finals,
-        lambda: ["/".join(p) for p, o in zip(paths, owners) if o < 0],
-    )
-    return owners, errors, warns
+    resolver.path_labels = labels
+    return resolver

@@ -32,16 +32,21 @@ __all__ = ["Diagnostic", "Span", "SpecError", "SpecWarning", "did_you_mean", "re
 
 @dataclass(frozen=True)
 class Span:
-    """A region of source text: 1-based lines and columns, end column exclusive."""
+    """A region of source text: 1-based lines and columns, end column exclusive.
+
+    ``file`` names the file the text is in when it differs from the spec's own (a
+    statement that came from an ``include``); ``None`` otherwise.
+    """
 
     line: int
     column: int
     end_line: int
     end_column: int
+    file: str | None = None
 
     def to(self, other: Span) -> Span:
         """The span from the start of ``self`` to the end of ``other``."""
-        return Span(self.line, self.column, other.end_line, other.end_column)
+        return Span(self.line, self.column, other.end_line, other.end_column, self.file)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Diagnostic:
             span.column,
             span.end_line,
             span.end_column,
+            filename=span.file,
             hint=hint,
             label=label,
         )
@@ -136,6 +142,8 @@ class Diagnostic:
     def with_source(self, source: str | None, filename: str | None) -> Diagnostic:
         """A copy with the source line and file name filled in."""
         src_line = self.source_line
+        if self.filename is not None and filename is not None and self.filename != filename:
+            return self  # about another file (an included one): its own source fills it in
         if src_line is None and source is not None and self.line > 0:
             lines = source.splitlines()
             src_line = lines[self.line - 1] if self.line <= len(lines) else ""

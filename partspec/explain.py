@@ -99,7 +99,8 @@ import jax
 import numpy as np
 
 from partspec import ast
-from partspec.coverage import matcher_for
+from partspec.checker import LeafInfo
+from partspec.coverage import DYNAMIC, Resolver, matcher_for
 from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.formatter import format_expr, format_pattern
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
@@ -289,21 +290,26 @@ def explain(
     sizes = [math.prod(leaf.shape) for leaf in leaves]
     nbytes = [n * np_dtypes[leaf.dtype].itemsize for n, leaf in zip(sizes, leaves)]
 
-    # Owner of every leaf, and every rule that matches it, from the final matcher state.
+    # Owner and label of every leaf, and every rule that matches it.
+    resolver = Resolver(checked, matcher)
     owner: list[int] = []
-    finals: set[int] = set()
+    leaf_labels: list[str] = []
     for leaf in leaves:
         s = matcher.start
         for i, seg in enumerate(leaf.path):
             if i:
                 s = matcher.sep(s)
             s = matcher.key(s, seg)
-        finals.add(s)
-        owner.append(matcher.owner(s))
+        lab = resolver.static(s)
+        if lab is DYNAMIC:
+            o, lab = resolver.resolve(s, LeafInfo(tuple(leaf.shape), leaf.dtype), leaf.path)
+        else:
+            o = matcher.owner(s)
+        owner.append(o)
+        leaf_labels.append(lab)
     matched: set[int] = set()
     shadowers: dict[int, set[int]] = {}
-    for f in finals:
-        m = matcher.matches(f)
+    for m in resolver.match_sets:
         matched.update(m)
         for r in m[1:]:
             shadowers.setdefault(r, set()).add(m[0])
@@ -313,16 +319,24 @@ def explain(
     rule_params = [0] * n_rules
     rule_bytes = [0] * n_rules
     label_counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
-    for o, n, nb, leaf in zip(owner, sizes, nbytes, leaves):
+    label_totals: dict[str, list[int]] = {}
+    label_rules: dict[str, set[int]] = {}
+    for o, lab, n, nb, leaf in zip(owner, leaf_labels, sizes, nbytes, leaves):
         # compile() succeeded, so every leaf has an owner.
         rule_leaves[o] += 1
         rule_params[o] += n
         rule_bytes[o] += nb
-        lab = crules[o].label
         counts = label_counts.get(lab)
         if counts is None:
             counts = label_counts[lab] = Counter()
+            label_totals[lab] = [0, 0, 0]
+            label_rules[lab] = set()
         counts[(tuple(leaf.shape), np_dtypes[leaf.dtype])] += 1
+        tot = label_totals[lab]
+        tot[0] += 1
+        tot[1] += n
+        tot[2] += nb
+        label_rules[lab].add(o)
 
     rules: list[dict[str, Any]] = []
     for cr in crules:
@@ -351,16 +365,17 @@ def explain(
     state_bytes = _state_bytes(plan, tree, label_counts, len(leaves))
     labels: list[dict[str, Any]] = []
     for lab in plan.transforms:
-        owners_of = [r for r in rules if r["label"] == lab and r["leaves"]]
+        owners_of = [rules[r] for r in sorted(label_rules[lab])]
+        n_leaves, n_params, n_bytes = label_totals[lab]
         labels.append(
             {
                 "label": lab,
                 "action": owners_of[0]["action"],
                 "frozen": lab in plan.frozen_labels,
                 "rules": [r["line"] for r in owners_of],
-                "leaves": sum(r["leaves"] for r in owners_of),
-                "parameters": sum(r["parameters"] for r in owners_of),
-                "bytes": sum(r["bytes"] for r in owners_of),
+                "leaves": n_leaves,
+                "parameters": n_params,
+                "bytes": n_bytes,
                 "optimizer_state_bytes": state_bytes[lab],
             }
         )
@@ -388,9 +403,9 @@ def explain(
                 "dtype": leaf.dtype,
                 "parameters": n,
                 "rule": crules[o].rule.span.line,
-                "label": crules[o].label,
+                "label": lab,
             }
-            for leaf, n, o in zip(leaves, sizes, owner)
+            for leaf, n, o, lab in zip(leaves, sizes, owner, leaf_labels)
             if glob.match(leaf.path)
         ]
 

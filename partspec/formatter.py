@@ -19,7 +19,12 @@ from partspec import ast
 __all__ = ["format_expr", "format_pattern", "format_spec"]
 
 _LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
-_KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
+_KEYWORDS = frozenset(
+    {
+        *("let", "param", "except", "as", "frozen", "true", "false", "none", "include"),
+        *("global", "where", "until", "then", "and", "or", "not", "in"),
+    }
+)
 _ALIGN_MAX = 40
 _COMMENT_ALIGN_MAX = 70
 
@@ -63,6 +68,8 @@ def _nodes(nodes: tuple[ast.GlobNode, ...], *, in_single_alt: bool = False) -> s
             out.append("/")
         elif isinstance(n, ast.CharClass):
             out.append(_class(n))
+        elif isinstance(n, ast.Capture):
+            out.append(f"<{n.name}>")
         elif isinstance(n, ast.Range):
             out.append(f"{{{n.lo}..{n.hi}}}")
         elif isinstance(n, ast.Alt):
@@ -89,73 +96,78 @@ def format_pattern(pattern: ast.Pattern) -> str:
 
 # ---------------------------------------------------------------- expressions
 
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
-_NEG_PREC = 3
-_ATOM_PREC = 5
+# Binding strength, loosest first, as in the grammar.
+_OR, _AND, _NOT, _CMP, _SUM, _PRODUCT, _NEG, _POWER, _ATOM = range(1, 10)
+_PREC = {"+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT, "**": _POWER}
 
 
 def _num(v: int | float) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
+def _wrap(e: ast.Expr, keep: bool, at_least: int) -> str:
+    text, prec = _expr(e, keep)
+    return text if prec >= at_least else f"({text})"
+
+
 def _expr(e: ast.Expr, keep: bool = False) -> tuple[str, int]:
     if isinstance(e, ast.Num):
-        return (e.text if keep and e.text else _num(e.value)), _ATOM_PREC
+        return (e.text if keep and e.text else _num(e.value)), _ATOM
     if isinstance(e, ast.Str):
-        return _quote(e.value), _ATOM_PREC
+        return _quote(e.value), _ATOM
     if isinstance(e, ast.Bool):
-        return ("true" if e.value else "false"), _ATOM_PREC
+        return ("true" if e.value else "false"), _ATOM
     if isinstance(e, ast.NoneLit):
-        return "none", _ATOM_PREC
+        return "none", _ATOM
     if isinstance(e, ast.Name):
-        return e.id, _ATOM_PREC
+        return e.id, _ATOM
     if isinstance(e, ast.ListExpr):
-        return "[" + ", ".join(_expr(i, keep)[0] for i in e.items) + "]", _ATOM_PREC
+        return "[" + ", ".join(_expr(i, keep)[0] for i in e.items) + "]", _ATOM
     if isinstance(e, ast.Call):
         parts = [_expr(a, keep)[0] for a in e.args]
         parts += [f"{k.name}={_expr(k.value, keep)[0]}" for k in e.kwargs]
-        return f"{e.func}({', '.join(parts)})", _ATOM_PREC
+        return f"{e.func}({', '.join(parts)})", _ATOM
+    if isinstance(e, ast.Index):
+        return f"{_wrap(e.value, keep, _ATOM)}[{_expr(e.index, keep)[0]}]", _ATOM
     if isinstance(e, ast.Neg):
-        text, prec = _expr(e.operand, keep)
-        if prec < _NEG_PREC:
-            text = f"({text})"
-        return f"-{text}", _NEG_PREC
+        return f"-{_wrap(e.operand, keep, _NEG)}", _NEG
+    if isinstance(e, ast.Not):
+        return f"not {_wrap(e.operand, keep, _NOT)}", _NOT
+    if isinstance(e, ast.Compare):
+        return f"{_wrap(e.left, keep, _SUM)} {e.op} {_wrap(e.right, keep, _SUM)}", _CMP
+    if isinstance(e, ast.BoolOp):
+        p = _AND if e.op == "and" else _OR
+        return f"{_wrap(e.left, keep, p)} {e.op} {_wrap(e.right, keep, p + 1)}", p
     if isinstance(e, ast.BinOp):
         p = _PREC[e.op]
-        lt, lp = _expr(e.left, keep)
-        rt, rp = _expr(e.right, keep)
         if e.op == "**":
-            if lp <= p:
-                lt = f"({lt})"
-            if rp < _NEG_PREC:
-                rt = f"({rt})"
-        else:
-            if lp < p:
-                lt = f"({lt})"
-            if rp <= p:
-                rt = f"({rt})"
-        return f"{lt} {e.op} {rt}", p
+            return f"{_wrap(e.left, keep, _ATOM)} ** {_wrap(e.right, keep, _NEG)}", p
+        return f"{_wrap(e.left, keep, p)} {e.op} {_wrap(e.right, keep, p + 1)}", p
     raise TypeError(f"not an expression: {e!r}")  # pragma: no cover
 
 
-def format_expr(expr: ast.Expr | ast.Frozen) -> str:
-    """The canonical text of an expression (or ``frozen``).
+def format_expr(expr: ast.Action) -> str:
+    """The canonical text of an expression or action (``frozen``, ``frozen until ...``).
 
     >>> import partspec
     >>> spec = partspec.parse("let lr = (1e-3 * 0.75) ** (11 - 2)")
     >>> format_expr(spec.statements[0].value)
     '(0.001 * 0.75) ** (11 - 2)'
     """
+    return _action(expr, keep=False)
+
+
+def _action(expr: ast.Action, keep: bool) -> str:
     if isinstance(expr, ast.Frozen):
         return "frozen"
-    return _expr(expr)[0]
+    if isinstance(expr, ast.FrozenUntil):
+        return f"frozen until {_expr(expr.until, keep)[0]} then {_expr(expr.then, keep)[0]}"
+    return _expr(expr, keep)[0]
 
 
-def _source_expr(expr: ast.Expr | ast.Frozen) -> str:
+def _source_expr(expr: ast.Action) -> str:
     """Like :func:`format_expr`, but numbers keep their spelling (``1e-3``, ``10_000``)."""
-    if isinstance(expr, ast.Frozen):
-        return "frozen"
-    return _expr(expr, keep=True)[0]
+    return _action(expr, keep=True)
 
 
 # ---------------------------------------------------------------- statements
@@ -165,6 +177,8 @@ def _lhs(rule: ast.Rule) -> str:
     text = ", ".join(format_pattern(p) for p in rule.patterns)
     if rule.excepts:
         text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
+    if rule.where is not None:
+        text += " where " + _source_expr(rule.where)
     return text
 
 
@@ -180,17 +194,27 @@ def _statement(stmt: ast.Statement, width: int = 0) -> str:
         return f"{_lhs(stmt).ljust(width)} {_rhs(stmt)}"
     if isinstance(stmt, ast.Let):
         return f"let {stmt.name} = {_source_expr(stmt.value)}"
+    if isinstance(stmt, ast.Include):
+        return f"include {_quote(stmt.path)}"
+    if isinstance(stmt, ast.Global):
+        return f"global {_source_expr(stmt.value)}"
     if stmt.default is None:
         return f"param {stmt.name}"
     return f"param {stmt.name} = {_source_expr(stmt.default)}"
 
 
 def format_spec(spec: ast.Spec) -> str:
-    """The canonical text of a whole spec, comments included, ending in a newline."""
+    """The canonical text of a whole spec, comments included, ending in a newline.
+
+    A spec whose includes were resolved (statements from other files, with
+    ``span.file`` set) is written flattened, in statement order, without comments.
+    """
     stmts = spec.statements
-    has_lines = all(s.span.line > 0 for s in stmts)
+    # Comments and blank lines are placed by line number, which only means something
+    # when every statement comes from the spec's own text.
+    has_lines = all(s.span.line > 0 and s.span.file is None for s in stmts)
     # Line ranges of statements, to place comments and keep blank lines.
-    items: list[tuple[int, str, object]] = []  # (line, kind, payload)
+    items: list[tuple[int, str, ast.Statement | ast.Comment]] = []  # (line, kind, payload)
     if has_lines:
         for s in stmts:
             items.append((s.span.line, "stmt", s))
@@ -221,7 +245,7 @@ def format_spec(spec: ast.Spec) -> str:
         elif kind == "stmt" or kind == "comment":
             close_block()
             if kind == "stmt":
-                assert isinstance(payload, (ast.Let, ast.Param))
+                assert not isinstance(payload, (ast.Rule, ast.Comment))
                 prev_end = payload.span.end_line
     close_block()
 
@@ -240,7 +264,7 @@ def format_spec(spec: ast.Spec) -> str:
             lines.append([payload.text, None])
             last_line = line
         else:
-            assert isinstance(payload, (ast.Rule, ast.Let, ast.Param))
+            assert not isinstance(payload, ast.Comment)
             lines.append([_statement(payload, widths.get(id(payload), 0)), None])
             last_line = payload.span.end_line if has_lines else None
     return _align_comments(lines)

@@ -19,12 +19,19 @@ Braces and ranges are not multiplied out: ``{a,b}`` is one fork in the NFA and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from partspec import ast
 
-__all__ = ["GROUP_SIZE", "Matcher", "compile_patterns", "compile_rules", "range_classes"]
+__all__ = [
+    "GROUP_SIZE",
+    "Matcher",
+    "compile_patterns",
+    "compile_rules",
+    "extract_captures",
+    "range_classes",
+]
 
 # Edge kinds.
 _CHAR, _ANY, _CLASS, _SEP = 0, 1, 2, 3
@@ -169,6 +176,11 @@ class _NFA:
             elif isinstance(node, ast.QMark):
                 nxt = self.new()
                 self.edge(cur, _ANY, None, nxt)
+            elif isinstance(node, ast.Capture):
+                # Like `*`, but at least one character.
+                nxt = self.new()
+                self.edge(cur, _ANY, None, nxt)
+                self.edge(nxt, _ANY, None, nxt)
             elif isinstance(node, ast.CharClass):
                 nxt = self.new()
                 self.edge(cur, _CLASS, (node.negated, node.ranges), nxt)
@@ -422,3 +434,181 @@ def compile_rules(
 def compile_patterns(patterns: Sequence[ast.Pattern]) -> Matcher:
     """A matcher whose rule ``i`` is the single pattern ``patterns[i]``."""
     return compile_rules([((p,), ()) for p in patterns])
+
+
+# ---------------------------------------------------------------- captures
+
+# Instructions of the capture program (a Pike VM: threads in priority order, each
+# carrying its capture positions; linear in path length times program size).
+_I_CHAR, _I_ANY, _I_CLASS, _I_SEP, _I_ANYSEP, _I_SPLIT, _I_JMP, _I_SAVE, _I_MATCH = range(9)
+
+
+def _program(nodes: Sequence[ast.GlobNode]) -> tuple[list[tuple[int, Any, Any]], list[str]]:
+    """Compile a pattern into a Pike VM program; every wildcard prefers matching less."""
+    prog: list[tuple[int, Any, Any]] = []
+    names: list[str] = []
+
+    def emit(op: int, a: Any = None, b: Any = None) -> int:
+        prog.append((op, a, b))
+        return len(prog) - 1
+
+    def patch(at: int, op: int, a: Any, b: Any = None) -> None:
+        prog[at] = (op, a, b)
+
+    def lazy_loop(body: Callable[[], object]) -> None:
+        # L: split(exit, body); body; jmp L; exit:
+        split = emit(_I_SPLIT)
+        body()
+        emit(_I_JMP, split)
+        patch(split, _I_SPLIT, len(prog), split + 1)
+
+    def seq(nodes: Sequence[ast.GlobNode]) -> None:
+        i, n = 0, len(nodes)
+        while i < n:
+            node = nodes[i]
+            if (
+                isinstance(node, ast.Sep)
+                and i == n - 2
+                and i > 0
+                and isinstance(nodes[i + 1], ast.GlobStar)
+            ):
+                # Trailing "/**": zero or more "/segment".
+                def slash_segment() -> None:
+                    emit(_I_SEP)
+                    lazy_loop(lambda: emit(_I_ANY))
+
+                lazy_loop(slash_segment)
+                i += 2
+                continue
+            if isinstance(node, ast.GlobStar):
+                if i + 1 < n and isinstance(nodes[i + 1], ast.Sep):
+                    # "**/": zero or more "segment/".
+                    def segment() -> None:
+                        lazy_loop(lambda: emit(_I_ANY))
+                        emit(_I_SEP)
+
+                    lazy_loop(segment)
+                    i += 2
+                else:
+                    lazy_loop(lambda: emit(_I_ANYSEP))
+                    i += 1
+                continue
+            if isinstance(node, ast.Lit):
+                for ch in node.text:
+                    emit(_I_SEP) if ch == "/" else emit(_I_CHAR, ch)
+            elif isinstance(node, ast.Sep):
+                emit(_I_SEP)
+            elif isinstance(node, ast.Star):
+                lazy_loop(lambda: emit(_I_ANY))
+            elif isinstance(node, ast.QMark):
+                emit(_I_ANY)
+            elif isinstance(node, ast.CharClass):
+                emit(_I_CLASS, (node.negated, node.ranges))
+            elif isinstance(node, ast.Capture):
+                k = len(names)
+                names.append(node.name)
+                emit(_I_SAVE, 2 * k)
+                emit(_I_ANY)
+                lazy_loop(lambda: emit(_I_ANY))
+                emit(_I_SAVE, 2 * k + 1)
+            elif isinstance(node, ast.Alt):
+                alternatives(node.branches)
+            else:
+                assert isinstance(node, ast.Range)
+                alternatives(
+                    [
+                        tuple(ast.CharClass(False, ((str(lo), str(hi)),)) for lo, hi in classes)
+                        for classes in range_classes(node.lo, node.hi)
+                    ]
+                )
+            i += 1
+
+    def alternatives(branches: Sequence[Sequence[ast.GlobNode]]) -> None:
+        jumps: list[int] = []
+        for j, branch in enumerate(branches):
+            if j < len(branches) - 1:
+                split = emit(_I_SPLIT)
+                seq(branch)
+                jumps.append(emit(_I_JMP))
+                patch(split, _I_SPLIT, split + 1, len(prog))
+            else:
+                seq(branch)
+        for at in jumps:
+            patch(at, _I_JMP, len(prog))
+
+    seq(nodes)
+    emit(_I_MATCH)
+    return prog, names
+
+
+_programs: dict[tuple[ast.GlobNode, ...], tuple[list[tuple[int, Any, Any]], list[str]]] = {}
+
+
+def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:
+    """The text each ``<name>`` of ``pattern`` binds on a path, or ``None`` if it does not match.
+
+    Where a path can match in several ways, every wildcard (``*``, ``**``, and the
+    captures themselves) takes as little as it can, from left to right: ``<a>_<b>``
+    on ``x_y_z`` binds ``a = "x"`` and ``b = "y_z"``, and ``**/layer_<i>/**`` binds
+    the first ``layer_`` segment's number. Linear in path length times pattern size.
+
+    >>> import partspec
+    >>> p = partspec.parse_syntax("**/layer_<i>/<name> -> frozen").rules[0].patterns[0]
+    >>> extract_captures(p, ["enc", "layer_3", "kernel"])
+    {'i': '3', 'name': 'kernel'}
+    >>> extract_captures(p, ["enc", "kernel"]) is None
+    True
+    """
+    compiled = _programs.get(pattern.nodes)
+    if compiled is None:
+        compiled = _programs[pattern.nodes] = _program(pattern.nodes)
+    prog, names = compiled
+    text = "/".join(segments)
+    clist: list[tuple[int, tuple[int, ...]]] = []
+    seen: set[int] = set()
+
+    def add(
+        pc: int, caps: tuple[int, ...], out: list[tuple[int, tuple[int, ...]]], pos: int
+    ) -> None:
+        stack = [(pc, caps)]
+        while stack:
+            pc, caps = stack.pop()
+            if pc in seen:
+                continue
+            seen.add(pc)
+            op, a, b = prog[pc]
+            if op == _I_JMP:
+                stack.append((a, caps))
+            elif op == _I_SPLIT:
+                stack.append((b, caps))  # pushed first: explored after ``a``
+                stack.append((a, caps))
+            elif op == _I_SAVE:
+                stack.append((pc + 1, (*caps[:a], pos, *caps[a + 1 :])))
+            else:
+                out.append((pc, caps))
+
+    add(0, (-1,) * (2 * len(names)), clist, 0)
+    for pos, ch in enumerate(text):
+        if not clist:
+            return None
+        nlist: list[tuple[int, tuple[int, ...]]] = []
+        seen = set()
+        for pc, caps in clist:
+            op, a, _ = prog[pc]
+            if ch == "/":
+                ok = op in (_I_SEP, _I_ANYSEP)
+            elif op == _I_CHAR:
+                ok = a == ch
+            elif op in (_I_ANY, _I_ANYSEP):
+                ok = True
+            elif op == _I_CLASS:
+                ok = _class_has(a, ch)
+            else:
+                ok = False
+            if ok:
+                add(pc + 1, caps, nlist, pos + 1)
+        clist = nlist
+    for pc, caps in clist:
+        if prog[pc][0] == _I_MATCH:
+            return {name: text[caps[2 * k] : caps[2 * k + 1]] for k, name in enumerate(names)}
+    return None

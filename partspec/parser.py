@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,28 @@ MAX_PATTERN_NODES = 10_000
 #: Bounds of a ``{lo..hi}`` range have at most this many digits (error E202).
 MAX_RANGE_DIGITS = 18
 
-_KEYWORDS = frozenset({"let", "param", "except", "as", "frozen", "true", "false", "none"})
+_KEYWORDS = frozenset(
+    {
+        "let",
+        "param",
+        "except",
+        "as",
+        "frozen",
+        "true",
+        "false",
+        "none",
+        "include",
+        "global",
+        "where",
+        "until",
+        "then",
+        "and",
+        "or",
+        "not",
+        "in",
+    }
+)
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # ---------------------------------------------------------------- grammar factory
@@ -119,16 +141,28 @@ def _parser() -> Lark:
 # ---------------------------------------------------------------- entry points
 
 
-def parse(text: str, filename: str | None = None) -> ast.Spec:
+def parse(
+    text: str,
+    filename: str | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    allow_outside: bool = False,
+) -> ast.Spec:
     """Parse rule text into a :class:`~partspec.ast.Spec`.
 
     Args:
       text: the spec: statements separated by newlines or ``;``.
       filename: shown in diagnostics (``file:line:col``); ``None`` for a string.
+      base_dir: the directory that ``include`` paths are relative to. Without it,
+        includes are left unresolved and checking reports them (``E804``): use
+        :func:`load` for a spec file, or pass ``base_dir``.
+      allow_outside: let includes read files outside ``base_dir``'s tree
+        (otherwise error ``E803``).
 
     Returns:
-      The spec's AST. Names, optimizer calls and argument types are checked too,
-      so a spec that parses can be compiled against any tree it covers.
+      The spec's AST, with included files' statements in place of the ``include``
+      statements. Names, optimizer calls and argument types are checked too, so a
+      spec that parses can be compiled against any tree it covers.
 
     Raises:
       SpecError: for any problem, with every diagnostic rendered.
@@ -138,45 +172,34 @@ def parse(text: str, filename: str | None = None) -> ast.Spec:
     2
     """
     spec = parse_syntax(text, filename)
+    if base_dir is not None:
+        from partspec.include import resolve_includes
+
+        spec = resolve_includes(spec, base_dir, allow_outside=allow_outside)
     from partspec.checker import check_spec
 
     check_spec(spec)
     return spec
 
 
-def load(path: str | Path) -> ast.Spec:
-    """Read and parse a ``.pspec`` file (UTF-8).
+def load(path: str | os.PathLike[str], *, allow_outside: bool = False) -> ast.Spec:
+    """Read and parse a ``.pspec`` file (UTF-8), following its ``include`` statements.
+
+    Include paths are relative to the directory of the file that contains them, and
+    may not read outside the directory of ``path`` (real paths are compared) unless
+    ``allow_outside`` is true.
 
     Raises:
-      SpecError: the file cannot be read or decoded (code ``E001``), or the spec
-        has problems.
+      SpecError: the file cannot be read or decoded (code ``E001``), an include
+        cannot be resolved (``E801`` cycle, ``E802`` unreadable, ``E803`` outside),
+        or the spec has problems.
     """
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise SpecError(
-            [
-                Diagnostic(
-                    "E001",
-                    "error",
-                    f"cannot read spec file {str(p)!r}: {exc.strerror or exc}",
-                    filename=str(p),
-                )
-            ]
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            [
-                Diagnostic(
-                    "E001",
-                    "error",
-                    f"spec file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                    filename=str(p),
-                )
-            ]
-        ) from None
-    return parse(text, filename=str(p))
+    from partspec.checker import check_spec
+    from partspec.include import load_syntax
+
+    spec = load_syntax(path, allow_outside=allow_outside)
+    check_spec(spec)
+    return spec
 
 
 def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
@@ -271,8 +294,39 @@ _EXPR_START = {
     "PLUS",
     "_LPAR",
     "_LSQB",
+    "_NOT",
+}
+_OPERATORS = {
+    "PLUS",
+    "MINUS",
+    "STAR",
+    "SLASH",
+    "GLOBSTAR",
+    "EQEQ",
+    "NOTEQ",
+    "LE",
+    "GE",
+    "LANGLE",
+    "RANGLE",
+    "IN",
+    "_AND",
+    "_OR",
+    "_LSQB",
 }
 _DESCR = {
+    "_WHERE": "`where`",
+    "_UNTIL": "`until`",
+    "_THEN": "`then`",
+    "_INCLUDE": "`include`",
+    "_GLOBAL": "`global`",
+    "_AND": "`and`",
+    "_OR": "`or`",
+    "_NOT": "`not`",
+    "IN": "`in`",
+    "EQEQ": "`==`",
+    "NOTEQ": "`!=`",
+    "LE": "`<=`",
+    "GE": "`>=`",
     "_SEP": "a newline or `;`",
     "_ARROW": "`->`",
     "_EXCEPT": "`except`",
@@ -312,12 +366,15 @@ _DESCR = {
 def _describe_expected(expected: set[str]) -> str:
     names = set(expected)
     parts: list[str] = []
-    if len(names & _PATTERN_START) >= 4:
+    if "LITERAL" in names and len(names & _PATTERN_START) >= 4:
         names -= _PATTERN_START
         parts.append("a pattern")
     if len(names & _EXPR_START) >= 4:
         names -= _EXPR_START
         parts.append("an expression")
+    if len(names & _OPERATORS) >= 6:
+        names -= _OPERATORS
+        parts.append("an operator")
     parts += sorted(_DESCR.get(n, f"`{n}`") for n in names)
     if len(parts) > 8:
         parts = [*parts[:8], "..."]
@@ -468,6 +525,12 @@ class _Converter:
                 assert isinstance(name, Token) and isinstance(value, (Tree, Token))
                 self._check_name(name)
                 out.append(ast.Let(str(name), self.expr(value), _meta_span(child), _tok_span(name)))
+            elif child.data == "include_stmt":
+                (path,) = child.children
+                out.append(ast.Include(_unescape(str(path)[1:-1]), _meta_span(child)))
+            elif child.data == "global_stmt":
+                (value,) = child.children
+                out.append(ast.Global(self.expr(value), _meta_span(child)))
             elif child.data == "param_stmt":
                 name, default = child.children
                 assert isinstance(name, Token)
@@ -516,23 +579,58 @@ class _Converter:
             )
 
     def rule(self, tree: Tree) -> ast.Rule:
-        pats, excepts, action, label = tree.children
+        pats, excepts, where, action, label = tree.children
         assert isinstance(pats, Tree) and isinstance(action, Tree)
         patterns = self.patterns(pats)
+        self._check_rule_captures(patterns, pats)
         except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
-        (act,) = action.children
-        if isinstance(act, Token) and act.type == "FROZEN":
-            action_node: ast.Frozen | ast.Expr = ast.Frozen(_tok_span(act))
+        for pattern, node in zip(except_patterns, _pattern_trees(excepts)):
+            if _captures_of(pattern.nodes):
+                raise _error(
+                    "E204",
+                    "a capture in an `except` pattern binds nothing",
+                    _meta_span(node),
+                    hint="use `*` (or `?*` for a non-empty run) in `except` patterns",
+                )
+        action_node: ast.Action
+        if action.data == "until":
+            _, until, then = action.children
+            action_node = ast.FrozenUntil(self.expr(until), self.expr(then), _meta_span(action))
         else:
-            action_node = self.expr(act)
+            (act,) = action.children
+            if isinstance(act, Token) and act.type == "FROZEN":
+                action_node = ast.Frozen(_tok_span(act))
+            else:
+                action_node = self.expr(act)
         label_str = None
         label_span = Span(0, 0, 0, 0)
         if isinstance(label, Token):
             self._check_name(label)
             label_str, label_span = str(label), _tok_span(label)
         return ast.Rule(
-            patterns, except_patterns, action_node, label_str, _meta_span(tree), label_span
+            patterns,
+            except_patterns,
+            action_node,
+            label_str,
+            _meta_span(tree),
+            label_span,
+            where=None if where is None else self.expr(where),
         )
+
+    def _check_rule_captures(self, patterns: tuple[ast.Pattern, ...], tree: Tree) -> None:
+        """Every pattern of a rule binds the same names (the action may use any of them)."""
+        first = set(_captures_of(patterns[0].nodes))
+        for pattern, node in zip(patterns[1:], _pattern_trees(tree)[1:]):
+            names = set(_captures_of(pattern.nodes))
+            if names != first:
+                shown = ", ".join(f"<{n}>" for n in sorted(first)) or "no captures"
+                raise _error(
+                    "E204",
+                    f"the patterns of one rule capture different names ({shown} in the first)",
+                    _meta_span(node),
+                    hint="capture the same names in every pattern of the rule, or split it "
+                    "into several rules",
+                )
 
     # -- patterns
     def patterns(self, tree: Tree) -> tuple[ast.Pattern, ...]:
@@ -544,6 +642,17 @@ class _Converter:
         nodes = self.seq(tree.children)
         self._check_empty_segments(nodes, span)
         self._check_globstars(nodes, left_ok=True, right_ok=True)
+        seen: set[str] = set()
+        for node, where in nodes:
+            if isinstance(node, ast.Capture):
+                if node.name in seen:
+                    raise _error(
+                        "E204",
+                        f"capture `<{node.name}>` appears twice in one pattern",
+                        _meta_span(where),
+                        hint="give each capture its own name",
+                    )
+                seen.add(node.name)
         count = _count_nodes(nodes)
         if count > MAX_PATTERN_NODES:
             raise _error(
@@ -628,15 +737,38 @@ class _Converter:
             assert isinstance(tok, Token)
             return self.char_class(tok)
         if kind == "capture":
-            raise _error(
-                "E204",
-                "named captures (`<name>`) are not supported in this version",
-                _meta_span(tree),
-                hint="use `*` to match any segment, or `{0..11}` for numbers",
-            )
+            return self.capture(tree)
         if kind == "alt":
             return self.alt(tree)
         raise AssertionError(kind)  # pragma: no cover
+
+    def capture(self, tree: Tree) -> ast.Capture:
+        names = [c for c in tree.children if isinstance(c, Token) and c.type == "LITERAL"]
+        span = _meta_span(tree)
+        if not names:
+            raise _error(
+                "E204",
+                "a capture needs a name",
+                span,
+                hint="write `<i>`: the name is then usable on the right side",
+            )
+        name = str(names[0])
+        if not _NAME_RE.fullmatch(name):
+            raise _error(
+                "E204",
+                f"capture name `{name}` is not a name",
+                span,
+                hint="a capture name is letters, digits and `_`, starting with a letter: `<i>`; "
+                'to match the text literally, quote it: `"<' + name + '>"`',
+            )
+        if name in _KEYWORDS or name.startswith("_"):
+            raise _error(
+                "E204",
+                f"`{name}` cannot be a capture name",
+                span,
+                hint="choose another name, such as `<i>`",
+            )
+        return ast.Capture(name)
 
     def alt(self, tree: Tree) -> ast.GlobNode:
         branches = [c for c in tree.children if isinstance(c, Tree) and c.data == "branch"]
@@ -663,6 +795,17 @@ class _Converter:
                     )
             nodes = self.seq(b.children)
             for node, where in nodes:
+                if isinstance(node, ast.Capture) or (
+                    isinstance(node, ast.Alt) and _captures_of((node,))
+                ):
+                    raise _error(
+                        "E204",
+                        "a capture inside `{...}`",
+                        _meta_span(where),
+                        hint="a capture must bind on every path the rule matches; put it "
+                        "outside the braces, or write one rule per branch",
+                        label="not allowed here",
+                    )
                 if isinstance(node, ast.GlobStar):
                     raise _error(
                         "E201",
@@ -786,6 +929,18 @@ class _Converter:
             return ast.BinOp(str(op), self.expr(left), self.expr(right), span)
         if kind == "neg":
             return ast.Neg(self.expr(ch[1]), span)
+        if kind == "compare":
+            left, op, right = ch
+            return ast.Compare(str(op), self.expr(left), self.expr(right), span)
+        if kind in ("and_op", "or_op"):
+            left, right = ch
+            return ast.BoolOp(kind[:-3], self.expr(left), self.expr(right), span)
+        if kind == "not_op":
+            (operand,) = ch
+            return ast.Not(self.expr(operand), span)
+        if kind == "index":
+            value, index = ch
+            return ast.Index(self.expr(value), self.expr(index), span)
         if kind == "pos":
             return self.expr(ch[1])
         if kind == "list":
@@ -844,6 +999,23 @@ class _Converter:
         if f == float("inf"):
             raise _error("E103", f"number `{tok}` is too large", span)
         return f
+
+
+def _pattern_trees(tree: Any) -> list[Tree]:
+    return [c for c in tree.children if isinstance(c, Tree)] if isinstance(tree, Tree) else []
+
+
+def _captures_of(nodes: Any) -> list[str]:
+    out: list[str] = []
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Capture):
+            out.append(n.name)
+        elif isinstance(n, ast.Alt):
+            for b in n.branches:
+                stack.extend(b)
+    return out
 
 
 def _count_nodes(nodes: list[tuple[ast.GlobNode, Any]]) -> int:

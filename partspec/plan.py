@@ -19,7 +19,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +27,22 @@ import optax
 
 from partspec import ast
 from partspec._optax_table import TABLE
-from partspec.checker import CheckedSpec, OptaxCall, ScaledSchedule, Unset, Value, check_spec
-from partspec.coverage import matcher_for, rule_diagnostics
+from partspec.checker import (
+    Action,
+    CheckedSpec,
+    OptaxCall,
+    ScaledSchedule,
+    Unset,
+    Until,
+    Value,
+    check_spec,
+)
+from partspec.coverage import DYNAMIC, Resolver, _resolve_paths, matcher_for, rule_diagnostics
 from partspec.errors import Diagnostic, SpecError, SpecWarning
-from partspec.matcher import Matcher
 from partspec.parser import parse
-from partspec.tree import label_tree, leaf_segments
+from partspec.tree import label_tree, leaf_info, leaf_segments
 
-__all__ = ["Plan", "compile", "frozen", "optimizer"]
+__all__ = ["Plan", "UntilState", "compile", "frozen", "frozen_until", "optimizer"]
 
 
 def frozen() -> optax.GradientTransformation:
@@ -62,6 +70,80 @@ def frozen() -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _neg_zero(u: Any) -> Any:
+    if jnp.issubdtype(u.dtype, jnp.inexact):
+        return jnp.full(u.shape, -0.0, u.dtype)
+    return jnp.zeros(u.shape, u.dtype)
+
+
+class UntilState(NamedTuple):
+    """State of :func:`frozen_until`: updates seen so far, and the inner optimizer's state."""
+
+    step: jax.Array
+    inner: Any
+
+
+def frozen_until(at: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """The ``frozen until at then inner`` action.
+
+    The first ``at`` updates are ``-0.0`` (the leaves stay bit-identical) and leave
+    ``inner``'s state exactly as ``inner.init`` made it; update number ``at`` (counting
+    from 0) is ``inner``'s first: its step count is 0 and its moments are zero then.
+    The state's structure never changes, so a training step jits once and a
+    checkpoint restores at any step.
+
+    >>> import jax.numpy as jnp, optax
+    >>> tx = frozen_until(2, optax.sgd(1.0))
+    >>> p = jnp.ones(1); state = tx.init(p)
+    >>> for _ in range(3):
+    ...     u, state = tx.update(jnp.ones(1), state)
+    ...     print(float(u[0]))
+    -0.0
+    -0.0
+    -1.0
+    """
+
+    def init_fn(params: Any) -> UntilState:
+        return UntilState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update_fn(updates: Any, state: UntilState, params: Any = None) -> tuple[Any, Any]:
+        def train(_: Any) -> Any:
+            return inner.update(updates, state.inner, params)
+
+        shapes = jax.eval_shape(train, None)
+
+        def wait(_: Any) -> Any:
+            return jax.tree.map(_neg_zero, shapes[0]), state.inner
+
+        new_updates, new_inner = jax.lax.cond(state.step >= at, train, wait, None)
+        return new_updates, UntilState(optax.safe_increment(state.step), new_inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _gate(starts: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """Zero the gradients of leaves still in a ``frozen until`` phase.
+
+    ``starts(tree)`` gives each leaf's first training update (0 for leaves always
+    trained). Placed before the ``global`` transforms, so that a global norm counts
+    only the leaves being trained at that update.
+    """
+
+    def init_fn(params: Any) -> Any:
+        del params
+        return jnp.zeros([], jnp.int32)
+
+    def update_fn(updates: Any, count: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+
+        def gate(start: int, u: Any) -> Any:
+            return u if start == 0 else jnp.where(count >= start, u, jnp.zeros_like(u))
+
+        return jax.tree.map(gate, starts(updates), updates), optax.safe_increment(count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 @dataclass(frozen=True)
 class Plan:
     """A spec compiled against one parameter structure.
@@ -74,6 +156,10 @@ class Plan:
       tx: ``optax.partition(transforms, labels)``, ready for ``init``/``update``.
       diagnostics: warnings (rules that match nothing or are shadowed).
       frozen_labels: labels whose action is ``frozen``.
+      unfreeze_steps: label -> the first update that trains it, for ``frozen until``.
+
+    With ``global`` transforms, ``tx`` is ``optax.chain(masked(globals), partition)``:
+    the global transforms see the gradients of the trainable leaves only.
     """
 
     spec: ast.Spec
@@ -83,6 +169,12 @@ class Plan:
     tx: optax.GradientTransformationExtraArgs
     diagnostics: tuple[Diagnostic, ...] = ()
     frozen_labels: frozenset[str] = field(default_factory=frozenset)
+    unfreeze_steps: Mapping[str, int] = field(default_factory=dict)
+    label_fn: Callable[[Any], Any] | None = field(default=None, repr=False)
+
+    def labels_for(self, tree: Any) -> Any:
+        """The label tree of another tree with these parameters' paths (NNX state, grads)."""
+        return self.label_fn(tree) if self.label_fn is not None else self.labels
 
     def init(self, params: Any) -> optax.OptState:
         """``tx.init(params)``, with the state sharded like the parameters.
@@ -149,7 +241,8 @@ class Plan:
         """The optimizer for the ``trainable`` half of :meth:`split` alone."""
         trainable_labels, _ = self.split(self.labels)
         used = {k: v for k, v in self.transforms.items() if k not in self.frozen_labels}
-        return optax.partition(used, lambda _: trainable_labels)
+        part = optax.partition(used, lambda _: trainable_labels)
+        return _with_globals(self.checked, part, lambda _: trainable_labels, self.unfreeze_steps)
 
 
 def _sharding_of(leaf: Any) -> jax.sharding.Sharding | None:
@@ -211,7 +304,7 @@ def _state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     )
 
 
-def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[Any], Any]:
+def _labeler(resolver: Resolver, known_tree: Any, known: Any) -> Callable[[Any], Any]:
     """A labelling function for ``optax.partition``, cached per tree structure.
 
     A function rather than a label tree, for two reasons: optax treats any callable
@@ -219,14 +312,15 @@ def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[
     NNX passes ``Variable``-wrapped parameters to ``init`` but plain arrays to
     ``update``: both trees have the same paths, so both get the right labels.
     """
-    cache: dict[Any, Any] = {jax.tree_util.tree_structure(known): known}
+    cache: dict[Any, Any] = {jax.tree_util.tree_structure(known_tree): known}
 
     def labels_for(tree: Any) -> Any:
         treedef = jax.tree_util.tree_structure(tree)
         labels = cache.get(treedef)
         if labels is None:
-            labels, label_of = label_tree(matcher, rule_labels, tree)
-            if any(lab is None for lab in label_of.values()):
+            labels = label_tree(resolver, tree)
+            # An uncovered leaf's label is None, which JAX counts as no leaf at all.
+            if len(jax.tree_util.tree_leaves(labels)) != treedef.num_leaves:
                 raise ValueError(
                     "partspec: the tree given to the optimizer has leaves that no rule covers; "
                     "was it compiled for a different parameter structure?"
@@ -235,6 +329,48 @@ def _labeler(matcher: Matcher, rule_labels: list[str], known: Any) -> Callable[[
         return labels
 
     return labels_for
+
+
+def _with_globals(
+    checked: CheckedSpec,
+    part: optax.GradientTransformation,
+    labels_for: Callable[[Any], Any],
+    unfreeze: Mapping[str, int],
+    frozen_labels: frozenset[str] = frozenset(),
+) -> Any:
+    """``part``, preceded by the ``global`` transforms over the trainable leaves."""
+    if not checked.globals:
+        return part
+    inner = optax.chain(*(_build(g) for g in checked.globals))
+
+    def trainable(tree: Any) -> Any:
+        return jax.tree.map(lambda lab: lab not in frozen_labels, labels_for(tree))
+
+    steps: list[Any] = []
+    if unfreeze:
+
+        def starts(tree: Any) -> Any:
+            return jax.tree.map(lambda lab: unfreeze.get(lab, 0), labels_for(tree))
+
+        steps.append(_gate(starts))
+    steps += [optax.masked(inner, trainable), part]
+    return optax.chain(*steps)
+
+
+def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """The leaves of ``params`` that no rule owns."""
+    matcher = resolver.matcher
+    out = []
+    for segs, leaf in leaf_segments(params):
+        s = matcher.start
+        for i, seg in enumerate(segs):
+            s = matcher.key(matcher.sep(s) if i else s, seg)
+        lab = resolver.static(s)
+        if lab is DYNAMIC:
+            lab = resolver.resolve(s, leaf_info(leaf) if _is_array_like(leaf) else None, segs)[1]
+        if lab is None:
+            out.append((segs, leaf))
+    return out
 
 
 def _is_array_like(leaf: Any) -> bool:
@@ -298,16 +434,25 @@ def compile(
     elif not isinstance(spec, ast.Spec):
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
     checked = check_spec(spec, {**(values or {}), **kwvalues})
-    matcher = matcher_for(checked)
-    rule_labels = [r.label for r in checked.rules]
-    labels, label_of = label_tree(matcher, rule_labels, params)
-    uncovered: list[tuple[tuple[str, ...], Any]] = []
+    try:
+        if checked.counted:
+            # `count(i)`: the distinct values of capture i over the tree, then check again.
+            leaves = leaf_segments(params)
+            infos = [leaf_info(x) if _is_array_like(x) else None for _, x in leaves]
+            paths = [segs for segs, _ in leaves]
+            collected = _resolve_paths(checked, paths, infos, collect=True)  # type: ignore[arg-type]
+            checked = checked.with_counts(collected.counts())
+        resolver = Resolver(checked, matcher_for(checked))
+        labels = label_tree(resolver, params)
+        uncovered: list[tuple[tuple[str, ...], Any]] = []
 
-    def uncovered_paths() -> list[str]:
-        uncovered.extend((s, leaf) for s, leaf in leaf_segments(params) if not matcher.match(s))
-        return ["/".join(seg) for seg, _ in uncovered]
+        def uncovered_paths() -> list[str]:
+            uncovered.extend(_uncovered(resolver, params))
+            return ["/".join(seg) for seg, _ in uncovered]
 
-    errors, warns = rule_diagnostics(checked, matcher, label_of, uncovered_paths)
+        errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths)
+    except SpecError as err:
+        raise SpecError(err.diagnostics) from None
     # A whole Equinox module has leaves that are not parameters (activation functions,
     # Dropout's `p`): say so, rather than only suggest rules for them.
     kinds = sorted({type(leaf).__name__ for _, leaf in uncovered if not _is_array_like(leaf)})
@@ -324,33 +469,52 @@ def compile(
         raise SpecError(errors)
     for w in warns:
         warnings.warn(w.render(), SpecWarning, stacklevel=3)
-    used = {lab for lab in label_of.values() if lab is not None}
     transforms: dict[str, optax.GradientTransformation] = {}
     frozen_labels = set()
-    for cr in checked.rules:
-        if cr.label not in used or cr.label in transforms:
+    unfreeze: dict[str, int] = {}
+    rule_of = {cr.label: cr for cr in checked.rules}
+    for label, action in resolver.used_actions().items():
+        if action is None:
+            transforms[label] = frozen()
+            frozen_labels.add(label)
             continue
-        if cr.action is None:
-            transforms[cr.label] = frozen()
-            frozen_labels.add(cr.label)
-            continue
-        assert not isinstance(cr.action, Unset)
         try:
-            transforms[cr.label] = _build(cr.action)
+            transforms[label] = _build_action(action)
         except (TypeError, ValueError) as exc:
-            span = cr.rule.action.span
+            cr = rule_of.get(label.split("[", 1)[0]) or next(
+                r for r in checked.rules if label.startswith(r.label)
+            )
             raise SpecError(
                 [
-                    Diagnostic.at(
-                        "E408",
-                        f"optax rejected `{cr.label}`: {exc}",
-                        span,
-                        hint="check the arguments against optax's docs",
-                    ).with_source(spec.source, spec.filename)
+                    spec.attach(
+                        Diagnostic.at(
+                            "E408",
+                            f"optax rejected `{label}`: {exc}",
+                            cr.rule.action.span,
+                            hint="check the arguments against optax's docs",
+                        )
+                    )
                 ]
             ) from None
-    tx = optax.partition(transforms, _labeler(matcher, rule_labels, labels))
-    return Plan(spec, checked, labels, transforms, tx, tuple(warns), frozenset(frozen_labels))
+        if isinstance(action, Until):
+            assert isinstance(action.at, int)
+            unfreeze[label] = action.at
+    labels_for = _labeler(resolver, params, labels)
+    part = optax.partition(transforms, labels_for)
+    frozen_set = frozenset(frozen_labels)
+    tx = _with_globals(checked, part, labels_for, unfreeze, frozen_set)
+    return Plan(
+        spec, checked, labels, transforms, tx, tuple(warns), frozen_set, unfreeze, labels_for
+    )
+
+
+def _build_action(action: Action) -> optax.GradientTransformation:
+    assert action is not None and not isinstance(action, Unset)
+    if isinstance(action, Until):
+        assert isinstance(action.at, int)
+        return frozen_until(action.at, _build(action.then))
+    built: optax.GradientTransformation = _build(action)
+    return built
 
 
 def optimizer(spec: ast.Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:

@@ -37,12 +37,11 @@ import numpy as np
 import optax
 
 from partspec import ast
-from partspec.coverage import matcher_for
 from partspec.errors import Diagnostic, SpecError, did_you_mean
 from partspec.matcher import Matcher, compile_rules
 from partspec.parser import parse_syntax
 from partspec.plan import Plan
-from partspec.tree import label_tree, leaf_segments
+from partspec.tree import leaf_segments
 
 __all__ = ["TransferReport", "replace", "reset_state", "select", "transfer"]
 
@@ -329,9 +328,11 @@ def reset_state(
             hint="pass the state made by plan.tx.init(params) (or a pytree holding it)",
         )
     partition: optax.PartitionState = leaves[at[0]]
-    rule_labels = [r.label for r in plan.checked.rules]
-    labels, label_of = label_tree(matcher_for(plan.checked), rule_labels, params)
-    if any(lab is None for lab in label_of.values()):
+    try:
+        labels = plan.labels_for(params)
+    except (ValueError, SpecError):
+        labels = None
+    if labels is None:
         raise _error(
             "E705",
             where,

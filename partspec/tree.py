@@ -16,9 +16,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from partspec.matcher import Matcher
+from partspec.checker import LeafInfo
+from partspec.coverage import DYNAMIC, Resolver
 
-__all__ = ["is_variable", "key_text", "label_tree", "leaf_paths", "leaf_segments"]
+__all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 
 
 def key_text(entry: Any) -> str:
@@ -92,27 +93,61 @@ def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
     return [("/".join(segs), leaf) for segs, leaf in leaf_segments(tree)]
 
 
-def label_tree(
-    matcher: Matcher, rule_labels: list[str], tree: Any
-) -> tuple[Any, dict[int, str | None]]:
-    """Label every leaf of ``tree`` with the label of the first rule that matches it.
+def leaf_info(leaf: Any) -> LeafInfo:
+    """The shape and dtype name of a leaf, as ``where`` conditions see them.
 
-    Returns the label tree (same structure and container types as ``tree``; ``None``
-    for uncovered leaves) and ``{final DFA state: label}`` for every distinct
-    leaf state met, from which coverage and shadowing are derived.
+    Python numbers get JAX's default dtypes (``1.0`` is ``float32``).
     """
+    shape = getattr(leaf, "shape", None)
+    dtype = getattr(leaf, "dtype", None)
+    if shape is None or dtype is None:
+        arr = np.asarray(leaf)
+        shape, dtype = arr.shape, jax.dtypes.canonicalize_dtype(arr.dtype)
+    return LeafInfo(tuple(int(d) for d in shape), np.dtype(dtype).name)
+
+
+_UNCOVERED: Any = type("_Uncovered", (), {"__repr__": lambda self: "UNCOVERED"})()
+
+
+class _Pending:
+    """A leaf whose label needs its path: resolved after the walk."""
+
+    __slots__ = ("f", "info")
+
+    def __init__(self, f: int, info: LeafInfo):
+        self.f, self.info = f, info
+
+
+def label_tree(resolver: Resolver, tree: Any) -> Any:
+    """Label every leaf of ``tree`` with the label of the rule that owns it.
+
+    Returns the label tree: same structure and container types as ``tree``, ``None``
+    for uncovered leaves. The resolver records the outcomes (coverage, labels in use).
+    """
+    matcher = resolver.matcher
     keys_of = matcher._keys
     trans_of = matcher._trans
-    label_of: dict[int, str | None] = {}
+    label_of = resolver.label_of
     kind_cache = _kind_cache
+    pending = False
+    # When some labels need paths, they are resolved after the walk by lining the
+    # label tree's leaves up with the tree's: an uncovered leaf must then not be
+    # ``None``, which JAX takes for an empty subtree.
+    may_pend = any(r.captures or r.where_captures for r in resolver.checked.rules)
+    uncovered = _UNCOVERED if may_pend else None
 
-    def leaf(f: int) -> str | None:
-        lab = label_of.get(f, "")
-        if lab == "":
-            owner = matcher.owner(f)
-            lab = rule_labels[owner] if owner >= 0 else None
-            label_of[f] = lab
-        return lab
+    def leaf(f: int, v: Any) -> Any:
+        nonlocal pending
+        lab = resolver.static(f)
+        if lab is None:
+            return uncovered
+        if lab is not DYNAMIC:
+            return lab
+        info = leaf_info(v)
+        if resolver.needs_path(f):
+            pending = True
+            return _Pending(f, info)
+        return resolver.resolve(f, info)[1] or uncovered
 
     def visit(v: Any, f: int) -> Any:
         # ``f`` is the state after this value's own key.
@@ -121,7 +156,7 @@ def label_tree(
         if k is None:
             k = _NODE if t in (dict, list, tuple) or v is None else _kind(v)
         if k == _LEAF:
-            return leaf(f)
+            return leaf(f, v)
         if k == _VAR:
             pairs, treedef = _children(v)
             return treedef.unflatten([visit(c, f) for _, c in pairs])
@@ -150,8 +185,8 @@ def label_tree(
                     s2 = trans_of[f].get(None, -1)
                     out[key] = walk(v, s2 if s2 >= 0 else matcher.sep(f))
                 elif kind_cache.get(tv) == _LEAF:
-                    lab = label_of.get(f, "")
-                    out[key] = lab if lab != "" else leaf(f)
+                    lab = label_of.get(f)
+                    out[key] = lab if lab.__class__ is str else leaf(f, v)
                 else:
                     out[key] = visit(v, f)
             return out
@@ -168,7 +203,7 @@ def label_tree(
     start = matcher.start
     kind = _NODE if type(tree) in (dict, list, tuple) or tree is None else _kind(tree)
     if kind == _LEAF:
-        result = leaf(start)
+        result = leaf(start, tree)
     elif kind == _VAR:
         pairs, treedef = _children(tree)
         result = treedef.unflatten(
@@ -176,4 +211,15 @@ def label_tree(
         )
     else:
         result = walk(tree, start)
-    return result, label_of
+    if may_pend:
+        flat, treedef = jax.tree_util.tree_flatten(result)
+        if pending:
+            segments = leaf_segments(tree)
+            assert len(flat) == len(segments)
+            flat = [
+                resolver.resolve(lab.f, lab.info, segs)[1] if isinstance(lab, _Pending) else lab
+                for lab, (segs, _) in zip(flat, segments)
+            ]
+        flat = [None if lab is _UNCOVERED else lab for lab in flat]
+        result = jax.tree_util.tree_unflatten(treedef, flat)
+    return result

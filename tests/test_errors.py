@@ -135,7 +135,7 @@ def test_suggestions(text: str, suggestion: str) -> None:
         ("** -> adam.__class__", "E100"),
         ("** -> adam(1e-3).init", "E100"),
         ("** -> (lambda: 1)()", "E100"),
-        ("** -> adam(1e-3)[0]", "E100"),
+        ("** -> adam(1e-3)[0]", "E403"),  # indexing exists (`shape[-1]`), not on optimizers
         ("import os", "E100"),
         ("** -> apply_updates(1, 2)", "E401"),
         ("** -> multi_transform(1, 2)", "E401"),
