@@ -406,7 +406,7 @@ class _Checker:
         self.captures: dict[str, Value] = {}
         self.leaf: LeafInfo | None = None
         self.env: dict[str, Value] = {}
-        self.defined_at: dict[str, int] = {}
+        self.defined_at: dict[str, str] = {}
         self.errors: list[Diagnostic] = []
         # An action's text -> the checked action, while ``env`` stays the same: specs
         # repeat a few actions over many rules. The canonical text fixes the AST
@@ -500,7 +500,7 @@ class _Checker:
         if name in self.env:
             raise _diag(
                 "E302",
-                f"`{name}` is already defined on line {self.defined_at[name]}",
+                f"`{name}` is already defined on {self.defined_at[name]}",
                 span,
                 hint="choose another name; names cannot be rebound",
             )
@@ -519,7 +519,7 @@ class _Checker:
                 span,
                 hint="choose another name",
             )
-        self.defined_at[name] = line
+        self.defined_at[name] = f"line {line}" if span.file is None else f"{span.file}:{line}"
 
     def _param(self, stmt: ast.Param) -> Value:
         if stmt.name in self.given:
@@ -569,7 +569,7 @@ class _Checker:
                     if name in LEAF_PROPERTIES
                     else "a function"
                     if name in TABLE or name in _BUILTINS
-                    else f"defined on line {self.defined_at[name]}"
+                    else f"defined on {self.defined_at[name]}"
                 )
                 raise _diag(
                     "E302",

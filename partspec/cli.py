@@ -7,8 +7,13 @@ Commands:
   ``pspec tree MODULE:CALLABLE [-o FILE]``
   ``pspec diff OLD NEW --tree TREE [--set NAME=VALUE]... [--format F]``
 
-Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 problems in a spec,
-2 usage errors or unreadable input. ``check`` on a JSON manifest never imports JAX.
+``check``, ``explain`` and ``diff`` follow ``include`` statements (and take
+``--allow-outside-includes``); ``fmt`` formats each file as written.
+
+Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 problems in a spec (an
+include that cannot be resolved included), 2 usage errors or unreadable input (a spec
+file given on the command line that cannot be read). ``check`` on a JSON manifest never
+imports JAX.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from partspec import __version__
 from partspec.errors import Diagnostic, SpecError
+
+if TYPE_CHECKING:
+    from partspec.ast import Spec
 
 __all__ = ["main"]
 
@@ -65,17 +73,27 @@ def _literal(raw: str) -> Any:
 
 def _read_spec(path: str) -> tuple[str | None, list[Diagnostic]]:
     """The text of a spec file, or an E001 diagnostic."""
-    from partspec.parser import load
+    from partspec.include import read_spec_file
 
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        try:
-            load(path)  # produces the standard E001 message
-        except SpecError as err:
-            return None, err.diagnostics
-        raise  # pragma: no cover
-    return text, []
+        return read_spec_file(path), []
+    except SpecError as err:
+        return None, err.diagnostics
+
+
+def _load_spec(path: str, allow_outside: bool) -> tuple[Spec | None, list[Diagnostic], int]:
+    """A spec file with its includes resolved (unchecked), or its diagnostics and exit code.
+
+    A spec file that cannot be read is a usage error (exit 2); a problem in it or in a
+    file it includes (a syntax error, ``E801``-``E803``) is a problem in the spec (exit 1).
+    """
+    from partspec.include import load_syntax
+
+    try:
+        return load_syntax(path, allow_outside=allow_outside), [], EXIT_CLEAN
+    except SpecError as err:
+        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
+        return None, err.diagnostics, EXIT_USAGE if usage else EXIT_PROBLEMS
 
 
 def _load_tree(source: str) -> list[Any]:
@@ -154,27 +172,35 @@ def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int)
 
 
 def _check_one(
-    path: str, values: dict[str, Any], leaves: list[Any] | None, strict: bool
+    path: str,
+    values: dict[str, Any],
+    leaves: list[Any] | None,
+    strict: bool,
+    allow_outside: bool = False,
 ) -> tuple[list[Diagnostic], int]:
     """Diagnostics for one spec file and the exit code it deserves."""
     import dataclasses
 
     from partspec.checker import check_spec
     from partspec.coverage import label_paths
-    from partspec.parser import parse_syntax
 
-    text, diags = _read_spec(path)
-    if text is None:
-        return diags, EXIT_USAGE
+    spec, diags, code = _load_spec(path, allow_outside)
+    if spec is None:
+        return diags, code
     try:
-        spec = parse_syntax(text, filename=path)
         checked = check_spec(spec, values, require=leaves is not None)
     except SpecError as err:
         code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
         return err.diagnostics, code
     if leaves is None:
         return [], EXIT_CLEAN
-    _, errors, warns = label_paths(checked, [leaf.path for leaf in leaves])
+    from partspec.checker import LeafInfo
+
+    infos = [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
+    try:
+        _, errors, warns = label_paths(checked, [leaf.path for leaf in leaves], infos)
+    except SpecError as err:  # a condition or capture that fails on some leaf
+        return err.diagnostics, EXIT_PROBLEMS
     if strict:
         warns = [dataclasses.replace(w, severity="error") for w in warns]
     found = errors + warns
@@ -188,7 +214,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     all_diags: list[Diagnostic] = []
     code = EXIT_CLEAN
     for path in args.specs:
-        diags, c = _check_one(path, values, leaves, args.strict)
+        diags, c = _check_one(path, values, leaves, args.strict, args.allow_outside_includes)
         all_diags += diags
         code = max(code, c)
     _emit(all_diags, args.format, out, checked_files=len(args.specs))
@@ -253,13 +279,13 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         except SpecError as err:
             message = err.diagnostics[0].message
             raise _Usage(f"--leaves: invalid glob {args.leaves!r}: {message}") from None
-    text, diags = _read_spec(args.spec)
-    if text is None:
+    spec, diags, code = _load_spec(args.spec, args.allow_outside_includes)
+    if spec is None:
         _emit(diags, args.format, out, checked_files=1)
-        return EXIT_USAGE
+        return code
     leaves = _load_tree(args.tree)
     try:
-        report = explain(parse_syntax(text, filename=args.spec), leaves, values, args.leaves)
+        report = explain(spec, leaves, values, args.leaves)
     except SpecError as err:
         _emit(err.diagnostics, args.format, out, checked_files=1)
         usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
@@ -275,21 +301,23 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pspec diff OLD NEW --tree TREE``: 0 if a checkpoint made under OLD restores under NEW."""
     from partspec.diff import diff, render_diff, render_json
     from partspec.manifest import TreeInputError
-    from partspec.parser import parse_syntax
 
     values = _parse_set(args.set)
-    texts: list[str] = []
-    unreadable: list[Diagnostic] = []
+    specs: list[Spec] = []
+    problems: list[Diagnostic] = []
+    code = EXIT_CLEAN
     for path in (args.old, args.new):
-        text, diags = _read_spec(path)
-        unreadable += diags
-        texts.append(text or "")
-    if unreadable:
-        _emit(unreadable, args.format, out, checked_files=2)
-        return EXIT_USAGE
+        spec, diags, c = _load_spec(path, args.allow_outside_includes)
+        problems += diags
+        code = max(code, c)
+        if spec is not None:
+            specs.append(spec)
+    if problems:
+        _emit(problems, args.format, out, checked_files=2)
+        return code
     leaves = _load_tree(args.tree)
     try:
-        old, new = (parse_syntax(t, filename=p) for t, p in zip(texts, (args.old, args.new)))
+        old, new = specs
         # Each spec gets the --set values it declares; a name neither declares goes to
         # OLD, to be reported there (E304, with a suggestion).
         declared = [{p.name for p in spec.params} for spec in (old, new)]
@@ -343,6 +371,13 @@ def _parser() -> argparse.ArgumentParser:
             help="value of a `param` declared by the spec (repeatable)",
         )
 
+    def add_includes(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--allow-outside-includes",
+            action="store_true",
+            help="let `include` read files outside the directory of the spec file",
+        )
+
     c = sub.add_parser("check", help="check specs, optionally against a parameter structure")
     c.add_argument("specs", nargs="+", metavar="SPEC", help=".pspec files")
     c.add_argument(
@@ -352,6 +387,7 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint directory, or MODULE:CALLABLE",
     )
     add_values(c)
+    add_includes(c)
     c.add_argument("--strict", action="store_true", help="treat warnings as errors")
     c.add_argument("--format", choices=("full", "concise", "json", "github"), default="full")
     c.set_defaults(func=cmd_check)
@@ -360,11 +396,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--tree", metavar="TREE", required=True)
     add_values(e)
+    add_includes(e)
     e.add_argument("--leaves", metavar="GLOB", help="also show the owner of each matching leaf")
     e.add_argument("--format", choices=("full", "json"), default="full")
     e.set_defaults(func=cmd_explain)
 
-    f = sub.add_parser("fmt", help="rewrite specs in canonical form (comments kept)")
+    f = sub.add_parser(
+        "fmt", help="rewrite specs in canonical form (comments and `include` lines kept)"
+    )
     f.add_argument("specs", nargs="+", metavar="SPEC")
     f.add_argument("--check", action="store_true", help="exit 1 and show a diff instead")
     f.set_defaults(func=cmd_fmt)
@@ -377,6 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("new", metavar="NEW", help="the edited spec")
     d.add_argument("--tree", metavar="TREE", required=True)
     add_values(d)
+    add_includes(d)
     d.add_argument("--format", choices=("full", "json"), default="full")
     d.set_defaults(func=cmd_diff)
 

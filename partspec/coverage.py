@@ -224,6 +224,7 @@ def rule_diagnostics(
             span.column,
             span.line,
             span.end_column if span.end_line == span.line else span.column + 1,
+            span.file,
         )
         if cr.index not in matched:
             warns.append(
@@ -237,12 +238,16 @@ def rule_diagnostics(
                 )
             )
         elif cr.index not in owned:
-            lines = sorted(checked.rules[r].rule.span.line for r in shadowers.get(cr.index, ()))
+            spans = sorted(
+                (checked.rules[r].rule.span for r in shadowers.get(cr.index, ())),
+                key=lambda s: (s.file or "", s.line),
+            )
+            lines = [str(s.line) if s.file == span.file else f"{s.file}:{s.line}" for s in spans]
             warns.append(
                 Diagnostic.at(
                     "W602",
                     "rule is shadowed: every parameter it matches is taken by an earlier rule "
-                    f"(line{'s' if len(lines) != 1 else ''} {', '.join(map(str, lines))})",
+                    f"(line{'s' if len(lines) != 1 else ''} {', '.join(lines)})",
                     first_line,
                     severity="warning",
                     hint="move the more specific rule first (the first matching rule wins)",

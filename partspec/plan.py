@@ -320,7 +320,7 @@ def _labeler(resolver: Resolver, known_tree: Any, known: Any) -> Callable[[Any],
         if labels is None:
             labels = label_tree(resolver, tree)
             # An uncovered leaf's label is None, which JAX counts as no leaf at all.
-            if len(jax.tree_util.tree_leaves(labels)) != treedef.num_leaves:
+            if len(jax.tree_util.tree_leaves(labels)) != treedef.num_leaves:  # type: ignore[attr-defined]
                 raise ValueError(
                     "partspec: the tree given to the optimizer has leaves that no rule covers; "
                     "was it compiled for a different parameter structure?"
