@@ -235,6 +235,22 @@ def spec_10(n_layers: int) -> str:
     return _render(pats, 10)
 
 
+def spec_features(n_layers: int) -> str:
+    """spec_10's shape with the per-leaf features: captures, count(), where, until."""
+    del n_layers
+    return "\n".join(
+        [
+            "let depth = count(i)",
+            "backbone/embed/** -> frozen",
+            "backbone/encoder/layer_<i>/** where ndim <= 1 -> adam(1e-3)",
+            "backbone/encoder/layer_<i>/** -> adamw(1e-3 * 0.99 ** (depth - 1 - i)) as decay",
+            "backbone/encoder/** -> frozen",
+            "backbone/decoder/** -> frozen until 1000 then adamw(1e-5)",
+            "head/** -> adam(1e-3)",
+        ]
+    )
+
+
 def spec_1000(n_layers: int) -> str:
     """1,000 distinct rules, each matching its own submodule, in four glob styles."""
     subs_enc = ["attention/query", "attention/key", "attention/value", "attention/out"]
@@ -302,9 +318,7 @@ def matcher_for(spec: ast.Spec) -> Any:
 def labels_only(spec: ast.Spec, tree: Any) -> Any:
     """What ``partspec.compile`` does to label a tree, and nothing else."""
     checked = check_spec(spec, {})
-    matcher = coverage.matcher_for(checked)
-    labels, _ = label_tree(matcher, [r.label for r in checked.rules], tree)
-    return labels
+    return label_tree(coverage.Resolver(checked, coverage.matcher_for(checked)), tree)
 
 
 def full_compile(spec: ast.Spec, tree: Any) -> Any:
@@ -382,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         t["full", k] = best_of(full, n)
         t["labels", k] = best_of(lab, n)
         states[k] = matcher_for(spec).num_states
+    feats = partspec.parse(spec_features(n_layers))
+    feat_plan = full_compile(feats, tree)
+    assert jax.tree_util.tree_structure(feat_plan.labels) == jax.tree_util.tree_structure(
+        floor(tree)
+    )
+    t["features", 0] = best_of(functools.partial(full_compile, feats, tree), min(n, 3))
     pam = best_of(lambda: path_aware(tree), n)
     flr = best_of(lambda: floor(tree), n)
 
@@ -399,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<34}" + "".join(f"{t[key, k] * 1e3:>13.2f}" for k in sizes))
     print(f"{'DFA states built':<34}" + "".join(f"{states[k]:>13,}" for k in sizes))
     print(f"{'flax path_aware_map (lambda)':<34}{pam * 1e3:>13.2f}")
+    print(f"{'compile, captures/where/until':<34}{t['features', 0] * 1e3:>13.2f}")
     print(f"{'floor: unflatten(flatten(tree))':<34}{flr * 1e3:>13.2f}")
     print(
         "\ncold: the matcher cache cleared first (a fresh rule set; best of "
@@ -419,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             0.5,
             False,
         ),
+        ("captures/where/until compile / path_aware_map", t["features", 0] / pam, 0.5, False),
         (
             "cold(1,000 rules) / cold(10 rules)",
             t["cold_full", 1000] / t["cold_full", 10],

@@ -324,6 +324,9 @@ class Rule:
     @property
     def captures(self) -> tuple[str, ...]:
         """The names the rule's patterns capture, in order of appearance."""
+        cached: tuple[str, ...] | None = self.__dict__.get("_captures")
+        if cached is not None:
+            return cached
         out: list[str] = []
         stack = [n for p in self.patterns for n in reversed(p.nodes)]
         while stack:
@@ -332,6 +335,7 @@ class Rule:
                 out.append(n.name)
             elif isinstance(n, Alt):
                 stack.extend(x for b in reversed(n.branches) for x in reversed(b))
+        object.__setattr__(self, "_captures", tuple(out))
         return tuple(out)
 
 

@@ -577,22 +577,24 @@ class _Checker:
                     rule.patterns[0].span,
                     hint="choose another capture name",
                 )
-        uses = _names_in(rule.action)
+        uses = _names_in(rule.action) if names else set()
         captures = tuple(n for n in names if n in uses)
-        where_captures = rule.where is not None and bool(set(names) & _names_in(rule.where))
-        # While checking, captures have no values yet: each is an unset integer.
-        with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
-            if rule.where is not None:
-                cond = self.eval(rule.where)
-                self._want_bool(cond, rule.where, "a `where` condition")
-            self.leaf = None
-            text = format_expr(rule.action)
-            if captures:
+        where_captures = (
+            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
+        )
+        text = format_expr(rule.action)
+        if names or rule.where is not None:
+            # While checking, captures have no values yet: each is an unset integer.
+            with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
+                if rule.where is not None:
+                    cond = self.eval(rule.where)
+                    self._want_bool(cond, rule.where, "a `where` condition")
+                self.leaf = None
                 action = self.action(rule)
-            else:
-                memo = self.action_memo
-                action = memo[text] if text in memo else self.action(rule)
-                self.action_memo[text] = action
+        else:
+            memo = self.action_memo
+            action = memo[text] if text in memo else self.action(rule)
+            memo[text] = action
         label = rule.label or (FROZEN_LABEL if action is None else text)
         where = rule.label_span if rule.label else rule.action.span
         if rule.label == FROZEN_LABEL and action is not None:
@@ -816,7 +818,17 @@ class _Checker:
         hint = (
             f"write `{lowered[e.id]}`"
             if e.id in lowered
-            else did_you_mean(e.id, [*self.env, "true", "false", "none"])
+            else did_you_mean(
+                e.id,
+                [
+                    *self.env,
+                    *self.captures,
+                    *(LEAF_PROPERTIES if self.leaf is not None else ()),
+                    "true",
+                    "false",
+                    "none",
+                ],
+            )
         )
         if hint is None:
             hint = f"define it first: `let {e.id} = ...` or `param {e.id} = ...`"

@@ -19,8 +19,8 @@ from typing import Any
 
 from partspec import ast
 from partspec.checker import Action, CheckedSpec, LeafInfo, capture_value
-from partspec.errors import Diagnostic, Span
-from partspec.matcher import Matcher, compile_rules, extract_captures
+from partspec.errors import Diagnostic, Span, SpecError
+from partspec.matcher import Matcher, capture_keys, compile_rules, extract_captures
 
 __all__ = [
     "DYNAMIC",
@@ -79,8 +79,12 @@ class Resolver:
         self.actions: dict[str, Action] = {}
         self.bindings: dict[str, set[Any]] = {}
         self._rules = checked.rules
+        self._labels = [r.label for r in checked.rules]
+        self._dynamic = checked.dynamic
         self._needs_path: dict[int, bool] = {}
-        self._memo: dict[tuple[int, LeafInfo | None], tuple[int, str | None]] = {}
+        self._lead: dict[int, int | None] = {}
+        self._memo: dict[Any, tuple[int, str | None]] = {}
+        self._tests: dict[tuple[int, LeafInfo | None], bool] = {}
 
     def static(self, f: int) -> Any:
         """The label at final state ``f`` if the path decides it, else :data:`DYNAMIC`."""
@@ -89,16 +93,41 @@ class Resolver:
             return lab
         cands = self.matcher.matches(f)
         rules = self._rules
-        if any(rules[r].rule.where is not None for r in cands) or (
+        if not self._dynamic:
+            lab = self._labels[cands[0]] if cands else None
+            self.match_sets.add(cands)
+        elif any(rules[r].rule.where is not None for r in cands) or (
             cands and rules[cands[0]].captures
         ):
             lab = DYNAMIC
-            self._needs_path[f] = any(rules[r].captures or rules[r].where_captures for r in cands)
+            counted = self.checked.counted
+            capturing = [
+                r
+                for r in cands
+                if rules[r].captures
+                or rules[r].where_captures
+                or counted.intersection(rules[r].rule.captures)
+            ]
+            self._needs_path[f] = bool(capturing)
+            # The result is then decided by the leaf and this many leading keys.
+            keys = [capture_keys(p) for r in capturing for p in rules[r].rule.patterns]
+            self._lead[f] = max((k for k in keys if k is not None), default=0)
+            if None in keys:
+                self._lead[f] = None
         else:
             lab = rules[cands[0]].label if cands else None
             self.match_sets.add(cands)
         self.label_of[f] = lab
         return lab
+
+    @property
+    def may_need_paths(self) -> bool:
+        """Whether some leaf's label may need its path (captures)."""
+        counted = self.checked.counted
+        return any(
+            r.captures or r.where_captures or counted.intersection(r.rule.captures)
+            for r in self._rules
+        )
 
     def needs_path(self, f: int) -> bool:
         """Whether a leaf at dynamic state ``f`` needs its path to be decided."""
@@ -111,8 +140,11 @@ class Resolver:
 
         ``segments`` (the leaf's path) is needed when :meth:`needs_path` says so.
         """
-        memo_key = (f, leaf)
-        if segments is None or not self._needs_path.get(f, True):
+        memo_key: Any = (f, leaf)
+        lead = self._lead.get(f)
+        if segments is not None and self._needs_path.get(f, True):
+            memo_key = (f, leaf, tuple(segments[:lead])) if lead is not None else None
+        if memo_key is not None:
             got = self._memo.get(memo_key)
             if got is not None:
                 return got
@@ -137,8 +169,20 @@ class Resolver:
         for r in self.matcher.matches(f):
             cr = rules[r]
             if cr.rule.where is not None:
-                caps = binding(r) if cr.where_captures else {}
-                if not checked.test(r, leaf, caps, path):
+                try:
+                    if cr.where_captures:
+                        ok = checked.test(r, leaf, binding(r), path)
+                    else:
+                        ok = self._tests.get((r, leaf))  # type: ignore[assignment]
+                        if ok is None:
+                            ok = self._tests[r, leaf] = checked.test(r, leaf, {}, path)
+                except SpecError:
+                    if not matched:
+                        raise
+                    # Only shadowing depends on rules after the owner: a condition
+                    # that cannot be evaluated on this leaf does not match it.
+                    ok = False
+                if not ok:
                     continue
             matched.append(r)
         self.match_sets.add(tuple(matched))
@@ -147,7 +191,7 @@ class Resolver:
         else:
             owner = matched[0]
             cr = rules[owner]
-            if cr.captures or cr.rule.captures:
+            if segments is not None and cr.rule.captures:
                 caps = binding(owner)
                 for name, value in caps.items():
                     self.bindings.setdefault(name, set()).add(value)
@@ -157,7 +201,7 @@ class Resolver:
                 label, action = cr.label, cr.action
             self.actions.setdefault(label, action)
             result = (owner, label)
-        if segments is None or not self._needs_path.get(f, True):
+        if memo_key is not None:
             self._memo[memo_key] = result
         return result
 

@@ -27,6 +27,7 @@ from partspec import ast
 __all__ = [
     "GROUP_SIZE",
     "Matcher",
+    "capture_keys",
     "compile_patterns",
     "compile_rules",
     "extract_captures",
@@ -541,7 +542,48 @@ def _program(nodes: Sequence[ast.GlobNode]) -> tuple[list[tuple[int, Any, Any]],
     return prog, names
 
 
-_programs: dict[tuple[ast.GlobNode, ...], tuple[list[tuple[int, Any, Any]], list[str]]] = {}
+def _has_sep(nodes: Iterable[ast.GlobNode]) -> bool:
+    for n in nodes:
+        if isinstance(n, ast.Sep) or (isinstance(n, ast.Lit) and "/" in n.text):
+            return True
+        if isinstance(n, ast.Alt) and any(_has_sep(b) for b in n.branches):
+            return True
+    return False
+
+
+def _prefix(nodes: tuple[ast.GlobNode, ...]) -> tuple[tuple[ast.GlobNode, ...], int] | None:
+    """The part of a pattern that decides its captures, and how many segments it spans.
+
+    When every capture comes before the first ``**`` and nothing before it can span a
+    varying number of segments, the captures depend only on that many leading
+    segments of a matching path: ``encoder/layer_<i>/**`` needs two. ``None``
+    otherwise (``**/layer_<i>/**``).
+    """
+    idx = 0
+    for idx, n in enumerate(nodes):  # noqa: B007 - idx is used after the loop
+        if isinstance(n, ast.GlobStar):
+            break
+        if isinstance(n, ast.Alt) and any(_has_sep(b) for b in n.branches):
+            return None
+    else:
+        return None
+    head, tail = nodes[:idx], nodes[idx:]
+    if not head or any(isinstance(n, ast.Capture) for n in tail):
+        return None
+    if isinstance(head[-1], ast.Sep):
+        head = head[:-1]
+    seps = sum(
+        1 if isinstance(n, ast.Sep) else n.text.count("/") if isinstance(n, ast.Lit) else 0
+        for n in head
+    )
+    return head, seps + 1
+
+
+_Compiled = tuple[list[tuple[int, Any, Any]], list[str]]
+_programs: dict[tuple[ast.GlobNode, ...], _Compiled] = {}
+_prefixes: dict[tuple[ast.GlobNode, ...], tuple[_Compiled, int, dict[str, Any]] | None] = {}
+#: Entries per pattern in the memo of captures by leading segments.
+_MEMO_LIMIT = 100_000
 
 
 def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:
@@ -559,11 +601,50 @@ def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str,
     >>> extract_captures(p, ["enc", "kernel"]) is None
     True
     """
-    compiled = _programs.get(pattern.nodes)
+    nodes = pattern.nodes
+    split = _split(nodes)
+    if split is not None:
+        # Captures decided by the leading segments: run on those, memoised by the
+        # leading keys (which fix the leading segments even if a key holds a "/").
+        head_prog, k, memo = split
+        lead = tuple(segments[:k])
+        got = memo.get(lead, False)
+        if got is False:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            head = "/".join(lead)
+            got = memo[lead] = _run(head_prog, "/".join(head.split("/", k)[:k]))
+        return None if got is None else dict(got)
+    compiled = _programs.get(nodes)
     if compiled is None:
-        compiled = _programs[pattern.nodes] = _program(pattern.nodes)
+        compiled = _programs[nodes] = _program(nodes)
+    return _run(compiled, "/".join(segments))
+
+
+def _split(nodes: tuple[ast.GlobNode, ...]) -> tuple[_Compiled, int, dict[Any, Any]] | None:
+    if nodes not in _prefixes:
+        found = _prefix(nodes)
+        _prefixes[nodes] = (_program(found[0]), found[1], {}) if found else None
+    return _prefixes[nodes]
+
+
+def capture_keys(pattern: ast.Pattern) -> int | None:
+    """How many leading keys of a matching path decide ``pattern``'s captures.
+
+    ``None`` when no fixed number does (a capture after a ``**``, as in
+    ``**/layer_<i>/**``).
+
+    >>> import partspec
+    >>> capture_keys(partspec.parse_syntax("enc/layer_<i>/** -> frozen").rules[0].patterns[0])
+    2
+    """
+    split = _split(pattern.nodes)
+    return None if split is None else split[1]
+
+
+def _run(compiled: _Compiled, text: str) -> dict[str, str] | None:
+    """Run a capture program over a path's text."""
     prog, names = compiled
-    text = "/".join(segments)
     clist: list[tuple[int, tuple[int, ...]]] = []
     seen: set[int] = set()
 

@@ -367,7 +367,7 @@ def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], A
             s = matcher.key(matcher.sep(s) if i else s, seg)
         lab = resolver.static(s)
         if lab is DYNAMIC:
-            lab = resolver.resolve(s, leaf_info(leaf) if _is_array_like(leaf) else None, segs)[1]
+            lab = resolver.resolve(s, leaf_info(leaf), segs)[1]
         if lab is None:
             out.append((segs, leaf))
     return out
@@ -435,15 +435,16 @@ def compile(
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
     checked = check_spec(spec, {**(values or {}), **kwvalues})
     try:
+        leaves = None
         if checked.counted:
             # `count(i)`: the distinct values of capture i over the tree, then check again.
             leaves = leaf_segments(params)
-            infos = [leaf_info(x) if _is_array_like(x) else None for _, x in leaves]
+            infos = [leaf_info(x) for _, x in leaves]
             paths = [segs for segs, _ in leaves]
-            collected = _resolve_paths(checked, paths, infos, collect=True)  # type: ignore[arg-type]
+            collected = _resolve_paths(checked, paths, infos, collect=True)
             checked = checked.with_counts(collected.counts())
         resolver = Resolver(checked, matcher_for(checked))
-        labels = label_tree(resolver, params)
+        labels = label_tree(resolver, params, leaves)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
 
         def uncovered_paths() -> list[str]:

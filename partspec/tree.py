@@ -18,6 +18,7 @@ import numpy as np
 
 from partspec.checker import LeafInfo
 from partspec.coverage import DYNAMIC, Resolver
+from partspec.errors import SpecError
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 
@@ -103,7 +104,19 @@ def leaf_info(leaf: Any) -> LeafInfo:
     if shape is None or dtype is None:
         arr = np.asarray(leaf)
         shape, dtype = arr.shape, jax.dtypes.canonicalize_dtype(arr.dtype)
-    return LeafInfo(tuple(int(d) for d in shape), np.dtype(dtype).name)
+    try:
+        key = (shape, dtype)
+        info = _infos.get(key)
+    except TypeError:  # an unhashable shape or dtype
+        key, info = None, None
+    if info is None:
+        info = LeafInfo(tuple(int(d) for d in shape), np.dtype(dtype).name)
+        if key is not None and len(_infos) < 10_000:
+            _infos[key] = info
+    return info
+
+
+_infos: dict[tuple[Any, Any], LeafInfo] = {}
 
 
 _UNCOVERED: Any = type("_Uncovered", (), {"__repr__": lambda self: "UNCOVERED"})()
@@ -118,11 +131,16 @@ class _Pending:
         self.f, self.info = f, info
 
 
-def label_tree(resolver: Resolver, tree: Any) -> Any:
+def label_tree(
+    resolver: Resolver,
+    tree: Any,
+    segments: list[tuple[tuple[str, ...], Any]] | None = None,
+) -> Any:
     """Label every leaf of ``tree`` with the label of the rule that owns it.
 
     Returns the label tree: same structure and container types as ``tree``, ``None``
     for uncovered leaves. The resolver records the outcomes (coverage, labels in use).
+    ``segments`` is ``leaf_segments(tree)`` if the caller has it already.
     """
     matcher = resolver.matcher
     keys_of = matcher._keys
@@ -133,7 +151,7 @@ def label_tree(resolver: Resolver, tree: Any) -> Any:
     # When some labels need paths, they are resolved after the walk by lining the
     # label tree's leaves up with the tree's: an uncovered leaf must then not be
     # ``None``, which JAX takes for an empty subtree.
-    may_pend = any(r.captures or r.where_captures for r in resolver.checked.rules)
+    may_pend = resolver.may_need_paths
     uncovered = _UNCOVERED if may_pend else None
 
     def leaf(f: int, v: Any) -> Any:
@@ -200,21 +218,32 @@ def label_tree(resolver: Resolver, tree: Any) -> Any:
             [visit(c, step(s, key)) if key is not None else visit(c, s) for key, c in pairs]
         )
 
-    start = matcher.start
-    kind = _NODE if type(tree) in (dict, list, tuple) or tree is None else _kind(tree)
-    if kind == _LEAF:
-        result = leaf(start, tree)
-    elif kind == _VAR:
-        pairs, treedef = _children(tree)
-        result = treedef.unflatten(
-            [visit(c, start) if _kind(c) != _NODE else walk(c, start) for _, c in pairs]
-        )
-    else:
-        result = walk(tree, start)
+    try:
+        start = matcher.start
+        kind = _NODE if type(tree) in (dict, list, tuple) or tree is None else _kind(tree)
+        if kind == _LEAF:
+            result = leaf(start, tree)
+        elif kind == _VAR:
+            pairs, treedef = _children(tree)
+            result = treedef.unflatten(
+                [visit(c, start) if _kind(c) != _NODE else walk(c, start) for _, c in pairs]
+            )
+        else:
+            result = walk(tree, start)
+    except SpecError:
+        # A condition failed on some leaf: find it again with its path, for the message.
+        for segs, x in segments if segments is not None else leaf_segments(tree):
+            s = matcher.start
+            for i, seg in enumerate(segs):
+                s = matcher.key(matcher.sep(s) if i else s, seg)
+            if resolver.static(s) is DYNAMIC:
+                resolver.resolve(s, leaf_info(x), segs)
+        raise
     if may_pend:
         flat, treedef = jax.tree_util.tree_flatten(result)
         if pending:
-            segments = leaf_segments(tree)
+            if segments is None:
+                segments = leaf_segments(tree)
             assert len(flat) == len(segments)
             flat = [
                 resolver.resolve(lab.f, lab.info, segs)[1] if isinstance(lab, _Pending) else lab
