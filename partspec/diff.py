@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from partspec import ast
-from partspec.checker import OptaxCall, ScaledSchedule, Unset
+from partspec.checker import OptaxCall, ScaledSchedule, Unset, Until
 from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.manifest import Leaf, leaves_to_shape_tree
 from partspec.parser import parse
@@ -266,6 +266,8 @@ def _value_text(v: Any) -> str:
         args = [_value_text(a) for a in v.args]
         args += [f"{k}={_value_text(x)}" for k, x in v.kwargs]
         return f"{v.name}({', '.join(args)})"
+    if isinstance(v, Until):
+        return f"frozen until {v.at} then {_value_text(v.then)}"
     if isinstance(v, ScaledSchedule):
         return f"{v.factor!r} * {_value_text(v.schedule)}"
     if isinstance(v, Unset):  # pragma: no cover - compile() requires every value
@@ -283,16 +285,17 @@ def _value_text(v: Any) -> str:
 
 def _actions(plan: Any) -> dict[str, str]:
     """Label in use -> its evaluated action, as text (``frozen`` for frozen labels)."""
-    out: dict[str, str] = {}
-    for cr in plan.checked.rules:
-        if cr.label in plan.transforms and cr.label not in out:
-            out[cr.label] = "frozen" if cr.action is None else _value_text(cr.action)
-    return out
+    return {
+        lab: "frozen" if a is None else _value_text(a)
+        for lab, a in plan.actions.items()
+        if lab in plan.transforms
+    }
 
 
 def _named(plan: Any) -> set[str]:
-    """The labels given with ``as NAME``."""
-    return {cr.label for cr in plan.checked.rules if cr.rule.label is not None}
+    """The labels given with ``as NAME`` (``NAME[i=3]`` for a rule with captures)."""
+    names = {cr.label for cr in plan.checked.rules if cr.rule.label is not None}
+    return {lab for lab in plan.transforms if lab in names or lab.split("[", 1)[0] in names}
 
 
 def _key_text(key: Any) -> str:
@@ -354,6 +357,10 @@ def _same(a: Any, b: Any) -> bool:
         tuple(x.shape) == tuple(y.shape) and x.dtype == y.dtype
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
     )
+
+
+#: The ``label`` of state differences in the state of the ``global`` transforms.
+GLOBAL_LABEL = "(global)"
 
 
 def _differences(label: str, old: Any, new: Any) -> list[StateDifference]:
@@ -421,6 +428,7 @@ def diff(
       TreeInputError: ``leaves`` that do not form a tree, or an unknown dtype.
     """
     import jax
+    import optax
 
     from partspec.tree import leaf_paths
 
@@ -445,8 +453,8 @@ def diff(
 
     old_labels = tuple(old_plan.transforms)
     new_labels = tuple(new_plan.transforms)
-    old_inner = old_state.inner_states
-    new_inner = new_state.inner_states
+    old_inner = old_plan.partition_state(old_state).inner_states
+    new_inner = new_plan.partition_state(new_state).inner_states
 
     only_old = [lab for lab in old_labels if lab not in new_plan.transforms]
     only_new = [lab for lab in new_labels if lab not in old_plan.transforms]
@@ -472,9 +480,19 @@ def diff(
         (changed if found else kept).append(lab)
         differences += found
 
+    # The state of the `global` transforms (before the partition in a chain), if any.
+    old_rest = () if isinstance(old_state, optax.PartitionState) else tuple(old_state[:-1])
+    new_rest = () if isinstance(new_state, optax.PartitionState) else tuple(new_state[:-1])
+    global_diffs = _differences(GLOBAL_LABEL, old_rest, new_rest)
+    differences += global_diffs
+
     restorable = _same(old_state, new_state)
-    # The whole state is the dict of the labels' states: identical iff nothing changed.
-    assert restorable == (not (only_old or only_new or changed)), (only_old, only_new, changed)
+    # The whole state is the labels' states (and the globals'): identical iff nothing changed.
+    assert restorable == (not (only_old or only_new or changed or global_diffs)), (
+        only_old,
+        only_new,
+        changed,
+    )
     return DiffReport(
         old_spec=old.filename,
         new_spec=new.filename,
@@ -533,6 +551,8 @@ def _reasons(r: DiffReport) -> list[str]:
     out += [f"label `{lab}` is removed" for lab in r.removed]
     out += [f"label `{lab}` is added" for lab in r.added]
     out += [f"the state of `{lab}` changes" for lab in r.changed]
+    if any(d.label == GLOBAL_LABEL for d in r.state_differences):
+        out.append("the state of the `global` transforms changes")
     return out
 
 

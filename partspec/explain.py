@@ -450,7 +450,8 @@ def _state_bytes(
     """Optimizer-state bytes per label (0 for frozen labels)."""
     if n_leaves <= DIRECT_EVAL_MAX_LEAVES:
         state = jax.eval_shape(plan.tx.init, tree)
-        return {lab: _tree_nbytes(state.inner_states[lab]) for lab in plan.transforms}
+        inner = plan.partition_state(state).inner_states
+        return {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}
     return {
         lab: 0
         if lab in plan.frozen_labels

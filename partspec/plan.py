@@ -171,6 +171,20 @@ class Plan:
     frozen_labels: frozenset[str] = field(default_factory=frozenset)
     unfreeze_steps: Mapping[str, int] = field(default_factory=dict)
     label_fn: Callable[[Any], Any] | None = field(default=None, repr=False)
+    actions: Mapping[str, Action] = field(default_factory=dict, repr=False)
+
+    def partition_state(self, state: Any) -> optax.PartitionState:
+        """The ``optax.PartitionState`` inside a state made by ``tx.init``.
+
+        That is the state itself, or, with ``global`` transforms, the last part of
+        the chain's state.
+        """
+        if isinstance(state, optax.PartitionState):
+            return state
+        last = state[-1] if isinstance(state, tuple) and state else None
+        if isinstance(last, optax.PartitionState):
+            return last
+        raise TypeError(f"not a state made by this plan's tx.init: {type(state).__name__}")
 
     def labels_for(self, tree: Any) -> Any:
         """The label tree of another tree with these parameters' paths (NNX state, grads)."""
@@ -504,8 +518,18 @@ def compile(
     part = optax.partition(transforms, labels_for)
     frozen_set = frozenset(frozen_labels)
     tx = _with_globals(checked, part, labels_for, unfreeze, frozen_set)
+    actions = {lab: a for lab, a in resolver.used_actions().items() if lab in transforms}
     return Plan(
-        spec, checked, labels, transforms, tx, tuple(warns), frozen_set, unfreeze, labels_for
+        spec,
+        checked,
+        labels,
+        transforms,
+        tx,
+        tuple(warns),
+        frozen_set,
+        unfreeze,
+        labels_for,
+        actions,
     )
 
 
