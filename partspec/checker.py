@@ -633,6 +633,13 @@ class _Checker:
                         f"{type_name(at)}{shown}",
                         act.until.span,
                     )
+                if fixed > _MAX_STEP:
+                    raise _diag(
+                        "E403",
+                        f"`until {fixed}` is beyond the step counter's range (at most "
+                        f"{_MAX_STEP:,} updates, as optax counts in int32)",
+                        act.until.span,
+                    )
                 at = fixed
             then = self._optimizer(act.then)
             return Until(at, then)
@@ -977,6 +984,8 @@ class _Checker:
 
 
 _BAD: Any = object()
+#: The largest update number optax's int32 step counters reach.
+_MAX_STEP = 2**31 - 1
 #: Functions of the language itself (not optax).
 _BUILTINS = frozenset({"count"})
 
