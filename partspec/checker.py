@@ -182,6 +182,7 @@ class CheckedSpec:
     globals: tuple[OptaxCall | Unset, ...] = ()
     counted: frozenset[str] = frozenset()
     inputs: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    counts: Mapping[str, int] | None = field(default=None, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -196,7 +197,7 @@ class CheckedSpec:
     def _evaluator(self) -> _Checker:
         ev: _Checker | None = self.__dict__.get("_ev")
         if ev is None:
-            ev = _Checker(self.spec, None, False)
+            ev = _Checker(self.spec, None, False, self.counts)
             ev.env = dict(self.values)
             object.__setattr__(self, "_ev", ev)
         return ev
@@ -232,6 +233,7 @@ class CheckedSpec:
         try:
             with ev.scope(captures, leaf):
                 result = ev.eval(rule.where)
+                ev._want_bool(result, rule.where, "a `where` condition")
         except _Fail as f:
             raise SpecError([self.spec.attach(_for_leaf(f.diag, path, leaf, captures))]) from None
         return result is True
@@ -285,9 +287,8 @@ def _for_leaf(
     hint = diag.hint
     if any(isinstance(v, str) for v in captures.values()) and diag.code == "E403":
         hint = (
-            "a capture is an integer only where the text is all digits; restrict it, for "
-            "example `layer_{0..99}` instead of `layer_<i>`, or add a rule for these paths "
-            "above this one"
+            "a capture is an integer only where its text is all digits: keep these paths "
+            "out of the rule with `except`, or give them a rule of their own above it"
         )
     return dataclasses.replace(diag, message=f"for `{path}`{where}: {diag.message}", hint=hint)
 
@@ -400,6 +401,7 @@ class _Checker:
         self.require_values = require
         self.counts = counts
         self.counted: set[str] = set()
+        self.counted_lets: set[str] = set()
         # While evaluating a rule: its captures (name -> value, or Unset while checking
         # without a tree) and the leaf a `where` condition looks at (a sample while
         # checking, in which case `and`/`or` evaluate both sides to check their types).
@@ -461,6 +463,12 @@ class _Checker:
                 elif isinstance(stmt, ast.Let):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.env[stmt.name] = self.eval(stmt.value)
+                    if any(
+                        (isinstance(n, ast.Call) and n.func in _BUILTINS)
+                        or (isinstance(n, ast.Name) and n.id in self.counted_lets)
+                        for n in _nodes_in(stmt.value)
+                    ):
+                        self.counted_lets.add(stmt.name)
                 elif isinstance(stmt, ast.Param):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.env[stmt.name] = self._param(stmt)
@@ -480,6 +488,7 @@ class _Checker:
             tuple(globals_),
             frozenset(self.counted),
             self.inputs if self.inputs is not None else {},
+            self.counts,
         )
 
     def _global(self, stmt: ast.Global) -> OptaxCall | Unset:
@@ -587,6 +596,7 @@ class _Checker:
             # While checking, captures have no values yet: each is an unset integer.
             with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
                 if rule.where is not None:
+                    self._no_count(rule.where)
                     cond = self.eval(rule.where)
                     self._want_bool(cond, rule.where, "a `where` condition")
                 self.leaf = None
@@ -661,6 +671,24 @@ class _Checker:
             )
         assert isinstance(value, OptaxCall)
         return value
+
+    def _no_count(self, where: ast.Expr) -> None:
+        """A condition decides which rule owns a leaf, so it cannot use ``count()``,
+        which counts over the leaves the rules own."""
+        for node in _nodes_in(where):
+            uses = isinstance(node, ast.Call) and node.func in _BUILTINS
+            if isinstance(node, ast.Name) and node.id in self.env:
+                v = self.env[node.id]
+                uses = isinstance(v, Unset) and v.name.startswith("count(")
+                uses = uses or (self.counts is not None and node.id in self.counted_lets)
+            if uses:
+                raise _diag(
+                    "E403",
+                    "a `where` condition cannot use `count(...)`: the count depends on "
+                    "which leaves the rules own, which the conditions decide",
+                    node.span,
+                    hint="compare the capture with a number or a `param` instead",
+                )
 
     def _want_bool(self, v: Value, e: ast.Expr, what: str) -> None:
         if not isinstance(v, (bool, Unset)):
@@ -770,7 +798,8 @@ class _Checker:
                     f'unknown dtype "{y}"',
                     span,
                     hint=did_you_mean(y, LEAF_DTYPES)
-                    or "dtype names are NumPy's: " + ", ".join(f'"{d}"' for d in sorted(DTYPES)),
+                    or "dtype names are NumPy's: "
+                    + ", ".join(f'"{d}"' for d in sorted(LEAF_DTYPES)),
                 )
         kinds = {_kind(a), _kind(b)}
         if len(kinds) > 1 and "none" not in kinds:
@@ -778,7 +807,9 @@ class _Checker:
                 "E403",
                 f"cannot compare {type_name(a)} with {type_name(b)}",
                 a_span.to(b_span),
-                hint='shape is a list (`shape == [768]`), dtype a string (`dtype == "float32"`)',
+                hint='shape is a list (`shape == [768]`), dtype a string (`dtype == "float32"`)'
+                if any(isinstance(x, (tuple, DTypeName)) for x in (a, b))
+                else "a capture is an integer where its text is all digits, else a string",
             )
 
     def _name(self, e: ast.Name) -> Value:
@@ -813,6 +844,13 @@ class _Checker:
                 f"`{e.id}` is used before it is defined (line {later[0].span.line})",
                 e.span,
                 hint="move the `let`/`param` above its first use",
+            )
+        if e.id in _BUILTINS:
+            raise _diag(
+                "E301",
+                f"`{e.id}` is a built-in function, not a value",
+                e.span,
+                hint=f"call it with a capture's name: `{e.id}(i)`",
             )
         if e.id in TABLE:
             raise _diag(
@@ -1016,19 +1054,27 @@ def _item_spans(e: ast.Expr) -> list[Span]:
     return [e.span] * 10_000  # the list came from a name: point at it
 
 
-def _names_in(node: Any) -> set[str]:
-    """The names an expression (or action) reads."""
-    out: set[str] = set()
+def _nodes_in(node: Any) -> list[Any]:
+    """Every AST node under ``node`` (itself included)."""
+    out: list[Any] = []
     stack = [node]
     while stack:
         n = stack.pop()
-        if isinstance(n, ast.Name):
-            out.add(n.id)
-        elif isinstance(n, (tuple, list)):
+        if isinstance(n, (tuple, list)):
             stack.extend(n)
-        elif dataclasses.is_dataclass(n):
+        elif dataclasses.is_dataclass(n) and not isinstance(n, Span):
+            out.append(n)
             stack.extend(getattr(n, f.name) for f in dataclasses.fields(n) if f.name != "span")
     return out
+
+
+def _names_in(node: Any) -> set[str]:
+    """The names an expression (or action) reads as values (not ``count(i)``'s capture)."""
+    nodes = _nodes_in(node)
+    counted = {
+        id(a) for n in nodes if isinstance(n, ast.Call) and n.func in _BUILTINS for a in n.args
+    }
+    return {n.id for n in nodes if isinstance(n, ast.Name) and id(n) not in counted}
 
 
 def _from_python(raw: Any) -> Value:

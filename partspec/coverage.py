@@ -214,7 +214,7 @@ class Resolver:
 
     def counts(self) -> Mapping[str, int]:
         """``count(name)``: how many distinct values each capture took."""
-        return {name: len(values) for name, values in self.bindings.items()}
+        return {name: len(self.bindings.get(name, ())) for name in self.checked.counted}
 
 
 def rule_diagnostics(

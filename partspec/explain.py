@@ -438,6 +438,8 @@ def _lhs(rule: ast.Rule) -> str:
     text = ", ".join(format_pattern(p) for p in rule.patterns)
     if rule.excepts:
         text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
+    if rule.where is not None:
+        text += " where " + format_expr(rule.where)
     return text
 
 

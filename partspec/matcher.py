@@ -580,6 +580,7 @@ def _prefix(nodes: tuple[ast.GlobNode, ...]) -> tuple[tuple[ast.GlobNode, ...], 
 
 
 _Compiled = tuple[list[tuple[int, Any, Any]], list[str]]
+_whole: dict[tuple[ast.GlobNode, ...], Matcher] = {}
 _programs: dict[tuple[ast.GlobNode, ...], _Compiled] = {}
 _prefixes: dict[tuple[ast.GlobNode, ...], tuple[_Compiled, int, dict[str, Any]] | None] = {}
 #: Entries per pattern in the memo of captures by leading segments.
@@ -604,6 +605,12 @@ def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str,
     nodes = pattern.nodes
     split = _split(nodes)
     if split is not None:
+        # The leading segments decide the captures, but the whole path must match.
+        whole = _whole.get(nodes)
+        if whole is None:
+            whole = _whole[nodes] = compile_patterns([pattern])
+        if not whole.match(segments):
+            return None
         # Captures decided by the leading segments: run on those, memoised by the
         # leading keys (which fix the leading segments even if a key holds a "/").
         head_prog, k, memo = split

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 import partspec
@@ -94,8 +94,25 @@ def test_expressions_round_trip_through_format(expr: ast.Expr) -> None:
 
 @given(st.lists(S.rules(), min_size=1, max_size=4))
 def test_valid_specs_round_trip_and_stay_valid(rules: list[ast.Rule]) -> None:
+    _check_valid_round_trip(rules)
+
+
+@given(
+    st.lists(
+        st.one_of(S.extended_rules(), S.extended_rules(), S.global_statements()),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_valid_specs_with_captures_conditions_until_and_globals_round_trip(
+    statements: list[ast.Rule | ast.Global],
+) -> None:
+    _check_valid_round_trip(statements)
+
+
+def _check_valid_round_trip(statements: list[ast.Rule] | list[ast.Rule | ast.Global]) -> None:
     prelude = partspec.parse(S.PRELUDE).statements
-    spec = ast.Spec((*prelude, *rules))
+    spec = ast.Spec((*prelude, *statements))
     text = format_spec(spec)
     try:
         reparsed = partspec.parse(text)
@@ -105,6 +122,15 @@ def test_valid_specs_round_trip_and_stay_valid(rules: list[ast.Rule]) -> None:
         return
     assert reparsed == spec
     assert partspec.format(reparsed) == text
+
+
+@given(S.syntax_specs())
+def test_specs_of_every_statement_round_trip_through_format(spec: ast.Spec) -> None:
+    # Captures, `where` conditions, `frozen until`, `global` and `include` (left
+    # unresolved by parse_syntax), with any nesting of operators.
+    text = format_spec(spec)
+    assert parse_syntax(text) == spec, text
+    assert format_spec(parse_syntax(text)) == text
 
 
 # ---------------------------------------------------------------- robustness
@@ -241,6 +267,193 @@ def test_uncovered_leaves_are_an_error_listing_them(tree: object) -> None:
     assert diag.code == "E501"
     listed = [n.removeprefix("not covered: ") for n in diag.notes if n.startswith("not covered")]
     assert listed == [p or "<root>" for p in uncovered][: len(listed)]
+
+
+# ---------------------------------------------------------------- labels: conditions and captures
+
+
+def _parse_action(text: str) -> ast.Frozen | ast.FrozenUntil | ast.Expr:
+    return parse_syntax(f"x -> {text}").rules[0].action
+
+
+_GLOBSTAR = ast.Pattern((ast.GlobStar(),))
+_CATCH_ALL = ast.Rule((_GLOBSTAR,), (), ast.Frozen(), "rest")
+
+
+def _compile_quietly(spec: ast.Spec, tree: object) -> partspec.Plan:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", partspec.SpecWarning)  # unused or shadowed rules
+        return partspec.compile(spec, tree)
+
+
+def _reference_owners(
+    rules: list[ast.Rule], tree: object
+) -> list[tuple[str, int, dict[str, int | str]] | None]:
+    """Per leaf: (label base, rule index, capture values) of the first rule that owns it."""
+    out: list[tuple[str, int, dict[str, int | str]] | None] = []
+    for segs, leaf in leaf_segments(tree):
+        shape, dtype = S.naive_leaf_info(leaf)
+        owner = None
+        for index, rule in enumerate(rules):
+            found = (S.naive_captures(p, segs) for p in rule.patterns)
+            texts = next((c for c in found if c is not None), None)
+            if texts is None or any(S.naive_match(p, segs) for p in rule.excepts):
+                continue
+            values = {k: S.capture_value(v) for k, v in texts.items()}
+            if rule.where is not None and not S.naive_condition(rule.where, shape, dtype, values):
+                continue
+            assert rule.label is not None
+            owner = (rule.label, index, values)
+            break
+        out.append(owner)
+    return out
+
+
+#: Trees of leaves with assorted shapes and dtypes (built once: building is slow).
+_SHAPED_TREES = S.param_trees(leaves=S.shaped_leaves(), max_leaves=8)
+_CONDITIONS = st.one_of(st.none(), S.leaf_conditions())
+
+
+@given(_SHAPED_TREES)
+def test_label_tree_mirrors_params_under_leaf_conditions(tree: object) -> None:
+    spec = "** where ndim == 1 -> sgd(0.1)\n** where size > 2 -> adam(1e-3)\n** -> frozen"
+    plan = _compile_quietly(partspec.parse(spec), tree)
+    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
+    want = []
+    for _, leaf in leaf_segments(tree):
+        shape, _ = S.naive_leaf_info(leaf)
+        size = int(np.prod(shape, dtype=np.int64))
+        want.append("sgd(0.1)" if len(shape) == 1 else "adam(0.001)" if size > 2 else "frozen")
+    assert jax.tree.leaves(plan.labels) == want
+
+
+_CONDITION_ACTIONS = ["sgd(0.1)", "adam(1e-3)", "frozen", "frozen until 5 then sgd(0.5)"]
+
+
+@given(st.data())
+def test_label_tree_mirrors_params_under_generated_conditions(data: st.DataObject) -> None:
+    tree = data.draw(_SHAPED_TREES)
+    paths = [segs for segs, _ in leaf_segments(tree)]
+    pattern = st.one_of(st.just(_GLOBSTAR), st.sampled_from(paths).flatmap(S.patterns_for))
+    rules = [
+        ast.Rule(
+            (data.draw(pattern),),
+            tuple(data.draw(st.lists(pattern, max_size=1))),
+            _parse_action(data.draw(st.sampled_from(_CONDITION_ACTIONS))),
+            f"r{n}",
+            where=data.draw(_CONDITIONS),
+        )
+        for n in range(data.draw(st.integers(1, 4)))
+    ]
+    if data.draw(st.booleans()):
+        rules.append(_CATCH_ALL)
+    want = [owner[0] if owner else None for owner in _reference_owners(rules, tree)]
+    event("uncovered" if None in want else "covered")
+    if None in want:
+        with pytest.raises(partspec.SpecError) as info:
+            _compile_quietly(ast.Spec(tuple(rules)), tree)
+        (diag,) = info.value.diagnostics
+        assert diag.code == "E501"
+        uncovered = [
+            "/".join(s) or "<root>" for (s, _), w in zip(leaf_segments(tree), want) if not w
+        ]
+        listed = [
+            n.removeprefix("not covered: ") for n in diag.notes if n.startswith("not covered")
+        ]
+        assert listed == uncovered[: len(listed)] and listed
+        return
+    plan = _compile_quietly(ast.Spec(tuple(rules)), tree)
+    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
+    assert jax.tree.leaves(plan.labels) == want
+
+
+#: (action, whether it uses the capture ``k``, whether ``k`` must then be a number).
+_CAPTURE_ACTIONS = [
+    ("sgd(0.1)", False, False),
+    ("frozen", False, False),
+    ("sgd(0.1, nesterov=k == none)", True, False),
+    ("sgd(0.5 * (k + 1))", True, True),
+]
+
+
+@given(st.data())
+def test_label_tree_mirrors_params_with_captures(data: st.DataObject) -> None:
+    tree = data.draw(_SHAPED_TREES)
+    paths = [segs for segs, _ in leaf_segments(tree)]
+    rules: list[ast.Rule] = []
+    uses: list[tuple[bool, bool]] = []
+    for n in range(data.draw(st.integers(1, 4))):
+        if data.draw(st.integers(0, 2)):
+            pattern = data.draw(
+                st.one_of(
+                    st.just(partspec.parse_syntax("**/<k> -> frozen").rules[0].patterns[0]),
+                    st.sampled_from(paths).flatmap(S.capture_patterns_for),
+                )
+            )
+            action, used, numeric = data.draw(
+                st.sampled_from(_CAPTURE_ACTIONS + _CAPTURE_ACTIONS[2:])
+            )
+        else:
+            pattern = data.draw(st.sampled_from(paths).flatmap(S.patterns_for))
+            action, used, numeric = data.draw(st.sampled_from(_CAPTURE_ACTIONS[:2]))
+        where = data.draw(_CONDITIONS)
+        rules.append(ast.Rule((pattern,), (), _parse_action(action), f"s{n}", where=where))
+        uses.append((used, numeric))
+    rules.append(_CATCH_ALL)
+    uses.append((False, False))
+    owners = _reference_owners(rules, tree)
+    bad = [
+        "/".join(segs)
+        for (segs, _), owner in zip(leaf_segments(tree), owners)
+        if owner and uses[owner[1]][1] and isinstance(owner[2]["k"], str)
+    ]
+    event("non-numeric capture in arithmetic" if bad else "compiles")
+    if bad:
+        # A capture that is not all digits, in arithmetic: an error naming such a leaf.
+        with pytest.raises(partspec.SpecError) as info:
+            _compile_quietly(ast.Spec(tuple(rules)), tree)
+        (diag,) = info.value.diagnostics
+        assert diag.code == "E403"
+        assert any(diag.message.startswith(f"for `{p}` (k = ") for p in bad), diag.message
+        return
+    plan = _compile_quietly(ast.Spec(tuple(rules)), tree)
+    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
+    want = [
+        None
+        if owner is None
+        else S.bound_label(owner[0], {"k": owner[2]["k"]})
+        if uses[owner[1]][0]
+        else owner[0]
+        for owner in owners
+    ]
+    assert jax.tree.leaves(plan.labels) == want
+    assert set(plan.transforms) == set(want)
+    event("per-binding labels" if any("[" in w for w in want if w) else "no per-binding labels")
+
+
+def test_conditions_of_later_rules_do_not_see_leaves_an_earlier_rule_owns() -> None:
+    params = {"a": jnp.ones(3), "b": jnp.ones((2, 5))}
+    spec = "** where ndim < 2 -> frozen\n** where shape[1] == 5 -> adam(1e-3)\n** -> sgd(0.1)"
+    plan = _compile_quietly(partspec.parse(spec), params)
+    assert plan.labels == {"a": "frozen", "b": "adam(0.001)"}
+
+
+def test_condition_errors_name_the_leaf_path() -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.compile("** where shape[1] == 5 -> adam(1e-3)", {"a": {"b": jnp.ones(3)}})
+    (diag,) = info.value.diagnostics
+    assert diag.code == "E406"
+    assert diag.message.startswith("for `a/b` (shape [3], dtype float32): index 1")
+
+
+def test_uncovered_leaves_beside_python_numbers_under_conditions() -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.compile("** where ndim == 0 -> sgd(0.1)", {"a": 1.0, "b": jnp.ones(2)})
+    (diag,) = info.value.diagnostics
+    assert diag.code == "E501"
+    assert "not covered: b" in diag.notes
 
 
 # ---------------------------------------------------------------- frozen leaves stay frozen
