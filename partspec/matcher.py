@@ -40,6 +40,25 @@ _CHAR, _ANY, _CLASS, _SEP = 0, 1, 2, 3
 SEP = None
 
 
+def _globstar_at(nodes: Sequence[ast.GlobNode], i: int) -> str | None:
+    """Which ``**`` construct starts at ``nodes[i]``, if any.
+
+    ``"/**"`` (a trailing ``/**``: zero or more ``/segment``), ``"**/"`` (zero or more
+    ``segment/``) or ``"**"`` (any path at all); the first consumes two nodes.
+    """
+    node, n = nodes[i], len(nodes)
+    if (
+        isinstance(node, ast.Sep)
+        and i == n - 2
+        and i > 0
+        and isinstance(nodes[i + 1], ast.GlobStar)
+    ):
+        return "/**"
+    if isinstance(node, ast.GlobStar):
+        return "**/" if i + 1 < n and isinstance(nodes[i + 1], ast.Sep) else "**"
+    return None
+
+
 def _same_len(a: str, b: str) -> list[list[tuple[int, int]]]:
     n = len(a)
     if n == 1:
@@ -109,12 +128,8 @@ class _NFA:
         n = len(nodes)
         while i < n:
             node = nodes[i]
-            if (
-                isinstance(node, ast.Sep)
-                and i == n - 2
-                and i > 0
-                and isinstance(nodes[i + 1], ast.GlobStar)
-            ):
+            star = _globstar_at(nodes, i)
+            if star == "/**":
                 # Trailing "/**": zero or more "/segment".
                 key: tuple[int, object] = (cur, "/**")
                 m = share.get(key)
@@ -127,9 +142,9 @@ class _NFA:
                     share[key] = m
                 cur, i = m, i + 2
                 continue
-            if isinstance(node, ast.GlobStar):
-                slash = i + 1 < n and isinstance(nodes[i + 1], ast.Sep)
-                key = (cur, "**/" if slash else "**")
+            if star is not None:
+                slash = star == "**/"
+                key = (cur, star)
                 loop = share.get(key)
                 if loop is None:
                     loop = self.new()
@@ -467,12 +482,8 @@ def _program(nodes: Sequence[ast.GlobNode]) -> tuple[list[tuple[int, Any, Any]],
         i, n = 0, len(nodes)
         while i < n:
             node = nodes[i]
-            if (
-                isinstance(node, ast.Sep)
-                and i == n - 2
-                and i > 0
-                and isinstance(nodes[i + 1], ast.GlobStar)
-            ):
+            star = _globstar_at(nodes, i)
+            if star == "/**":
                 # Trailing "/**": zero or more "/segment".
                 def slash_segment() -> None:
                     emit(_I_SEP)
@@ -481,8 +492,8 @@ def _program(nodes: Sequence[ast.GlobNode]) -> tuple[list[tuple[int, Any, Any]],
                 lazy_loop(slash_segment)
                 i += 2
                 continue
-            if isinstance(node, ast.GlobStar):
-                if i + 1 < n and isinstance(nodes[i + 1], ast.Sep):
+            if star is not None:
+                if star == "**/":
                     # "**/": zero or more "segment/".
                     def segment() -> None:
                         lazy_loop(lambda: emit(_I_ANY))

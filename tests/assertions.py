@@ -1,4 +1,4 @@
-"""Bit-level assertions shared by the tests."""
+"""Assertions shared by the tests: bit-level equality, format round trips."""
 
 from __future__ import annotations
 
@@ -23,3 +23,14 @@ def assert_bitwise_equal(a: Any, b: Any) -> None:
     assert la, "no leaves to compare"
     for x, y in zip(la, lb):
         np.testing.assert_array_equal(bits(x), bits(y))
+
+
+def assert_format_round_trip(text: str) -> str:
+    """``parse(format(spec)) == spec`` and formatting is stable; returns the formatted text."""
+    import partspec
+
+    spec = partspec.parse(text)
+    formatted = partspec.format(spec)
+    assert partspec.parse(formatted) == spec
+    assert partspec.format(partspec.parse(formatted)) == formatted
+    return formatted

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import partspec
 from tests import strategies as S
-from tests.assertions import assert_bitwise_equal, bits
+from tests.assertions import assert_bitwise_equal, assert_format_round_trip, bits
 from tests.models import Classifier
 
 NEG_ZERO = 0x80000000
@@ -388,10 +388,7 @@ def test_global_uses_lets_and_params() -> None:
     ],
 )
 def test_format_round_trip(text: str) -> None:
-    spec = partspec.parse(text)
-    formatted = partspec.format(spec)
-    assert partspec.parse(formatted) == spec
-    assert partspec.format(partspec.parse(formatted)) == formatted
+    formatted = assert_format_round_trip(text)
 
     # The statements keep their places and their order.
     def shape(t: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import tempfile
@@ -16,11 +15,11 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec import ast
-from partspec.cli import main
 from partspec.errors import Diagnostic, Span, SpecError
 from partspec.include import MAX_INCLUDE_DEPTH, relocate, resolve_includes
 from partspec.parser import parse_syntax
 from tests.strategies import patterns
+from tests.test_cli import run
 
 
 def write(path: Path, text: str) -> Path:
@@ -39,17 +38,6 @@ def error_of(fn: object, *args: object, **kwargs: object) -> Diagnostic:
 
 def pats(spec: ast.Spec) -> list[str]:
     return [", ".join(partspec.format_pattern(p) for p in r.patterns) for r in spec.rules]
-
-
-def run(*argv: str, cwd: Path) -> tuple[int, str]:
-    out = io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        code = main(list(argv), out=out)
-    finally:
-        os.chdir(old)
-    return code, out.getvalue()
 
 
 def spans(node: object) -> Iterator[Span]:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec.plan import UntilState
 from tests import strategies as S
-from tests.assertions import assert_bitwise_equal, bits
+from tests.assertions import assert_bitwise_equal, assert_format_round_trip, bits
 
 
 def _normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
@@ -542,10 +542,7 @@ def test_named_until_label_survives_an_edit_of_n() -> None:
     ],
 )
 def test_format_round_trip(text: str) -> None:
-    spec = partspec.parse(text)
-    formatted = partspec.format(spec)
-    assert partspec.parse(formatted) == spec
-    assert partspec.format(partspec.parse(formatted)) == formatted
+    formatted = assert_format_round_trip(text)
     assert " until " in formatted and " then " in formatted
 
 
