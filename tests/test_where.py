@@ -294,7 +294,7 @@ def test_a_text_capture_compared_with_a_number_names_the_leaf() -> None:
     assert d.code == "E403"
     assert d.message.startswith('for `layer/foo/w` (i = "foo"; shape [2], dtype float32): ')
     assert "cannot compare a string with an integer" in d.message
-    assert d.hint is not None and "restrict" in d.hint
+    assert d.hint is not None and "except" in d.hint
 
 
 def test_except_and_several_patterns_with_a_condition() -> None:
