@@ -402,6 +402,10 @@ class Spec:
     comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def __getstate__(self) -> dict[str, object]:
+        # Caches (a checked spec per param values) stay behind.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def attach(self, diagnostic: Diagnostic) -> Diagnostic:
         """``diagnostic`` with its file name and source line filled in from this spec."""
         name = diagnostic.filename

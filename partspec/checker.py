@@ -591,7 +591,12 @@ class _Checker:
         where_captures = (
             bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
         )
-        text = format_expr(rule.action)
+        # The canonical text of the action, cached on the (immutable) rule: specs are
+        # checked again at every compile.
+        text = rule.__dict__.get("_action_text")
+        if text is None:
+            text = format_expr(rule.action)
+            object.__setattr__(rule, "_action_text", text)
         if names or rule.where is not None:
             # While checking, captures have no values yet: each is an unset integer.
             with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
