@@ -196,7 +196,12 @@ def _check_one(
         return [], EXIT_CLEAN
     from partspec.checker import LeafInfo
 
-    infos = [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
+    # Shapes and dtypes matter only to `where` conditions.
+    infos = (
+        [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
+        if any(r.rule.where is not None for r in checked.rules)
+        else None
+    )
     try:
         _, errors, warns = label_paths(checked, [leaf.path for leaf in leaves], infos)
     except SpecError as err:  # a condition or capture that fails on some leaf

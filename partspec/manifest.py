@@ -21,6 +21,7 @@ problem. The formats are documented in ``docs/manifest.md``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -225,15 +226,17 @@ def _check_unique(source: str, leaves: list[Leaf], where: Callable[[int], str]) 
         j = seen.setdefault(leaf.path, i)
         if j != i:
             _fail(source, f"{where(i)}: duplicate path {_show(leaf.path)!r} (first at {where(j)})")
-    for i, leaf in enumerate(leaves):
-        for n in range(1, len(leaf.path)):
-            j = seen.get(leaf.path[:n], -1)
-            if j >= 0:
-                _fail(
-                    source,
-                    f"{where(i)}: path {_show(leaf.path)!r} is inside {_show(leaf.path[:n])!r}, "
-                    f"which is a leaf itself (at {where(j)})",
-                )
+    # A path's extensions follow it directly in sorted order, so comparing neighbours
+    # finds every leaf that is also a prefix of another.
+    ordered = sorted(seen)
+    for a, b in itertools.pairwise(ordered):
+        if b[: len(a)] == a:
+            i, j = seen[b], seen[a]
+            _fail(
+                source,
+                f"{where(i)}: path {_show(b)!r} is inside {_show(a)!r}, "
+                f"which is a leaf itself (at {where(j)})",
+            )
 
 
 def _split(source: str, name: str, sep: str, where: str | _Where) -> tuple[str, ...]:
@@ -258,11 +261,13 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -372,6 +377,7 @@ def _path(source: str, value: Any, where: str | _Where) -> tuple[str, ...]:
 
 
 _LEAF_KEYS = frozenset({"path", "shape", "dtype"})
+_STR, _INT = frozenset({str}), frozenset({int})
 
 
 class _Where:
@@ -392,6 +398,21 @@ def _leaf_list(source: str, items: list[Any], prefix: str) -> list[Leaf]:
 
     leaves = []
     for i, item in enumerate(items):
+        # The common case, checked inline: {"path": [str, ...], "shape": [int, ...], "dtype"}.
+        if type(item) is dict and item.keys() <= _LEAF_KEYS:
+            p, s, d = item.get("path"), item.get("shape"), item.get("dtype", "float32")
+            if (
+                type(p) is list
+                and set(map(type, p)) == _STR
+                and "" not in p
+                and type(s) is list
+                and set(map(type, s)) <= _INT
+                and min(s, default=0) >= 0
+                and type(d) is str
+                and d in DTYPES
+            ):
+                leaves.append(Leaf(tuple(p), tuple(s), d))
+                continue
         if not isinstance(item, dict):
             _fail(source, f'{where(i)}: expected {{"path": ..., "shape": ...}}, got {_brief(item)}')
         unknown = sorted(item.keys() - _LEAF_KEYS)
