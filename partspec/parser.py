@@ -73,6 +73,9 @@ _KEYWORDS = frozenset(
     }
 )
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORD_SEGMENT = re.compile(
+    r"/(where|except|as|until|then)(?![A-Za-z0-9_])|^\s*(include|global|let|param)/"
+)
 
 
 # ---------------------------------------------------------------- grammar factory
@@ -469,6 +472,12 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         elif "_RPAR" in expected and tok.type in ("_SEP", "$END"):
             message = "unclosed `(`"
             hint = "close every `(` with `)`"
+        if hint is None and (tok.line or 0) >= 1:
+            # A keyword used as a path segment (`x/where`, `include/**`) ends the pattern.
+            m = _KEYWORD_SEGMENT.search(lines[(tok.line or 1) - 1])
+            if m:
+                word = m.group(1) or m.group(2)
+                hint = f'`{word}` is a keyword; to match a key named {word}, quote it: `"{word}"`'
         return Diagnostic.at("E100", message, span, hint=hint)
 
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)

@@ -248,3 +248,27 @@ def test_ranges_may_be_branches_of_an_alternative() -> None:
         False,
         True,
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("x/where -> frozen", "where"),
+        ("include/** -> frozen", "include"),
+        ("global/w -> frozen", "global"),
+    ],
+)
+def test_keyword_as_a_path_segment_suggests_quoting(text: str, word: str) -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.parse(text)
+    (d,) = info.value.diagnostics
+    assert d.code == "E100"
+    assert d.hint is not None and f'`"{word}"`' in d.hint
+    # ... and the quoted form is what the hint promises: it parses and matches the key.
+    fixed = text.replace(word, f'"{word}"', 1)
+    path = fixed.split(" ->")[0].replace('"', "").replace("**", "k").split("/")
+    plan_text = f"{fixed}\n** -> sgd(0.1)"
+    from partspec.coverage import label_paths
+
+    labels, _, _ = label_paths(partspec.check(plan_text), [tuple(path)])
+    assert labels == ["frozen"]
