@@ -52,6 +52,8 @@ are only ever added within a version, never removed or retyped::
           "label": str,
           "action": str,
           "frozen": bool,
+          "unfreeze_at": int | null, # `frozen until N then ...`: N, the first update that
+                                     #   moves it (its leaves count as trainable)
           "rules": [int],            # lines of the rules that give leaves this label
           "leaves": int,
           "parameters": int,
@@ -61,6 +63,7 @@ are only ever added within a version, never removed or retyped::
       ],
       "totals": {
         "parameters": int, "trainable_parameters": int, "frozen_parameters": int,
+        "frozen_until_parameters": int,   # trainable, but frozen until some update
         "parameter_bytes": int, "trainable_parameter_bytes": int,
         "frozen_parameter_bytes": int, "optimizer_state_bytes": int
       },
@@ -372,6 +375,7 @@ def explain(
                 "label": lab,
                 "action": owners_of[0]["action"],
                 "frozen": lab in plan.frozen_labels,
+                "unfreeze_at": plan.unfreeze_steps.get(lab),
                 "rules": [r["line"] for r in owners_of],
                 "leaves": n_leaves,
                 "parameters": n_params,
@@ -387,6 +391,9 @@ def explain(
         "parameters": total_params,
         "trainable_parameters": total_params - frozen_params,
         "frozen_parameters": frozen_params,
+        "frozen_until_parameters": sum(
+            lab["parameters"] for lab in labels if lab["unfreeze_at"] is not None
+        ),
         "parameter_bytes": total_bytes,
         "trainable_parameter_bytes": total_bytes - frozen_bytes,
         "frozen_parameter_bytes": frozen_bytes,
@@ -494,6 +501,8 @@ def _status_text(rule: dict[str, Any]) -> str:
 
 def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
     """Each table: title, header, rows and the indices of right-aligned columns."""
+    # A "trains from" column only when some label is `frozen until` an update.
+    until = int(any(lab.get("unfreeze_at") is not None for lab in report["labels"]))
     tables = [
         (
             "Rules",
@@ -514,7 +523,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ),
         (
             "Labels",
-            ["label", "leaves", "params", "bytes", "opt-state bytes"],
+            ["label", "leaves", "params", "bytes", "opt-state bytes"] + (["trains from"] * until),
             [
                 [
                     lab["label"],
@@ -523,9 +532,19 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                     human_bytes(lab["bytes"]),
                     human_bytes(lab["optimizer_state_bytes"]),
                 ]
+                + (
+                    [
+                        "never"
+                        if lab["frozen"]
+                        else f"update {lab['unfreeze_at']:,}"
+                        if lab["unfreeze_at"] is not None
+                        else "update 0"
+                    ]
+                    * until
+                )
                 for lab in report["labels"]
             ],
-            {1, 2, 3, 4},
+            {1, 2, 3, 4, 5},
         ),
     ]
     if report.get("owners") is not None:
@@ -561,12 +580,16 @@ def _title(report: dict[str, Any]) -> str:
 
 def _totals_line(report: dict[str, Any]) -> str:
     t = report["totals"]
-    return (
+    line = (
         f"trainable: {t['trainable_parameters']:,} params "
         f"({human_bytes(t['trainable_parameter_bytes'])}) · "
         f"frozen: {t['frozen_parameters']:,} params ({human_bytes(t['frozen_parameter_bytes'])})"
-        f" · optimizer state: {human_bytes(t['optimizer_state_bytes'])}"
     )
+    waiting = t.get("frozen_until_parameters", 0)
+    if waiting:
+        steps = sorted({lab["unfreeze_at"] for lab in report["labels"] if lab["unfreeze_at"]})
+        line += f" · frozen until update {', '.join(f'{s:,}' for s in steps)}: {waiting:,} params"
+    return line + f" · optimizer state: {human_bytes(t['optimizer_state_bytes'])}"
 
 
 def _warning_lines(report: dict[str, Any]) -> list[str]:

@@ -127,3 +127,27 @@ def test_sharded_init_with_until_and_globals_keeps_state_on_the_mesh() -> None:
         assert leaf.sharding.mesh.shape == mesh.shape
     expected = jax.tree_util.tree_structure(plan.tx.init(params()))
     assert jax.tree_util.tree_structure(state) == expected
+
+
+def test_explain_reports_when_each_label_starts_training() -> None:
+    from partspec.explain import render_text
+
+    report = explain(SPEC, LEAVES)
+    starts = {row["label"]: row["unfreeze_at"] for row in report["labels"]}
+    assert starts == {
+        "frozen until 10 then sgd(0.01)": 10,
+        "sgd(0.1)": None,
+        "layer[i=0]": None,
+        "layer[i=1]": None,
+    }
+    # The backbone trains later: it counts as trainable, and is reported as waiting.
+    assert report["totals"]["frozen_parameters"] == 0
+    assert report["totals"]["frozen_until_parameters"] == 8 * 8 + 8
+    text = render_text(report)
+    assert "trains from" in text
+    assert "frozen until update 10: 72 params" in text
+    row = next(ln for ln in text.splitlines() if ln.strip().startswith("frozen until 10"))
+    assert row.rstrip().endswith("update 10")
+    # Without `frozen until`, the table keeps its usual columns.
+    plain = render_text(explain(SPEC.replace("frozen until 10 then sgd(0.01)", "frozen"), LEAVES))
+    assert "trains from" not in plain and "frozen until update" not in plain
