@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'floor: unflatten(flatten(tree))':<34}{flr * 1e3:>13.2f}")
     print(
         "\ncold: the matcher and check caches cleared first (a fresh rule set; best of "
-        f"{n_cold}).\nlabels only: check_spec (remembered) + matcher + label_tree, as in compile().\n"
+        f"{n_cold}).\nlabels only: check_spec (remembered) + matcher + label_tree, as in "
+        "compile().\n"
     )
 
     checks = [
