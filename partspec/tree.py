@@ -154,6 +154,9 @@ def label_tree(
     may_pend = resolver.may_need_paths
     uncovered = _UNCOVERED if may_pend else None
 
+    # Labels decided by state, shape and dtype (conditions without captures).
+    by_leaf: dict[tuple[int, Any, Any], Any] = {}
+
     def leaf(f: int, v: Any) -> Any:
         nonlocal pending
         lab = resolver.static(f)
@@ -161,11 +164,25 @@ def label_tree(
             return uncovered
         if lab is not DYNAMIC:
             return lab
+        key: tuple[int, Any, Any] | None = (
+            f,
+            getattr(v, "shape", None),
+            getattr(v, "dtype", None),
+        )
+        try:
+            got = by_leaf.get(key)
+        except TypeError:  # an unhashable shape or dtype
+            key, got = None, None
+        if got is not None:
+            return got
         info = leaf_info(v)
         if resolver.needs_path(f):
             pending = True
             return _Pending(f, info)
-        return resolver.resolve(f, info)[1] or uncovered
+        got = resolver.resolve(f, info)[1] or uncovered
+        if key is not None and key[1] is not None and key[2] is not None:
+            by_leaf[key] = got
+        return got
 
     def visit(v: Any, f: int) -> Any:
         # ``f`` is the state after this value's own key.
