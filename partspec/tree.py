@@ -164,15 +164,11 @@ def label_tree(
             return uncovered
         if lab is not DYNAMIC:
             return lab
-        key: tuple[int, Any, Any] | None = (
-            f,
-            getattr(v, "shape", None),
-            getattr(v, "dtype", None),
-        )
+        key = (f, getattr(v, "shape", None), getattr(v, "dtype", None))
         try:
             got = by_leaf.get(key)
         except TypeError:  # an unhashable shape or dtype
-            key, got = None, None
+            key, got = (f, None, None), None
         if got is not None:
             return got
         info = leaf_info(v)
