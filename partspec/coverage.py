@@ -93,11 +93,9 @@ class Resolver:
             return lab
         cands = self.matcher.matches(f)
         rules = self._rules
-        if not self._dynamic:
-            lab = self._labels[cands[0]] if cands else None
-            self.match_sets.add(cands)
-        elif any(rules[r].rule.where is not None for r in cands) or (
-            cands and rules[cands[0]].captures
+        if self._dynamic and (
+            any(rules[r].rule.where is not None for r in cands)
+            or (cands and rules[cands[0]].captures)
         ):
             lab = DYNAMIC
             counted = self.checked.counted
@@ -111,14 +109,26 @@ class Resolver:
             self._needs_path[f] = bool(capturing)
             # The result is then decided by the leaf and this many leading keys.
             keys = [capture_keys(p) for r in capturing for p in rules[r].rule.patterns]
-            self._lead[f] = max((k for k in keys if k is not None), default=0)
-            if None in keys:
-                self._lead[f] = None
+            known = [k for k in keys if k is not None]
+            self._lead[f] = None if len(known) < len(keys) else max(known, default=0)
         else:
-            lab = rules[cands[0]].label if cands else None
+            lab = self._labels[cands[0]] if cands else None
             self.match_sets.add(cands)
         self.label_of[f] = lab
         return lab
+
+    def locate(
+        self, segments: Sequence[str], leaf: Callable[[], LeafInfo | None]
+    ) -> tuple[int, str | None]:
+        """``(owner rule index or -1, label)`` of one leaf, from its path alone.
+
+        ``leaf()`` gives its shape and dtype, asked for only when a condition needs them.
+        """
+        f = self.matcher.state(segments)
+        lab = self.static(f)
+        if lab is DYNAMIC:
+            return self.resolve(f, leaf(), segments)
+        return self.matcher.owner(f), lab
 
     @property
     def may_need_paths(self) -> bool:

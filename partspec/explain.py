@@ -90,6 +90,7 @@ gets ``float32`` state.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -103,7 +104,7 @@ import numpy as np
 
 from partspec import ast
 from partspec.checker import LeafInfo
-from partspec.coverage import DYNAMIC, Resolver, matcher_for
+from partspec.coverage import Resolver
 from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.formatter import format_expr, format_pattern
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
@@ -289,25 +290,17 @@ def explain(
 
     checked = plan.checked
     crules = checked.rules
-    matcher = matcher_for(checked)
     sizes = [math.prod(leaf.shape) for leaf in leaves]
     nbytes = [n * np_dtypes[leaf.dtype].itemsize for n, leaf in zip(sizes, leaves)]
 
     # Owner and label of every leaf, and every rule that matches it.
-    resolver = Resolver(checked, matcher)
+    resolver = Resolver(checked)
     owner: list[int] = []
     leaf_labels: list[str] = []
     for leaf in leaves:
-        s = matcher.start
-        for i, seg in enumerate(leaf.path):
-            if i:
-                s = matcher.sep(s)
-            s = matcher.key(s, seg)
-        lab = resolver.static(s)
-        if lab is DYNAMIC:
-            o, lab = resolver.resolve(s, LeafInfo(tuple(leaf.shape), leaf.dtype), leaf.path)
-        else:
-            o = matcher.owner(s)
+        info = functools.partial(LeafInfo, tuple(leaf.shape), leaf.dtype)
+        o, lab = resolver.locate(leaf.path, info)
+        assert lab is not None  # compile() succeeded, so every leaf has an owner
         owner.append(o)
         leaf_labels.append(lab)
     matched: set[int] = set()

@@ -405,14 +405,18 @@ class Matcher:
         m = self.matches(state)
         return m[0] if m else -1
 
-    def match(self, segments: Iterable[str]) -> tuple[int, ...]:
-        """The rules matching a whole path given as its segments."""
+    def state(self, segments: Iterable[str]) -> int:
+        """The state after a whole path given as its segments."""
         s = self.start
         for i, seg in enumerate(segments):
             if i:
                 s = self.sep(s)
             s = self.key(s, seg)
-        return self.matches(s)
+        return s
+
+    def match(self, segments: Iterable[str]) -> tuple[int, ...]:
+        """The rules matching a whole path given as its segments."""
+        return self.matches(self.state(segments))
 
     @property
     def num_states(self) -> int:

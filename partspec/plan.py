@@ -16,6 +16,7 @@ Array([0.5, 0.5], dtype=float32)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from partspec.checker import (
     Value,
     check_spec,
 )
-from partspec.coverage import DYNAMIC, Resolver, _resolve_paths, matcher_for, rule_diagnostics
+from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagnostics
 from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_info, leaf_segments
@@ -373,18 +374,11 @@ def _with_globals(
 
 def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], Any]]:
     """The leaves of ``params`` that no rule owns."""
-    matcher = resolver.matcher
-    out = []
-    for segs, leaf in leaf_segments(params):
-        s = matcher.start
-        for i, seg in enumerate(segs):
-            s = matcher.key(matcher.sep(s) if i else s, seg)
-        lab = resolver.static(s)
-        if lab is DYNAMIC:
-            lab = resolver.resolve(s, leaf_info(leaf), segs)[1]
-        if lab is None:
-            out.append((segs, leaf))
-    return out
+    return [
+        (segs, leaf)
+        for segs, leaf in leaf_segments(params)
+        if resolver.locate(segs, functools.partial(leaf_info, leaf))[1] is None
+    ]
 
 
 def _is_array_like(leaf: Any) -> bool:

@@ -11,6 +11,7 @@ sequence indices in decimal, attribute names by name. NNX ``Variable`` wrappers
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -246,11 +247,7 @@ def label_tree(
     except SpecError:
         # A condition failed on some leaf: find it again with its path, for the message.
         for segs, x in segments if segments is not None else leaf_segments(tree):
-            s = matcher.start
-            for i, seg in enumerate(segs):
-                s = matcher.key(matcher.sep(s) if i else s, seg)
-            if resolver.static(s) is DYNAMIC:
-                resolver.resolve(s, leaf_info(x), segs)
+            resolver.locate(segs, functools.partial(leaf_info, x))
         raise
     if may_pend:
         flat, treedef = jax.tree_util.tree_flatten(result)
