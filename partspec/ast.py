@@ -14,7 +14,7 @@ Call(func='adam', args=(Num(value=0.005),), kwargs=())
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -57,6 +57,7 @@ __all__ = [
     "Star",
     "Statement",
     "Str",
+    "capture_names",
 ]
 
 _NOSPAN = Span(0, 0, 0, 0)
@@ -132,6 +133,22 @@ class Capture:
 
 
 GlobNode = Union[Lit, Star, QMark, GlobStar, Sep, CharClass, Alt, Range, Capture]
+
+
+def capture_names(nodes: Iterable[GlobNode]) -> list[str]:
+    """The names of the captures among glob nodes (inside braces too), in order, with repeats.
+
+    >>> capture_names(Pattern((Capture("i"), Sep(), Alt(((Capture("j"),), (Star(),))))).nodes)
+    ['i', 'j']
+    """
+    out: list[str] = []
+    for n in nodes:
+        if isinstance(n, Capture):
+            out.append(n.name)
+        elif isinstance(n, Alt):
+            for branch in n.branches:
+                out += capture_names(branch)
+    return out
 
 
 @dataclass(frozen=True)
@@ -325,18 +342,11 @@ class Rule:
     def captures(self) -> tuple[str, ...]:
         """The names the rule's patterns capture, in order of appearance."""
         cached: tuple[str, ...] | None = self.__dict__.get("_captures")
-        if cached is not None:
-            return cached
-        out: list[str] = []
-        stack = [n for p in self.patterns for n in reversed(p.nodes)]
-        while stack:
-            n = stack.pop()
-            if isinstance(n, Capture) and n.name not in out:
-                out.append(n.name)
-            elif isinstance(n, Alt):
-                stack.extend(x for b in reversed(n.branches) for x in reversed(b))
-        object.__setattr__(self, "_captures", tuple(out))
-        return tuple(out)
+        if cached is None:
+            names = (n for p in self.patterns for n in capture_names(p.nodes))
+            cached = tuple(dict.fromkeys(names))
+            object.__setattr__(self, "_captures", cached)
+        return cached
 
 
 @dataclass(frozen=True)

@@ -594,7 +594,7 @@ class _Converter:
         self._check_rule_captures(patterns, pats)
         except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
         for pattern, node in zip(except_patterns, _pattern_trees(excepts)):
-            if _captures_of(pattern.nodes):
+            if ast.capture_names(pattern.nodes):
                 raise _error(
                     "E204",
                     "a capture in an `except` pattern binds nothing",
@@ -628,9 +628,9 @@ class _Converter:
 
     def _check_rule_captures(self, patterns: tuple[ast.Pattern, ...], tree: Tree) -> None:
         """Every pattern of a rule binds the same names (the action may use any of them)."""
-        first = set(_captures_of(patterns[0].nodes))
+        first = set(ast.capture_names(patterns[0].nodes))
         for pattern, node in zip(patterns[1:], _pattern_trees(tree)[1:]):
-            names = set(_captures_of(pattern.nodes))
+            names = set(ast.capture_names(pattern.nodes))
             if names != first:
                 shown = ", ".join(f"<{n}>" for n in sorted(first)) or "no captures"
                 raise _error(
@@ -805,7 +805,7 @@ class _Converter:
             nodes = self.seq(b.children)
             for node, where in nodes:
                 if isinstance(node, ast.Capture) or (
-                    isinstance(node, ast.Alt) and _captures_of((node,))
+                    isinstance(node, ast.Alt) and ast.capture_names((node,))
                 ):
                     raise _error(
                         "E204",
@@ -1012,19 +1012,6 @@ class _Converter:
 
 def _pattern_trees(tree: Any) -> list[Tree]:
     return [c for c in tree.children if isinstance(c, Tree)] if isinstance(tree, Tree) else []
-
-
-def _captures_of(nodes: Any) -> list[str]:
-    out: list[str] = []
-    stack = list(nodes)
-    while stack:
-        n = stack.pop()
-        if isinstance(n, ast.Capture):
-            out.append(n.name)
-        elif isinstance(n, ast.Alt):
-            for b in n.branches:
-                stack.extend(b)
-    return out
 
 
 def _count_nodes(nodes: list[tuple[ast.GlobNode, Any]]) -> int:
