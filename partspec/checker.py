@@ -463,11 +463,7 @@ class _Checker:
                 elif isinstance(stmt, ast.Let):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.env[stmt.name] = self.eval(stmt.value)
-                    if any(
-                        (isinstance(n, ast.Call) and n.func in _BUILTINS)
-                        or (isinstance(n, ast.Name) and n.id in self.counted_lets)
-                        for n in _nodes_in(stmt.value)
-                    ):
+                    if self._count_use(stmt.value) is not None:
                         self.counted_lets.add(stmt.name)
                 elif isinstance(stmt, ast.Param):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
@@ -680,20 +676,24 @@ class _Checker:
     def _no_count(self, where: ast.Expr) -> None:
         """A condition decides which rule owns a leaf, so it cannot use ``count()``,
         which counts over the leaves the rules own."""
-        for node in _nodes_in(where):
-            uses = isinstance(node, ast.Call) and node.func in _BUILTINS
-            if isinstance(node, ast.Name) and node.id in self.env:
-                v = self.env[node.id]
-                uses = isinstance(v, Unset) and v.name.startswith("count(")
-                uses = uses or (self.counts is not None and node.id in self.counted_lets)
-            if uses:
-                raise _diag(
-                    "E403",
-                    "a `where` condition cannot use `count(...)`: the count depends on "
-                    "which leaves the rules own, which the conditions decide",
-                    node.span,
-                    hint="compare the capture with a number or a `param` instead",
-                )
+        node = self._count_use(where)
+        if node is not None:
+            raise _diag(
+                "E403",
+                "a `where` condition cannot use `count(...)`: the count depends on "
+                "which leaves the rules own, which the conditions decide",
+                node.span,
+                hint="compare the capture with a number or a `param` instead",
+            )
+
+    def _count_use(self, e: ast.Expr) -> ast.Call | ast.Name | None:
+        """The first `count(...)` call in ``e``, or name of a `let` computed from one."""
+        for node in _nodes_in(e):
+            if isinstance(node, ast.Call) and node.func in _BUILTINS:
+                return node
+            if isinstance(node, ast.Name) and node.id in self.counted_lets:
+                return node
+        return None
 
     def _want_bool(self, v: Value, e: ast.Expr, what: str) -> None:
         if not isinstance(v, (bool, Unset)):
