@@ -595,11 +595,61 @@ def _prefix(nodes: tuple[ast.GlobNode, ...]) -> tuple[tuple[ast.GlobNode, ...], 
 
 
 _Compiled = tuple[list[tuple[int, Any, Any]], list[str]]
-_whole: dict[tuple[ast.GlobNode, ...], Matcher] = {}
-_programs: dict[tuple[ast.GlobNode, ...], _Compiled] = {}
-_prefixes: dict[tuple[ast.GlobNode, ...], tuple[_Compiled, int, dict[str, Any]] | None] = {}
 #: Entries per pattern in the memo of captures by leading segments.
 _MEMO_LIMIT = 100_000
+
+
+class _Extractor:
+    """What capture extraction keeps per pattern, built on first use.
+
+    Either ``keys`` leading keys decide the captures (``head`` is the program of the
+    pattern's part before its first ``**``; ``whole`` checks that the rest matches
+    too, and ``memo`` holds the results by leading keys), or ``keys`` is ``None`` and
+    ``program`` runs over every whole path.
+    """
+
+    __slots__ = ("head", "keys", "memo", "nodes", "program", "whole")
+
+    def __init__(self, pattern: ast.Pattern):
+        self.nodes = pattern.nodes
+        found = _prefix(self.nodes)
+        self.keys: int | None = None
+        self.memo: dict[tuple[str, ...], dict[str, str] | None] = {}
+        self.program: _Compiled | None = None
+        if found is None:
+            self.program = _program(self.nodes)
+        else:
+            self.head = _program(found[0])
+            self.keys = found[1]
+            self.whole = compile_patterns([pattern])
+
+    def extract(self, segments: Sequence[str]) -> dict[str, str] | None:
+        if self.program is not None:
+            return _run(self.program, "/".join(segments))
+        if not self.whole.match(segments):
+            return None
+        k = self.keys
+        assert k is not None
+        # The leading keys fix the leading segments, even if a key holds a "/".
+        lead = tuple(segments[:k])
+        if lead in self.memo:
+            got = self.memo[lead]
+        else:
+            if len(self.memo) >= _MEMO_LIMIT:
+                self.memo.clear()
+            head = "/".join("/".join(lead).split("/", k)[:k])
+            got = self.memo[lead] = _run(self.head, head)
+        return None if got is None else dict(got)
+
+
+_extractors: dict[tuple[ast.GlobNode, ...], _Extractor] = {}
+
+
+def _extractor(pattern: ast.Pattern) -> _Extractor:
+    ex = _extractors.get(pattern.nodes)
+    if ex is None:
+        ex = _extractors[pattern.nodes] = _Extractor(pattern)
+    return ex
 
 
 def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:
@@ -617,37 +667,7 @@ def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str,
     >>> extract_captures(p, ["enc", "kernel"]) is None
     True
     """
-    nodes = pattern.nodes
-    split = _split(nodes)
-    if split is not None:
-        # The leading segments decide the captures, but the whole path must match.
-        whole = _whole.get(nodes)
-        if whole is None:
-            whole = _whole[nodes] = compile_patterns([pattern])
-        if not whole.match(segments):
-            return None
-        # Captures decided by the leading segments: run on those, memoised by the
-        # leading keys (which fix the leading segments even if a key holds a "/").
-        head_prog, k, memo = split
-        lead = tuple(segments[:k])
-        got = memo.get(lead, False)
-        if got is False:
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            head = "/".join(lead)
-            got = memo[lead] = _run(head_prog, "/".join(head.split("/", k)[:k]))
-        return None if got is None else dict(got)
-    compiled = _programs.get(nodes)
-    if compiled is None:
-        compiled = _programs[nodes] = _program(nodes)
-    return _run(compiled, "/".join(segments))
-
-
-def _split(nodes: tuple[ast.GlobNode, ...]) -> tuple[_Compiled, int, dict[Any, Any]] | None:
-    if nodes not in _prefixes:
-        found = _prefix(nodes)
-        _prefixes[nodes] = (_program(found[0]), found[1], {}) if found else None
-    return _prefixes[nodes]
+    return _extractor(pattern).extract(segments)
 
 
 def capture_keys(pattern: ast.Pattern) -> int | None:
@@ -660,8 +680,7 @@ def capture_keys(pattern: ast.Pattern) -> int | None:
     >>> capture_keys(partspec.parse_syntax("enc/layer_<i>/** -> frozen").rules[0].patterns[0])
     2
     """
-    split = _split(pattern.nodes)
-    return None if split is None else split[1]
+    return _extractor(pattern).keys
 
 
 def _run(compiled: _Compiled, text: str) -> dict[str, str] | None:
