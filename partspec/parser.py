@@ -129,16 +129,24 @@ class _PostLex:
 
 @functools.cache
 def _parser() -> Lark:
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        postlex=_PostLex(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _on_comment},
-        cache=True,  # Lark keeps the analysed grammar in the temp directory
-    )
+    """The parser, built once: from the tables generated into the package.
+
+    Nothing is read from (or written to) a cache outside the package: Lark's own
+    ``cache=True`` unpickles a file from the shared temporary directory. When the
+    grammar no longer matches the tables (a grammar edited in a source checkout), it
+    is analysed afresh (about 100 ms), never cached.
+    """
+    from partspec._parsergen import TABLES, build, grammar_digest, load_tables
+
+    code = {"postlex": _PostLex(), "lexer_callbacks": {"COMMENT": _on_comment}}
+    grammar = grammar_text()
+    try:
+        tables = load_tables(TABLES.read_text(encoding="utf-8"))
+        if tables["grammar_sha256"] == grammar_digest(grammar):
+            return Lark._load_from_dict(tables["data"], tables["memo"], **code)
+    except Exception:  # pragma: no cover - missing tables, or a lark that reads them differently
+        pass
+    return build(grammar, **code)
 
 
 # ---------------------------------------------------------------- entry points

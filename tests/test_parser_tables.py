@@ -1,0 +1,104 @@
+"""The parser loads generated tables from the package, never a cache from the temp dir."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import partspec
+from partspec import parser
+from partspec._parsergen import TABLES, build, render
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_committed_tables_are_generated_from_the_grammar() -> None:
+    assert TABLES.read_text(encoding="utf-8") == render(parser.grammar_text()), (
+        "partspec/parser_tables.json is stale: run python -m partspec._parsergen"
+    )
+
+
+def test_render_is_the_same_every_run() -> None:
+    # Lark numbers states by sets of objects hashed by identity; the tables are renumbered.
+    grammar = parser.grammar_text()
+    assert render(grammar) == render(grammar)
+
+
+SAMPLES = [
+    *(p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("**/*.pspec"))),
+    "a/** except b/* where ndim > 1 and shape[-1] == 3 -> adam(1e-3) as x",
+    "a -> frozen until 10 then sgd(0.1)\nglobal clip_by_global_norm(1.0)",
+    "a/** ->",
+    "a/**/b -> adma(1e-3",
+    'x -> chain(\n  clip(1.0),\n  sgd(0.1))  # c\n"k y"/{a,b/c}/<i> -> frozen',
+    "let = 3",
+    "a\\",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_tables_parse_like_a_freshly_built_parser(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def outcome() -> object:
+        try:
+            spec = parser.parse_syntax(text)
+        except partspec.SpecError as err:
+            return [d.render() for d in err.diagnostics]
+        return (spec, spec.comments, [s.span for s in spec.statements])
+
+    from_tables = outcome()
+    fresh = build(
+        parser.grammar_text(),
+        postlex=parser._PostLex(),
+        lexer_callbacks={"COMMENT": parser._on_comment},
+    )
+    monkeypatch.setattr(parser, "_parser", lambda: fresh)
+    assert outcome() == from_tables
+
+
+def test_nothing_under_the_temp_dir_is_read(tmp_path: pathlib.Path) -> None:
+    """Another local user could plant a pickle where Lark's ``cache=True`` looks for one."""
+    tmp = tmp_path / "shared-tmp"
+    tmp.mkdir()
+    marker = tmp_path / "pwned"
+    # A pickle that runs code when loaded, under every name Lark's cache uses.
+    payload = pickle.dumps(_Exploit(str(marker)))
+    for user in ("planted", os.environ.get("USER", "root"), str(os.getuid())):
+        (tmp / f".lark_cache_{user}.tmp").write_bytes(payload)
+    script = textwrap.dedent(
+        f"""
+        import sys, tempfile
+        tmp = tempfile.gettempdir()
+        opened = []
+        def hook(event, args):
+            if event == "open" and isinstance(args[0], str) and args[0].startswith(tmp):
+                opened.append(args[0])
+        sys.addaudithook(hook)
+        import partspec
+        from partspec.cli import main
+        partspec.parse("a/** -> frozen")
+        main(["fmt", "--check", {str(EXAMPLES / "transfer_learning.pspec")!r}])
+        print("OPENED", opened)
+        """
+    )
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert "OPENED []" in out.stdout, out.stdout
+    assert not marker.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (pathlib.Path.write_text, (pathlib.Path(self.path), "x"))  # type: ignore[return-value]
