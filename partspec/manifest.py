@@ -140,6 +140,33 @@ _FORMATS = (
     "directory, or MODULE:CALLABLE"
 )
 _CALLABLE_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+#: Extensions that make a name a file name, never ``MODULE:CALLABLE``: a missing
+#: ``model:v2.json`` is "no such file", not an import of ``model.py``.
+FILE_EXTENSIONS = frozenset(
+    {
+        *("json", "npz", "npy", "safetensors", "pt", "pth", "bin", "ckpt", "msgpack"),
+        *("pkl", "pickle", "h5", "hdf5", "pb", "onnx", "gguf", "zip", "tar", "gz"),
+        *("pspec", "txt", "yaml", "yml", "toml", "orbax"),
+    }
+)
+
+
+def is_callable_reference(source: str) -> bool:
+    """Whether ``source`` names a function to call (``MODULE:CALLABLE``), not a file.
+
+    Only when it cannot be a file name: nothing exists at that path, it has the form
+    ``dotted.module:dotted.attribute`` (no path separator), and it does not end in a
+    file extension (:data:`FILE_EXTENSIONS`). This is the only way ``--tree`` runs code.
+
+    >>> is_callable_reference("examples.vit_b16:params")
+    True
+    >>> is_callable_reference("model:v2.json"), is_callable_reference("ckpt/model:v2")
+    (False, False)
+    """
+    if not _CALLABLE_RE.match(source) or os.path.lexists(source):
+        return False
+    attribute = source.partition(":")[2]
+    return "." not in attribute or attribute.rpartition(".")[2].lower() not in FILE_EXTENSIONS
 
 
 class Leaf(NamedTuple):
@@ -201,9 +228,9 @@ def _dispatch(source: str) -> list[Leaf]:
     if os.path.isdir(source):
         return _load_orbax(source)
     if not os.path.exists(source):
-        if _CALLABLE_RE.match(source):
+        if is_callable_reference(source):
             return _load_callable(source)
-        if ":" in source:
+        if ":" in source and not _CALLABLE_RE.match(source):
             _fail(source, "no such file (and not MODULE:CALLABLE, as in my_pkg.models:init)")
         _fail(source, "no such file")
     if os.path.basename(source) == _METADATA:

@@ -19,9 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from partspec.manifest import (
+    FILE_EXTENSIONS,
     Leaf,
     TreeInputError,
     dump_manifest,
+    is_callable_reference,
     leaves_to_shape_tree,
     load_leaves,
 )
@@ -805,3 +807,35 @@ def test_leaves_to_shape_tree() -> None:
 def test_leaves_to_shape_tree_conflicts(leaves: list[Leaf], needle: str) -> None:
     with pytest.raises(TreeInputError, match=needle.replace("(", r"\(")):
         leaves_to_shape_tree(leaves)
+
+
+def test_a_missing_file_name_never_runs_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--tree model:v2.json`` for a missing file must not import ``./model.py``."""
+    from partspec.cli import main
+
+    marker = tmp_path / "ran"
+    (tmp_path / "model.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef v2():\n    return {{'w': 1.0}}\n"
+    )
+    (tmp_path / "s.pspec").write_text("** -> frozen\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("model:v2.json", "model:v2.safetensors", "model:v2.NPZ", "model:v2.pt"):
+        fails(name, "no such file")
+        assert main(["check", "s.pspec", "--tree", name]) == 2
+        assert not marker.exists(), name
+    # A name that cannot be a file name is a function to call, as documented.
+    assert load_leaves("model:v2") == [Leaf(("w",), (), F32)]
+    assert marker.exists()
+
+
+@given(
+    st.from_regex(r"[a-z_][a-z0-9_]{0,6}(\.[a-z_][a-z0-9_]{0,6}){0,2}", fullmatch=True),
+    st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True),
+    st.sampled_from(sorted(FILE_EXTENSIONS)),
+)
+def test_names_ending_in_a_file_extension_are_files(module: str, attr: str, ext: str) -> None:
+    assert not is_callable_reference(f"{module}:{attr}.{ext}")
+    assert not is_callable_reference(f"{module}:{attr}.{ext.upper()}")
+    assert not is_callable_reference(f"dir/{module}:{attr}")
