@@ -19,14 +19,17 @@ imports JAX.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from partspec import __version__
-from partspec.errors import Diagnostic, SpecError
+from partspec.errors import Diagnostic, SpecError, clip, printable
+from partspec.include import STDIN, STDIN_NAME
 
 if TYPE_CHECKING:
     from partspec.ast import Spec
@@ -96,6 +99,11 @@ def _load_spec(path: str, allow_outside: bool) -> tuple[Spec | None, list[Diagno
         return None, err.diagnostics, EXIT_USAGE if usage else EXIT_PROBLEMS
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of ``text`` with their ``\n``, split as the parser counts lines."""
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
 def _load_tree(source: str) -> list[Any]:
     from partspec.manifest import TreeInputError, load_leaves
 
@@ -113,6 +121,11 @@ def _gh_escape(text: str, *, prop: bool = False) -> str:
     if prop:
         text = text.replace(":", "%3A").replace(",", "%2C")
     return text
+
+
+def _shown(text: str) -> str:
+    """User text on one line: control characters escaped, cut to a readable length."""
+    return printable(clip(text))
 
 
 def _as_json(d: Diagnostic) -> dict[str, Any]:
@@ -140,20 +153,20 @@ def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int)
     if fmt == "github":
         for d in diags:
             kind = "error" if d.severity == "error" else "warning"
-            props = [f"file={_gh_escape(d.filename or '<string>', prop=True)}"]
+            props = [f"file={_gh_escape(printable(d.filename or '<string>'), prop=True)}"]
             if d.line:
                 props += [f"line={d.line}", f"col={d.column}"]
                 if d.end_line:
                     props += [f"endLine={d.end_line}", f"endColumn={d.end_column}"]
             props.append(f"title={_gh_escape(f'pspec {d.code}', prop=True)}")
-            body = d.message + "".join(f"\n{n}" for n in d.notes)
+            body = _shown(d.message) + "".join(f"\n{_shown(n)}" for n in d.notes)
             if d.hint:
-                body += f"\nhelp: {d.hint}"
+                body += f"\nhelp: {_shown(d.hint)}"
             out.write(f"::{kind} {','.join(props)}::{_gh_escape(body)}\n")
         return
     if fmt == "concise":
         for d in diags:
-            out.write(f"{d.location}: {d.code} {d.message}\n")
+            out.write(f"{_shown(d.location)}: {d.code} {_shown(d.message)}\n")
     else:
         for d in diags:
             out.write(d.render() + "\n\n")
@@ -242,10 +255,13 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
             code = max(code, EXIT_USAGE)
             continue
         try:
-            new = format_spec(parse_syntax(text, filename=path))
+            new = format_spec(parse_syntax(text, filename=STDIN_NAME if path == STDIN else path))
         except SpecError as err:
             problems += err.diagnostics
             code = max(code, EXIT_PROBLEMS)
+            continue
+        if path == STDIN and not args.check:
+            out.write(new)  # `pspec fmt -` is a filter
             continue
         if new == text:
             unchanged += 1
@@ -253,8 +269,8 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
         changed += 1
         if args.check:
             diff = difflib.unified_diff(
-                text.splitlines(keepends=True),
-                new.splitlines(keepends=True),
+                _lines(text),
+                _lines(new),
                 fromfile=path,
                 tofile=f"{path} (formatted)",
             )
@@ -265,6 +281,8 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
             Path(path).write_text(new, encoding="utf-8")
     for d in problems:
         out.write(d.render() + "\n\n")
+    if args.specs == [STDIN] and not args.check:
+        return code
     verb = "would be reformatted" if args.check else "reformatted"
     out.write(
         f"{changed} file{'s' if changed != 1 else ''} {verb}, "
@@ -384,7 +402,9 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     c = sub.add_parser("check", help="check specs, optionally against a parameter structure")
-    c.add_argument("specs", nargs="+", metavar="SPEC", help=".pspec files")
+    c.add_argument(
+        "specs", nargs="+", metavar="SPEC", help=".pspec files (`-` reads standard input)"
+    )
     c.add_argument(
         "--tree",
         metavar="TREE",
@@ -409,7 +429,12 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fmt", help="rewrite specs in canonical form (comments and `include` lines kept)"
     )
-    f.add_argument("specs", nargs="+", metavar="SPEC")
+    f.add_argument(
+        "specs",
+        nargs="+",
+        metavar="SPEC",
+        help=".pspec files, rewritten in place (`-` formats standard input to standard output)",
+    )
     f.add_argument("--check", action="store_true", help="exit 1 and show a diff instead")
     f.set_defaults(func=cmd_fmt)
 
@@ -434,7 +459,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run ``pspec`` with ``argv``; returns the exit code (never raises for bad input)."""
-    out = out if out is not None else sys.stdout
+    if out is None:
+        out = sys.stdout
+        # A key the terminal's encoding cannot show (or a lone surrogate from a file
+        # name) is written as an escape, never a UnicodeEncodeError.
+        if isinstance(out, io.TextIOWrapper):
+            out.reconfigure(errors="backslashreplace")
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -449,7 +479,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         return int(args.func(args, out))
     except _Usage as exc:
-        print(f"pspec: error: {exc}", file=sys.stderr)
+        print(f"pspec: error: {_shown(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `pspec ... | head`: stop quietly, as the Python docs advise
         import os

@@ -105,7 +105,7 @@ import numpy as np
 from partspec import ast
 from partspec.checker import LeafInfo
 from partspec.coverage import Resolver
-from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.errors import Diagnostic, SpecError, SpecWarning, printable
 from partspec.formatter import format_expr, format_pattern
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 from partspec.matcher import compile_rules
@@ -562,8 +562,18 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     return tables
 
 
+def _printable_sections(
+    report: dict[str, Any],
+) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
+    """:func:`_sections` with every cell safe to print (keys come from user files)."""
+    return [
+        (printable(title), header, [[printable(c) for c in row] for row in rows], right)
+        for title, header, rows, right in _sections(report)
+    ]
+
+
 def _title(report: dict[str, Any]) -> str:
-    name = report["spec"] or "<string>"
+    name = printable(report["spec"] or "<string>")
     n = report["leaves"]
     return (
         f"{name}: {n:,} lea{'f' if n == 1 else 'ves'}, {report['parameters']:,} parameters "
@@ -587,7 +597,7 @@ def _totals_line(report: dict[str, Any]) -> str:
 
 def _warning_lines(report: dict[str, Any]) -> list[str]:
     return [
-        f"line {d['line']}: {d['severity']}[{d['code']}]: {d['message']}"
+        printable(f"line {d['line']}: {d['severity']}[{d['code']}]: {d['message']}")
         for d in report["diagnostics"]
     ]
 
@@ -616,7 +626,7 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int | Non
         except ImportError:  # pragma: no cover - rich is optional
             pass
     lines = [_title(report)]
-    tables = _sections(report)
+    tables = _printable_sections(report)
     for title, header, rows, right in tables[:2]:
         lines += ["", title, *_plain_table(header, rows, right)]
     lines += ["", _totals_line(report)]
@@ -642,17 +652,18 @@ def _render_rich(report: dict[str, Any], width: int) -> str:
     console.print(Text(_title(report), style="bold"))
 
     def table(title: str, header: list[str], rows: list[list[str]], right: set[int]) -> None:
+        # Cells are Text, never markup: `[i=3]` and `attn/[qk]/**` are shown as written.
         if not rows and title.startswith("Leaves matching"):
             console.print(Text(f"{title}: no leaf matches", style="bold"))
             return
-        t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+        t = Table(title=Text(title, style="bold"), title_justify="left", box=box.SIMPLE_HEAD)
         for i, h in enumerate(header):
-            t.add_column(h, justify="right" if i in right else "left", overflow="fold")
+            t.add_column(Text(h), justify="right" if i in right else "left", overflow="fold")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*(Text(cell) for cell in row))
         console.print(t)
 
-    tables = _sections(report)
+    tables = _printable_sections(report)
     for section in tables[:2]:
         table(*section)
     console.print(Text(_totals_line(report), style="bold"))

@@ -36,16 +36,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from partspec import ast
 from partspec.errors import Diagnostic, Span, SpecError
+from partspec.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
 
 __all__ = [
     "MAX_INCLUDES",
     "MAX_INCLUDE_DEPTH",
+    "decode_spec",
     "load_syntax",
     "read_spec_file",
     "relocate",
@@ -65,12 +67,22 @@ _OUTSIDE_HINT = (
 
 _T = TypeVar("_T")
 
+#: The spec "file" name that reads standard input (``pspec check -``).
+STDIN = "-"
+#: How a spec read from standard input is named in diagnostics.
+STDIN_NAME = "<stdin>"
+
 
 def read_spec_file(path: str | os.PathLike[str]) -> str:
     """The text of a top-level spec file, decoded as UTF-8.
 
+    Only a regular file of at most :data:`~partspec.files.MAX_SPEC_BYTES` is read: a
+    FIFO or a device is refused without blocking. ``-`` reads standard input (up to
+    the same size).
+
     Raises:
-      SpecError: code ``E001`` when the file cannot be read or is not UTF-8.
+      SpecError: code ``E001`` when the file cannot be read, is not a regular file, is
+        too large or is not UTF-8.
 
     >>> try:
     ...     read_spec_file("no/such/file.pspec")
@@ -80,7 +92,9 @@ def read_spec_file(path: str | os.PathLike[str]) -> str:
     """
     name = os.fspath(path)
     try:
-        return Path(name).read_bytes().decode("utf-8")
+        if name == STDIN:
+            return decode_spec(read_stream(sys.stdin.buffer, limit=MAX_SPEC_BYTES))
+        return decode_spec(read_regular(name, limit=MAX_SPEC_BYTES))
     except OSError as exc:
         message = f"cannot read spec file {name!r}: {exc.strerror or exc}"
     except UnicodeDecodeError as exc:
@@ -88,6 +102,18 @@ def read_spec_file(path: str | os.PathLike[str]) -> str:
     except ValueError as exc:  # a NUL character in the path
         message = f"cannot read spec file {name!r}: {exc}"
     raise SpecError([Diagnostic("E001", "error", message, filename=name)])
+
+
+def decode_spec(data: bytes) -> str:
+    """The text of a spec file: UTF-8 with no NUL byte (a NUL means a binary file).
+
+    Raises:
+      UnicodeDecodeError: not UTF-8 text, or a NUL byte (its position is ``start``).
+    """
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise UnicodeDecodeError("utf-8", data, nul, nul + 1, "a NUL byte")
+    return data.decode("utf-8")
 
 
 def load_syntax(path: str | os.PathLike[str], *, allow_outside: bool = False) -> ast.Spec:
@@ -98,7 +124,8 @@ def load_syntax(path: str | os.PathLike[str], *, allow_outside: bool = False) ->
 
     Args:
       path: the ``.pspec`` file; includes are relative to its directory, and may not
-        read outside that directory's tree unless ``allow_outside``.
+        read outside that directory's tree unless ``allow_outside``. ``-`` reads the
+        spec from standard input (includes relative to the current directory).
       allow_outside: allow includes to read files anywhere.
 
     Returns:
@@ -112,6 +139,9 @@ def load_syntax(path: str | os.PathLike[str], *, allow_outside: bool = False) ->
     from partspec.parser import parse_syntax
 
     name = os.fspath(path)
+    if name == STDIN:
+        spec = parse_syntax(read_spec_file(name), filename=STDIN_NAME)
+        return resolve_includes(spec, os.curdir, allow_outside=allow_outside)
     spec = parse_syntax(read_spec_file(name), filename=name)
     return resolve_includes(spec, os.path.dirname(name) or os.curdir, allow_outside=allow_outside)
 
@@ -346,7 +376,7 @@ class _Resolver:
         if real in self.texts:
             return self.texts[real]
         try:
-            data = Path(real).read_bytes()
+            data = read_regular(real, limit=MAX_INCLUDE_BYTES)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise self._fail(
@@ -358,7 +388,7 @@ class _Resolver:
                 label="cannot read this file",
             ) from None
         try:
-            text = data.decode("utf-8")
+            text = decode_spec(data)
         except UnicodeDecodeError as exc:
             raise self._fail(
                 "E802",

@@ -30,6 +30,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, NoReturn
 
+from partspec.files import open_regular, read_regular
+
 __all__ = [
     "DTYPES",
     "MANIFEST_FORMAT",
@@ -130,7 +132,8 @@ SAFETENSORS_DTYPES = {
     "F4": "float4_e2m1fn",
 }
 
-#: Largest JSON manifest read (bytes): a manifest lists shapes, never data.
+#: Largest JSON manifest, Orbax ``_METADATA`` or zarr array metadata read (bytes): these
+#: list shapes, never data. Every input is read only if it is a regular file.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 #: Largest safetensors header accepted (bytes), as in the reference implementation.
 MAX_SAFETENSORS_HEADER = 100_000_000
@@ -316,11 +319,7 @@ def _parse_json(source: str, data: bytes, what: str) -> Any:
 
 
 def _load_json_file(source: str) -> list[Leaf]:
-    size = os.path.getsize(source)
-    if size > MAX_MANIFEST_BYTES:
-        _fail(source, f"{size} bytes is too large for a manifest")
-    with open(source, "rb") as f:
-        data = f.read()
+    data = read_regular(source, limit=MAX_MANIFEST_BYTES)
     return leaves_from_json(_parse_json(source, data, "manifest"), source)
 
 
@@ -556,7 +555,7 @@ def _load_npz(source: str) -> list[Leaf]:
     fmt = np.lib.format
     headers: list[tuple[str, tuple[int, ...], Any]] = []
     try:
-        with zipfile.ZipFile(source) as zf:
+        with open_regular(source) as raw, zipfile.ZipFile(raw) as zf:
             for info in zf.infolist():
                 name = info.filename
                 if info.is_dir():
@@ -595,8 +594,8 @@ def _load_npz(source: str) -> list[Leaf]:
 
 
 def _load_safetensors(source: str) -> list[Leaf]:
-    size = os.path.getsize(source)
-    with open(source, "rb") as f:
+    with open_regular(source) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             _fail(source, f"{size} bytes is too short for a safetensors file")
@@ -665,7 +664,7 @@ def find_orbax_item(source: str) -> str:
     """The directory holding ``_METADATA``: ``source``, its one item, or its latest step's."""
 
     def resolve(path: str, steps_allowed: bool) -> str | None:
-        if os.path.isfile(os.path.join(path, _METADATA)):
+        if os.path.exists(os.path.join(path, _METADATA)):
             return path
         subdirs = _subdirs(path)
         steps = [(int(m.group(1)), n) for n in subdirs if (m := _STEP_RE.match(n))]
@@ -673,7 +672,7 @@ def find_orbax_item(source: str) -> str:
         items = [
             n
             for n in subdirs
-            if n not in step_names and os.path.isfile(os.path.join(path, n, _METADATA))
+            if n not in step_names and os.path.exists(os.path.join(path, n, _METADATA))
         ]
         if len(items) > 1:
             _fail(
@@ -703,8 +702,7 @@ def find_orbax_item(source: str) -> str:
 def _load_orbax(source: str) -> list[Leaf]:
     item = find_orbax_item(source)
     meta_file = os.path.join(item, _METADATA)
-    with open(meta_file, "rb") as f:
-        meta = _parse_json(meta_file, f.read(), _METADATA)
+    meta = _parse_json(meta_file, read_regular(meta_file, limit=MAX_MANIFEST_BYTES), _METADATA)
     tree = meta.get("tree_metadata") if isinstance(meta, dict) else None
     if not isinstance(tree, dict):
         _fail(meta_file, 'expected an object with "tree_metadata"')
@@ -749,8 +747,7 @@ def _read_plain(item: str, name: str) -> tuple[str, bytes | None]:
         if not os.path.realpath(file).startswith(root + os.sep):
             break
         if os.path.isfile(file):
-            with open(file, "rb") as f:
-                return file, f.read(MAX_MANIFEST_BYTES)
+            return file, read_regular(file, limit=MAX_MANIFEST_BYTES)
     return os.path.join(item, name), None
 
 

@@ -30,9 +30,10 @@ from lark.exceptions import (
 )
 
 from partspec import ast
-from partspec.errors import Diagnostic, Span, SpecError
+from partspec.errors import Diagnostic, Span, SpecError, clip, source_lines
 
 __all__ = [
+    "MAX_CLASS_CHARS",
     "MAX_DEPTH",
     "MAX_NESTING",
     "MAX_PATTERN_NODES",
@@ -50,6 +51,8 @@ MAX_DEPTH = 200
 MAX_PATTERN_NODES = 10_000
 #: Bounds of a ``{lo..hi}`` range have at most this many digits (error E202).
 MAX_RANGE_DIGITS = 18
+#: A character class ``[...]`` may be at most this long (error E203).
+MAX_CLASS_CHARS = 1_000
 
 _KEYWORDS = frozenset(
     {
@@ -250,7 +253,7 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
 
 
 def _comment_nodes(tokens: list[Token], text: str) -> Iterator[ast.Comment]:
-    lines = text.splitlines()
+    lines = source_lines(text)
     for tok in tokens:
         line = tok.line or 1
         col = tok.column or 1
@@ -399,11 +402,11 @@ def _describe_token(tok: Token) -> str:
         return "end of the spec"
     if tok.type == "_SEP":
         return "`;`" if tok.value == ";" else "end of line"
-    return f"`{tok.value}`"
+    return f"`{clip(str(tok.value), 40)}`"
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
-    lines = text.splitlines() or [""]
+    lines = source_lines(text)
     if isinstance(exc, UnexpectedCharacters):
         line, col = exc.line, exc.column
         pos = exc.pos_in_stream or 0
@@ -495,6 +498,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
 
 
 def _end_span(lines: list[str]) -> Span:
+    if len(lines) > 1 and not lines[-1]:
+        lines = lines[:-1]  # the end of a text that ends with a newline: its last line
     line = max(1, len(lines))
     col = len(lines[-1]) + 1 if lines else 1
     return Span(line, col, line, col + 1)
@@ -504,6 +509,8 @@ def _end_span(lines: list[str]) -> Span:
 
 
 def _unescape(body: str) -> str:
+    if "\\" not in body:
+        return body
     out: list[str] = []
     i = 0
     while i < len(body):
@@ -695,7 +702,7 @@ class _Converter:
             return
         where, message = bad
         after = (
-            self.text.splitlines()[span.end_line - 1][span.end_column - 1 :] if span.line else ""
+            source_lines(self.text)[span.end_line - 1][span.end_column - 1 :] if span.line else ""
         )
         hint = "remove the extra `/`"
         if after.lstrip().startswith("except"):
@@ -862,6 +869,14 @@ class _Converter:
 
     def char_class(self, tok: Token) -> ast.CharClass:
         body = str(tok)[1:-1]
+        if len(body) > MAX_CLASS_CHARS:
+            raise _error(
+                "E203",
+                f"character class too long ({len(body):,} characters; the limit is "
+                f"{MAX_CLASS_CHARS:,})",
+                _tok_span(tok),
+                hint="use ranges such as `[a-z0-9]`",
+            )
         negated = False
         if len(body) > 1 and body[0] in "!^":
             negated, body = True, body[1:]

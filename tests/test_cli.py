@@ -103,7 +103,7 @@ def test_several_specs_are_all_reported(specs: Path) -> None:
         (b"", 0),  # an empty spec has no rules and nothing to check
         (b"\xff\xfe\x00garbage\x80", 2),
         (b"backbone/** ->\n", 1),
-        (b"\x00\x01\x02", 1),
+        (b"\x00\x01\x02", 2),  # a NUL byte: a binary file, not a spec
     ],
 )
 def test_bad_spec_files(tmp_path: Path, content: bytes, code: int) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import partspec
 from partspec import parser
@@ -102,3 +107,54 @@ class _Exploit:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (pathlib.Path.write_text, (pathlib.Path(self.path), "x"))  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- terminals
+
+#: The terminals as first written, one character per group repetition: the reference
+#: for what they match. Python's `re` keeps state for every repetition of a group, so
+#: these took hundreds of megabytes to lex a 4 MB literal; the grammar unrolls them.
+REFERENCE_TERMINALS = {
+    "LITERAL": r'(?:[^\s\/*?\[\]{},"\\#;<>=()\-]|-(?!>))+',
+    "CLASS": r"\[(?:[^\]\\\n]|\\[^\n])+\]",
+    "NUMBER": r"(?:[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?|\.[0-9](?:_?[0-9])*)"
+    r"(?:[eE][+-]?[0-9]+)?",
+    "STRING": r'"(?:[^"\\\n]|\\[^\n])*"',
+}
+
+
+def _grammar_terminal(name: str) -> str:
+    for line in parser.grammar_text().splitlines():
+        if line.startswith(f"{name}: /"):
+            return line[len(name) + 3 : -1]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TERMINALS))
+@given(text=st.text(alphabet='ab0_9.eE+-> \\"[]!^\n#/*x', max_size=30))
+def test_unrolled_terminals_match_what_the_reference_matches(name: str, text: str) -> None:
+    ours = re.compile(_grammar_terminal(name))
+    ref = re.compile(REFERENCE_TERMINALS[name])
+    for start in range(len(text) + 1):
+        a, b = ours.match(text, start), ref.match(text, start)
+        assert (a and a.end()) == (b and b.end()), (name, text, start)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 2_000_000 + " -> frozen",
+        '"' + "k" * 2_000_000 + '" -> frozen',
+        "x -> sgd(" + "1" * 2_000_000 + ".5)",
+        "[" + "a" * 2_000_000 + "] -> frozen",
+    ],
+)
+def test_lexing_a_long_token_takes_memory_linear_in_its_length(text: str) -> None:
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(partspec.SpecError):
+            parser.parse_syntax(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * len(text), f"{peak:,} bytes for {len(text):,} characters"
