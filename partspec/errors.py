@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 
 __all__ = [
     "MAX_SOURCE_WIDTH",
+    "MAX_SUGGEST_CANDIDATES",
+    "MAX_SUGGEST_LENGTH",
     "MAX_TEXT",
     "Diagnostic",
     "Span",
@@ -313,8 +315,19 @@ def _osa_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
+#: Names longer than this get a suggestion only for a difference in case: edit
+#: distance costs length squared, and a name this long is pasted, not mistyped.
+MAX_SUGGEST_LENGTH = 64
+#: At most this many candidates (the nearest in length) are compared with a name.
+MAX_SUGGEST_CANDIDATES = 200
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A ``did you mean `x`?`` hint, or ``None`` when nothing is close.
+
+    The work is bounded: candidates whose length alone rules them out are skipped,
+    at most :data:`MAX_SUGGEST_CANDIDATES` are compared, and a name longer than
+    :data:`MAX_SUGGEST_LENGTH` is only matched ignoring case.
 
     >>> did_you_mean("adma", ["adam", "adamax", "sgd"])
     'did you mean `adam`?'
@@ -322,15 +335,26 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     pool = sorted(set(candidates))
     if not pool:
         return None
+    if len(name) > MAX_SUGGEST_LENGTH:
+        folded = name.casefold()
+        same = [c for c in pool if len(c) == len(name) and c.casefold() == folded]
+        return f"did you mean `{same[0]}`?" if same else None
+    limit = max(1, len(name) // 3)
+    near = [c for c in pool if abs(len(c) - len(name)) <= max(limit, len(name) // 2)]
+    near = sorted(near, key=lambda c: abs(len(c) - len(name)))[:MAX_SUGGEST_CANDIDATES]
+    near = [c for c in near if len(c) <= 2 * MAX_SUGGEST_LENGTH]
+    if not near:
+        return None
     scored = sorted(
-        pool,
+        near,
         key=lambda c: (
             _osa_distance(name, c),
             -difflib.SequenceMatcher(None, name, c).ratio(),
+            c,
         ),
     )
     best = scored[0]
-    if _osa_distance(name, best) <= max(1, len(name) // 3):
+    if _osa_distance(name, best) <= limit:
         return f"did you mean `{best}`?"
-    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.75)
+    matches = difflib.get_close_matches(name, near, n=1, cutoff=0.75)
     return f"did you mean `{matches[0]}`?" if matches else None

@@ -272,3 +272,28 @@ def test_keyword_as_a_path_segment_suggests_quoting(text: str, word: str) -> Non
 
     labels, _, _ = label_paths(partspec.check(plan_text), [tuple(path)])
     assert labels == ["frozen"]
+
+
+def test_did_you_mean_does_bounded_work_on_long_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3000-character name misspelled 10 times took minutes: edit distance is quadratic."""
+    from partspec import errors
+
+    cells: list[int] = []
+    real = errors._osa_distance
+
+    def counting(a: str, b: str) -> int:
+        cells.append(len(a) * len(b))
+        return real(a, b)
+
+    monkeypatch.setattr(errors, "_osa_distance", counting)
+    name = "v" * 3000
+    text = f"let {name} = 1e-3\n" + "".join(f"a{i} -> adam({name[:-1]}w)\n" for i in range(10))
+    with pytest.raises(partspec.SpecError) as err:
+        partspec.check(text)
+    assert [d.code for d in err.value.diagnostics] == ["E301"] * 10
+    per_call = (
+        errors.MAX_SUGGEST_CANDIDATES * errors.MAX_SUGGEST_LENGTH * 2 * errors.MAX_SUGGEST_LENGTH
+    )
+    assert sum(cells) <= 10 * per_call
+    # A long name still gets a suggestion when only its case differs.
+    assert errors.did_you_mean(name.upper(), [name, "x"]) == f"did you mean `{name}`?"
