@@ -44,9 +44,9 @@ def grammar_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def build(grammar: str, **code_options: object) -> Lark:
-    """Analyse ``grammar`` (slow: about 100 ms)."""
-    return Lark(grammar, **LARK_OPTIONS, **code_options)
+def build(grammar: str, **options: object) -> Lark:
+    """Analyse ``grammar`` (slow: about 100 ms); ``options`` add to or override the defaults."""
+    return Lark(grammar, **{**LARK_OPTIONS, **options})
 
 
 def _canonical(table: dict[str, Any]) -> dict[str, Any]:

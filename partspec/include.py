@@ -252,6 +252,8 @@ class _Resolver:
             self.root = base
         self.sources: dict[str, str] = {}
         self.texts: dict[str, str] = {}  # real path -> text (each file is read once)
+        # (real path, display name) -> its statements, parsed and relocated once.
+        self.parsed: dict[tuple[str, str], list[ast.Statement]] = {}
         self.names: dict[str, str] = {}  # display name -> real path
         if spec.filename is not None:
             self.names[spec.filename] = _real(spec.filename) or spec.filename
@@ -344,23 +346,25 @@ class _Resolver:
             )
         text = self._read(real, display, stmt)
         child = _Frame(display, os.path.dirname(location), real, text, stmt.span.line)
-        from partspec.parser import parse_syntax
+        own = self.parsed.get((real, display))
+        if own is None:  # each file is parsed once per load, however often it is included
+            from partspec.parser import parse_syntax
 
-        try:
-            included = parse_syntax(text, filename=display)
-        except SpecError as err:
-            self.stack.append(child)
             try:
-                notes = self._notes()
-            finally:
-                self.stack.pop()
-            raise SpecError(
-                [dataclasses.replace(d, notes=d.notes + notes) for d in err.diagnostics]
-            ) from None
-        assert included.source is not None
-        child = dataclasses.replace(child, source=included.source)
-        self.sources[display] = included.source
-        own = [relocate(s, display) for s in included.statements]
+                included = parse_syntax(text, filename=display)
+            except SpecError as err:
+                self.stack.append(child)
+                try:
+                    notes = self._notes()
+                finally:
+                    self.stack.pop()
+                raise SpecError(
+                    [dataclasses.replace(d, notes=d.notes + notes) for d in err.diagnostics]
+                ) from None
+            assert included.source is not None
+            self.sources[display] = included.source
+            own = self.parsed[real, display] = [relocate(s, display) for s in included.statements]
+        child = dataclasses.replace(child, source=self.sources[display])
         return self.expand(own, child)
 
     def _display(self, location: str, real: str) -> str:

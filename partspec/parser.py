@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-import itertools
+import gc
 import os
 import re
 from collections.abc import Iterator
@@ -130,6 +131,67 @@ class _PostLex:
             yield tok
 
 
+class _Node(Tree):
+    """A parse-tree node that knows its first and last tokens.
+
+    ``start``/``end`` span the node's own symbols; ``cstart``/``cend`` (its
+    "container") also cover the tokens of rules that were inlined into it, such as the
+    parentheses around an expression, exactly as Lark's ``propagate_positions``
+    computes ``meta`` (which costs a third of the parse).
+    """
+
+    # Class defaults: most nodes are made and thrown away by inlining, so they are
+    # not set in ``__init__`` (Tree's own).
+    start: Token | None = None
+    end: Token | None = None
+    cstart: Token | None = None
+    cend: Token | None = None
+
+
+def _track_positions(callback: Any) -> Any:
+    """Wrap one rule's tree-building callback to record its node's first and last tokens.
+
+    The callback gets the rule's symbols before Lark filters out punctuation, so a
+    call's span ends at its ``)``.
+    """
+
+    def build(children: list[Any]) -> Any:
+        res = callback(children)
+        if isinstance(res, _Node):
+            first = last = None
+            for c in children:
+                first = c.cstart if isinstance(c, _Node) else c
+                if first is not None:
+                    break
+            for c in reversed(children):
+                last = c.cend if isinstance(c, _Node) else c
+                if last is not None:
+                    break
+            if first is not None:
+                if res.start is None:
+                    res.start = first
+                res.cstart = first
+            if last is not None:
+                if res.end is None:
+                    res.end = last
+                res.cend = last
+        return res
+
+    return build
+
+
+def _hook_positions(lark: Lark) -> bool:
+    """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found."""
+    found = getattr(lark, "_callbacks", None)
+    lalr = getattr(getattr(getattr(lark, "parser", None), "parser", None), "parser", None)
+    if not isinstance(found, dict) or getattr(lalr, "callbacks", None) is not found:
+        return False  # pragma: no cover - a lark whose internals moved
+    callbacks: dict[Any, Any] = found
+    for rule, callback in callbacks.items():
+        callbacks[rule] = _track_positions(callback)
+    return True
+
+
 @functools.cache
 def _parser() -> Lark:
     """The parser, built once: from the tables generated into the package.
@@ -138,18 +200,31 @@ def _parser() -> Lark:
     ``cache=True`` unpickles a file from the shared temporary directory. When the
     grammar no longer matches the tables (a grammar edited in a source checkout), it
     is analysed afresh (about 100 ms), never cached.
+
+    Positions are tracked by :func:`_track_positions` rather than by Lark's
+    ``propagate_positions`` (the same spans, in half the time); should a lark release
+    move the callbacks it wraps, Lark's own tracking is used.
     """
     from partspec._parsergen import TABLES, build, grammar_digest, load_tables
 
-    code = {"postlex": _PostLex(), "lexer_callbacks": {"COMMENT": _on_comment}}
-    grammar = grammar_text()
-    try:
-        tables = load_tables(TABLES.read_text(encoding="utf-8"))
-        if tables["grammar_sha256"] == grammar_digest(grammar):
-            return Lark._load_from_dict(tables["data"], tables["memo"], **code)
-    except Exception:  # pragma: no cover - missing tables, or a lark that reads them differently
-        pass
-    return build(grammar, **code)
+    def make(positions: bool) -> Lark:
+        options = {
+            "postlex": _PostLex(),
+            "lexer_callbacks": {"COMMENT": _on_comment},
+            "tree_class": _Node,
+            "propagate_positions": positions,
+        }
+        grammar = grammar_text()
+        try:
+            tables = load_tables(TABLES.read_text(encoding="utf-8"))
+            if tables["grammar_sha256"] == grammar_digest(grammar):
+                return Lark._load_from_dict(tables["data"], tables["memo"], **options)
+        except Exception:  # pragma: no cover - missing tables, or a lark that reads them otherwise
+            pass
+        return build(grammar, **options)
+
+    lark = make(positions=False)
+    return lark if _hook_positions(lark) else make(positions=True)
 
 
 # ---------------------------------------------------------------- entry points
@@ -226,7 +301,8 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
     token = _comments.set(comments)
     try:
         try:
-            tree = _parser().parse(text)
+            with _no_gc():
+                tree = _parser().parse(text)
         except _NestingError as exc:
             raise _error(
                 "E102",
@@ -239,7 +315,8 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
             raise SpecError([_syntax_diagnostic(exc, text)]) from None
         except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
             raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
-        statements = _Converter(text).convert(tree)
+        with _no_gc():
+            statements = _Converter(text).convert(tree)
     except SpecError as err:
         raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
     finally:
@@ -250,6 +327,22 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
         filename=filename,
         comments=tuple(_comment_nodes(comments, text)),
     )
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a parse tree and its AST.
+
+    Both are acyclic, so reference counting frees them; but the collector would scan
+    the growing tree again and again, which took more than half of a large parse.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _comment_nodes(tokens: list[Token], text: str) -> Iterator[ast.Comment]:
@@ -272,7 +365,13 @@ def _tok_span(tok: Token) -> Span:
     return Span(line, col, end_line, end_col)
 
 
-def _meta_span(tree: Tree) -> Span:
+def _meta_span(tree: Tree | Token) -> Span:
+    if isinstance(tree, Token):
+        return _tok_span(tree)
+    start = getattr(tree, "start", None)
+    if start is not None:
+        end = tree.end  # type: ignore[attr-defined]
+        return Span(start.line, start.column, end.end_line, end.end_column)
     m = tree.meta
     if getattr(m, "empty", True):
         return Span(0, 0, 0, 0)
@@ -526,6 +625,13 @@ def _unescape(body: str) -> str:
 
 
 _RANGE_RE = re.compile(r"^([0-9]+)\.\.([0-9]+)$")
+#: Pattern tokens that stand for one glob node each.
+_SIMPLE_PIECES: dict[str, ast.GlobNode] = {
+    "STAR": ast.Star(),
+    "GLOBSTAR": ast.GlobStar(),
+    "QMARK": ast.QMark(),
+    "SLASH": ast.Sep(),
+}
 _INT_MAX = 2**63 - 1
 
 
@@ -710,12 +816,19 @@ class _Converter:
         raise _error("E206", message, _meta_span(where), hint=hint)
 
     def _check_adjacent(self, tree: Tree) -> None:
-        toks = sorted(
-            tree.scan_values(lambda v: isinstance(v, Token)), key=lambda t: t.start_pos or 0
-        )
-        for a, b in itertools.pairwise(toks):
-            if a.end_pos != b.start_pos:
-                gap = Span(a.end_line or 1, a.end_column or 1, b.line or 1, b.column or 1)
+        prev: Token | None = None
+        stack: list[Any] = [tree]
+        while stack:  # the tokens in source order, depth first
+            node = stack.pop()
+            if isinstance(node, Tree):
+                stack.extend(reversed(node.children))
+                continue
+            if node is None:
+                continue
+            if prev is not None and prev.end_pos != node.start_pos:
+                gap = Span(
+                    prev.end_line or 1, prev.end_column or 1, node.line or 1, node.column or 1
+                )
                 raise _error(
                     "E104",
                     "whitespace inside a pattern",
@@ -723,6 +836,7 @@ class _Converter:
                     hint='quote keys with spaces (`"my key"`), and separate patterns with `,`',
                     label="here",
                 )
+            prev = node
 
     def seq(self, children: list[Any]) -> list[tuple[ast.GlobNode, Any]]:
         out: list[tuple[ast.GlobNode, Any]] = []
@@ -740,31 +854,19 @@ class _Converter:
                 out.append((node, child))
         return out
 
-    def piece(self, tree: Tree) -> ast.GlobNode:
-        kind = tree.data
-        tok = tree.children[0] if tree.children else None
-        if kind == "lit":
-            return ast.Lit(str(tok))
-        if kind == "quoted":
-            return ast.Lit(_unescape(str(tok)[1:-1]))
-        if kind == "escaped":
-            return ast.Lit(str(tok)[1:])
-        if kind == "star":
-            return ast.Star()
-        if kind == "globstar":
-            return ast.GlobStar()
-        if kind == "qmark":
-            return ast.QMark()
-        if kind == "sep":
-            return ast.Sep()
-        if kind == "cls":
-            assert isinstance(tok, Token)
-            return self.char_class(tok)
-        if kind == "capture":
-            return self.capture(tree)
-        if kind == "alt":
-            return self.alt(tree)
-        raise AssertionError(kind)  # pragma: no cover
+    def piece(self, piece: Token | Tree) -> ast.GlobNode:
+        if isinstance(piece, Tree):
+            return self.capture(piece) if piece.data == "capture" else self.alt(piece)
+        kind = piece.type
+        if kind == "LITERAL":
+            return ast.Lit(str(piece))
+        if kind == "STRING":
+            return ast.Lit(_unescape(str(piece)[1:-1]))
+        if kind == "ESCAPED":
+            return ast.Lit(str(piece)[1:])
+        if kind == "CLASS":
+            return self.char_class(piece)
+        return _SIMPLE_PIECES[kind]
 
     def capture(self, tree: Tree) -> ast.Capture:
         names = [c for c in tree.children if isinstance(c, Token) and c.type == "LITERAL"]
@@ -799,8 +901,8 @@ class _Converter:
         out: list[list[tuple[ast.GlobNode, Any]]] = []
         for b in branches:
             kids = [c for c in b.children if c is not None]
-            if len(kids) == 1 and isinstance(kids[0], Tree) and kids[0].data == "lit":
-                text = str(kids[0].children[0])
+            if len(kids) == 1 and isinstance(kids[0], Token) and kids[0].type == "LITERAL":
+                text = str(kids[0])
                 m = _RANGE_RE.match(text)
                 if m:
                     rng = self.range(m.group(1), m.group(2), _meta_span(tree))

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -615,3 +616,26 @@ def test_splitting_a_spec_into_an_include_keeps_its_labels(
         assert [r.span.file for r in spec.rules] == [None] * split + [
             str(Path(tmp) / "rest.pspec")
         ] * (len(lines) - split)
+
+
+def test_each_file_is_parsed_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 includes of a 100-rule file parsed it 100 times (10 s)."""
+    from partspec import parser
+
+    rules = "".join(f"layer_{i}/** -> sgd({i + 1}e-3)\n" for i in range(100))
+    (tmp_path / "part.pspec").write_text(rules)
+    (tmp_path / "top.pspec").write_text('include "part.pspec"\n' * 100 + "** -> frozen\n")
+    calls: list[str | None] = []
+    real = parser.parse_syntax
+
+    def counting(text: str, filename: str | None = None) -> Any:
+        calls.append(filename)
+        return real(text, filename)
+
+    monkeypatch.setattr(parser, "parse_syntax", counting)
+    spec = partspec.load(tmp_path / "top.pspec")
+    assert len(spec.rules) == 100 * 100 + 1
+    assert sorted(calls, key=str) == sorted(
+        [str(tmp_path / "part.pspec"), str(tmp_path / "top.pspec")]
+    )
+    assert spec.rules[150].span.file == str(tmp_path / "part.pspec")

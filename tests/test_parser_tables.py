@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pathlib
 import pickle
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec import parser
 from partspec._parsergen import TABLES, build, render
+from partspec.errors import Span
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -44,6 +46,10 @@ SAMPLES = [
     'x -> chain(\n  clip(1.0),\n  sgd(0.1))  # c\n"k y"/{a,b/c}/<i> -> frozen',
     "let = 3",
     "a\\",
+    "x -> adam((1e-3 + 2) * 3, b1=-(0.9), eps=[1, (2)][0])\n(a) -> sgd(1)",
+    'a/** where not (ndim > 1 and (size >= 2 or dtype in ["float32"])) -> frozen',
+    "param p = (1)\nlet q = ((p)) ** -(2)\nglobal chain(clip(1.0),)",
+    '{a,b/{c,d},0..2}/<i>/[!x-z]?\\*"q r"/** -> frozen until (3) then sgd(i)',
 ]
 
 
@@ -51,21 +57,41 @@ SAMPLES = [
 def test_tables_parse_like_a_freshly_built_parser(
     text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The same AST, comments, spans of every node, and errors (positions tracked by
+    partspec on generated tables, against Lark's own ``propagate_positions``)."""
+
     def outcome() -> object:
         try:
             spec = parser.parse_syntax(text)
         except partspec.SpecError as err:
             return [d.render() for d in err.diagnostics]
-        return (spec, spec.comments, [s.span for s in spec.statements])
+        return (spec, spec.comments, _spans(spec.statements))
 
     from_tables = outcome()
     fresh = build(
         parser.grammar_text(),
         postlex=parser._PostLex(),
         lexer_callbacks={"COMMENT": parser._on_comment},
+        tree_class=parser._Node,
     )
     monkeypatch.setattr(parser, "_parser", lambda: fresh)
     assert outcome() == from_tables
+
+
+def _spans(node: object) -> list[object]:
+    """Every span in an AST, depth first."""
+    if isinstance(node, tuple):
+        return [s for item in node for s in _spans(item)]
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        if isinstance(node, Span):
+            return [node]
+        return [s for f in dataclasses.fields(node) for s in _spans(getattr(node, f.name))]
+    return []
+
+
+def test_partspec_tracks_positions_itself() -> None:
+    """Lark's propagate_positions costs a third of the parse; the hook must stay active."""
+    assert parser._parser().options.propagate_positions is False
 
 
 def test_nothing_under_the_temp_dir_is_read(tmp_path: pathlib.Path) -> None:
