@@ -182,12 +182,13 @@ def _track_positions(callback: Any) -> Any:
 
 def _hook_positions(lark: Lark) -> bool:
     """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found."""
-    found = getattr(lark, "_callbacks", None)
+    callbacks = getattr(lark, "_callbacks", None)
     lalr = getattr(getattr(getattr(lark, "parser", None), "parser", None), "parser", None)
-    if not isinstance(found, dict) or getattr(lalr, "callbacks", None) is not found:
+    if not isinstance(callbacks, dict):
         return False  # pragma: no cover - a lark whose internals moved
-    callbacks: dict[Any, Any] = found
-    for rule, callback in callbacks.items():
+    if getattr(lalr, "callbacks", None) is not callbacks:
+        return False  # pragma: no cover
+    for rule, callback in list(callbacks.items()):
         callbacks[rule] = _track_positions(callback)
     return True
 
