@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lark import Lark, Token, Tree
 from lark.exceptions import (
@@ -188,8 +188,9 @@ def _hook_positions(lark: Lark) -> bool:
         return False  # pragma: no cover - a lark whose internals moved
     if getattr(lalr, "callbacks", None) is not callbacks:
         return False  # pragma: no cover
-    for rule, callback in list(callbacks.items()):
-        callbacks[rule] = _track_positions(callback)
+    table = cast("dict[Any, Any]", callbacks)
+    for rule, callback in list(table.items()):
+        table[rule] = _track_positions(callback)
     return True
 
 
