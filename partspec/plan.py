@@ -43,7 +43,7 @@ from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_info, leaf_segments
 
-__all__ = ["Plan", "UntilState", "compile", "frozen", "frozen_until", "optimizer"]
+__all__ = ["GateState", "Plan", "UntilState", "compile", "frozen", "frozen_until", "optimizer"]
 
 
 def frozen() -> optax.GradientTransformation:
@@ -122,25 +122,42 @@ def frozen_until(at: int, inner: optax.GradientTransformation) -> optax.Gradient
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _gate(starts: Callable[[Any], Any]) -> optax.GradientTransformation:
-    """Zero the gradients of leaves still in a ``frozen until`` phase.
+class GateState(NamedTuple):
+    """State of the gate before ``global`` transforms: updates seen, per ``frozen until`` label.
 
-    ``starts(tree)`` gives each leaf's first training update (0 for leaves always
-    trained). Placed before the ``global`` transforms, so that a global norm counts
-    only the leaves being trained at that update.
+    One counter per label, like each label's own :class:`UntilState` step, so that
+    re-freezing one label (``reset_state(..., label=...)``) resets its gate as well.
     """
 
-    def init_fn(params: Any) -> Any:
+    counts: dict[str, jax.Array]
+
+
+def _gate(
+    unfreeze: Mapping[str, int], labels_for: Callable[[Any], Any]
+) -> optax.GradientTransformation:
+    """Zero the gradients of leaves still in a ``frozen until`` phase.
+
+    ``unfreeze`` gives each ``frozen until`` label's first training update. Placed before
+    the ``global`` transforms, so that a global norm counts only the leaves being
+    trained at that update.
+    """
+
+    def init_fn(params: Any) -> GateState:
         del params
-        return jnp.zeros([], jnp.int32)
+        return GateState({label: jnp.zeros([], jnp.int32) for label in unfreeze})
 
-    def update_fn(updates: Any, count: Any, params: Any = None) -> tuple[Any, Any]:
+    def update_fn(updates: Any, state: GateState, params: Any = None) -> tuple[Any, Any]:
         del params
 
-        def gate(start: int, u: Any) -> Any:
-            return u if start == 0 else jnp.where(count >= start, u, jnp.zeros_like(u))
+        def gate(label: str, u: Any) -> Any:
+            at = unfreeze.get(label)
+            if at is None:
+                return u
+            return jnp.where(state.counts[label] >= at, u, jnp.zeros_like(u))
 
-        return jax.tree.map(gate, starts(updates), updates), optax.safe_increment(count)
+        gated = jax.tree.map(gate, labels_for(updates), updates)
+        counts = {k: optax.safe_increment(v) for k, v in state.counts.items()}
+        return gated, GateState(counts)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -363,11 +380,7 @@ def _with_globals(
 
     steps: list[Any] = []
     if unfreeze:
-
-        def starts(tree: Any) -> Any:
-            return jax.tree.map(lambda lab: unfreeze.get(lab, 0), labels_for(tree))
-
-        steps.append(_gate(starts))
+        steps.append(_gate(unfreeze, labels_for))
     steps += [optax.masked(inner, trainable), part]
     return optax.chain(*steps)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -40,7 +41,7 @@ from partspec import ast
 from partspec.errors import Diagnostic, SpecError, did_you_mean
 from partspec.matcher import Matcher, compile_rules
 from partspec.parser import parse_syntax
-from partspec.plan import Plan
+from partspec.plan import GateState, Plan
 from partspec.tree import leaf_segments
 
 __all__ = ["TransferReport", "replace", "reset_state", "select", "transfer"]
@@ -315,7 +316,9 @@ def reset_state(
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a partspec.Plan, not {type(plan).__name__}")
 
-    leaves, treedef = jax.tree_util.tree_flatten(state, is_leaf=_is_partition)
+    leaves, treedef = jax.tree_util.tree_flatten(
+        state, is_leaf=lambda x: _is_partition(x) or isinstance(x, GateState)
+    )
     keys = set(plan.transforms)
     at = [i for i, x in enumerate(leaves) if _is_partition(x) and set(x.inner_states) == keys]
     if len(at) != 1:
@@ -354,6 +357,11 @@ def reset_state(
                 or f"the plan's labels are {', '.join(f'`{k}`' for k in plan.transforms)}",
             )
         inner[label] = optax.masked(plan.transforms[label], mask_of(label)).init(params)
+        # A `frozen until` label that waits again must be gated again before the globals.
+        for i, x in enumerate(leaves):
+            if isinstance(x, GateState) and label in x.counts:
+                fresh = jnp.zeros_like(x.counts[label])
+                leaves[i] = GateState({**x.counts, label: fresh})
     else:
         assert pattern is not None
         matcher = _compile(pattern)

@@ -269,6 +269,39 @@ def test_nan_gradients_of_a_waiting_group_do_not_poison_the_clip() -> None:
     assert all(np.isnan(x).all() for x in jax.tree.leaves(u["backbone"]))
 
 
+def test_a_label_frozen_again_by_reset_state_is_gated_again() -> None:
+    """reset_state(label=...) on a `frozen until` label must reset the gate's counter too:
+    otherwise its NaN gradients reach the global clip while it waits again, and every
+    trainable update becomes NaN."""
+    text = """
+    global clip_by_global_norm(1.0)
+    backbone/** -> frozen until 2 then sgd(1.0)
+    head/** -> sgd(1.0)
+    """
+    plan = partspec.compile(text, PARAMS)
+    step = jax.jit(plan.tx.update)
+    state = plan.tx.init(PARAMS)
+    clean = grads(head_scale=3.0)
+    for _ in range(4):  # past the unfreezing
+        _, state = step(clean, state, PARAMS)
+    (label,) = plan.unfreeze_steps
+    state = partspec.reset_state(plan, state, PARAMS, label=label)
+    g = {**clean, "backbone": jax.tree.map(lambda x: jnp.full_like(x, np.nan), clean["backbone"])}
+    expected_head = jax.tree.map(jnp.negative, clip_by_hand(clean, MASK, 1.0)["head"])
+    for _ in range(2):  # frozen again, for 2 updates: as at the start
+        u, state = step(g, state, PARAMS)
+        assert_all_neg_zero(u["backbone"])
+        close(u["head"], expected_head)
+    u, state = step(clean, state, PARAMS)  # update 2 after the reset: it trains again
+    close(
+        u["backbone"],
+        jax.tree.map(
+            jnp.negative,
+            clip_by_hand(clean, {**MASK, "backbone": {"w": True, "b": True}}, 1.0)["backbone"],
+        ),
+    )
+
+
 # ---------------------------------------------------------------- 4. no global
 
 
