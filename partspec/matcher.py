@@ -28,6 +28,7 @@ __all__ = [
     "GROUP_SIZE",
     "Matcher",
     "capture_keys",
+    "collapse_globstars",
     "compile_patterns",
     "compile_rules",
     "extract_captures",
@@ -57,6 +58,30 @@ def _globstar_at(nodes: Sequence[ast.GlobNode], i: int) -> str | None:
     if isinstance(node, ast.GlobStar):
         return "**/" if i + 1 < n and isinstance(nodes[i + 1], ast.Sep) else "**"
     return None
+
+
+def collapse_globstars(nodes: Sequence[ast.GlobNode]) -> tuple[ast.GlobNode, ...]:
+    """``nodes`` with each run of ``**`` segments (``**/**/**``) written as one ``**``.
+
+    Zero or more segments followed by zero or more segments are zero or more
+    segments; without this, ``a/**/**`` asked for a ``/`` after ``a`` and did not
+    match ``a``, which ``a/**`` does. Both matchers compile the collapsed form.
+
+    >>> collapse_globstars((ast.Lit("a"), ast.Sep(), ast.GlobStar(), ast.Sep(), ast.GlobStar()))
+    (Lit(text='a'), Sep(), GlobStar())
+    """
+    out: list[ast.GlobNode] = []
+    for node in nodes:
+        if (
+            isinstance(node, ast.GlobStar)
+            and len(out) >= 2
+            and isinstance(out[-1], ast.Sep)
+            and isinstance(out[-2], ast.GlobStar)
+        ):
+            out.pop()  # `**/` + `**` -> `**`
+            continue
+        out.append(node)
+    return tuple(out)
 
 
 def _same_len(a: str, b: str) -> list[list[tuple[int, int]]]:
@@ -445,7 +470,7 @@ def compile_rules(
             patterns, excepts = rules[index]
             for pats, is_except in ((patterns, False), (excepts, True)):
                 for pattern in pats:
-                    end = nfa.seq(pattern.nodes, root)
+                    end = nfa.seq(collapse_globstars(pattern.nodes), root)
                     nfa.accept.setdefault(end, []).append((index, is_except))
         groups.append(_GroupDFA(nfa, [root]))
     return Matcher(groups, len(rules))
@@ -611,7 +636,7 @@ class _Extractor:
     __slots__ = ("head", "keys", "memo", "nodes", "program", "whole")
 
     def __init__(self, pattern: ast.Pattern):
-        self.nodes = pattern.nodes
+        self.nodes = collapse_globstars(pattern.nodes)
         found = _prefix(self.nodes)
         self.keys: int | None = None
         self.memo: dict[tuple[str, ...], dict[str, str] | None] = {}

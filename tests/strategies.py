@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -317,6 +318,99 @@ def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = Fal
     if isinstance(n, ast.Alt):
         return any(_m(list(b) + rest, s, j) for b in n.branches)
     raise AssertionError(n)
+
+
+# ---------------------------------------------------------------- segment-level reference
+
+
+def segment_match(pattern: ast.Pattern, path: tuple[str, ...]) -> bool:
+    """A second reference, written from the design's wording at the level of segments.
+
+    The path is split into segments (a ``/`` inside a key separates too); the pattern is
+    expanded into its brace alternatives and split at its separators; a ``**`` segment
+    takes zero or more whole segments, any other pattern segment one segment, matched
+    with a regular expression. Unlike :func:`naive_match`, nothing here treats ``/**``
+    or ``**/`` specially, so it catches what a special case gets wrong (``a/**/**``).
+    """
+    segs = "/".join(path).split("/")
+    return any(_segments_match(_split(nodes), segs) for nodes in _expand(pattern.nodes))
+
+
+_STAR_SEGMENT = "**"
+
+
+def _expand(nodes: tuple[ast.GlobNode, ...]) -> list[tuple[ast.GlobNode, ...]]:
+    """Every way of choosing one branch of each ``{...}``."""
+    if not nodes:
+        return [()]
+    first, rest = nodes[0], _expand(nodes[1:])
+    if isinstance(first, ast.Alt):
+        return [b + r for branch in first.branches for b in _expand(branch) for r in rest]
+    return [(first, *r) for r in rest]
+
+
+def _split(nodes: tuple[ast.GlobNode, ...]) -> list[Any]:
+    """The pattern's segments: ``**`` or a regular expression for one segment."""
+    parts: list[list[str]] = [[]]
+    kinds: list[list[ast.GlobNode]] = [[]]
+    for n in nodes:
+        if isinstance(n, ast.Sep):
+            parts.append([])
+            kinds.append([])
+        elif isinstance(n, ast.Lit):
+            pieces = n.text.split("/")
+            parts[-1].append(re.escape(pieces[0]))
+            for piece in pieces[1:]:  # a quoted "/" separates segments too
+                parts.append([re.escape(piece)])
+                kinds.append([n])
+            kinds[-1].append(n)
+        else:
+            parts[-1].append("" if isinstance(n, ast.GlobStar) else _regex(n))
+            kinds[-1].append(n)
+    out: list[Any] = []
+    for part, kind in zip(parts, kinds):
+        if len(kind) == 1 and isinstance(kind[0], ast.GlobStar):
+            out.append(_STAR_SEGMENT)
+        else:
+            out.append(re.compile("".join(part), re.DOTALL))
+    return out
+
+
+def _regex(n: ast.GlobNode) -> str:
+    if isinstance(n, ast.Star):
+        return ".*"
+    if isinstance(n, ast.QMark):
+        return "."
+    if isinstance(n, ast.Capture):
+        return ".+"
+    if isinstance(n, ast.CharClass):
+        body = "".join(
+            re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in n.ranges
+        )
+        return f"[{'^' if n.negated else ''}{body}]"
+    if isinstance(n, ast.Range):
+        return "(?:" + "|".join(str(v) for v in range(n.lo, n.hi + 1)) + ")"
+    raise AssertionError(n)  # GlobStar is a whole segment, Alt was expanded
+
+
+def _segments_match(psegs: list[Any], segs: list[str]) -> bool:
+    @functools.cache
+    def rec(i: int, j: int) -> bool:
+        if i == len(psegs):
+            return j == len(segs)
+        if psegs[i] is _STAR_SEGMENT:
+            return any(rec(i + 1, k) for k in range(j, len(segs) + 1))
+        return j < len(segs) and bool(psegs[i].fullmatch(segs[j])) and rec(i + 1, j + 1)
+
+    return rec(0, 0)
+
+
+#: Patterns that are mostly ``**`` segments: runs such as ``a/**/**``, ``**/**/b``.
+globstar_patterns = st.lists(
+    st.one_of(st.just((ast.GlobStar(),)), st.just((ast.GlobStar(),)), segments),
+    min_size=1,
+    max_size=5,
+).map(_join_segments)
 
 
 # ---------------------------------------------------------------- captures
