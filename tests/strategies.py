@@ -266,10 +266,13 @@ def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = Fal
     if (
         isinstance(n, ast.Sep)
         and not first
-        and len(rest) == 1
-        and isinstance(rest[0], ast.GlobStar)
+        and len(rest) % 2 == 1
+        and all(
+            isinstance(x, ast.GlobStar) if k % 2 == 0 else isinstance(x, ast.Sep)
+            for k, x in enumerate(rest)
+        )
     ):
-        # "a/**": nothing more, or a separator and then anything.
+        # "a/**" (or "a/**/**"): nothing more, or a separator and then anything.
         return j == len(s) or s[j] is _SEP
     if isinstance(n, ast.GlobStar):
         if rest and isinstance(rest[0], ast.Sep):
