@@ -12,13 +12,12 @@ allow-list and signatures come from a table generated from optax.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from partspec import ast
 from partspec._optax_table import TABLE
@@ -87,13 +86,29 @@ class LeafInfo:
     dtype: str
 
 
+@dataclass(frozen=True)
+class Abstract:
+    """A value known only by its type: a leaf property while a condition is checked
+    without a leaf (``kind`` is ``"int"``, ``"number"`` or ``"bool"``).
+
+    Checking evaluates with these, so that it finds type errors in every part of a
+    condition without evaluating values that a guard would skip: ``size > 1 and
+    1 / (size - 1) < 0.5`` has no division by zero to report.
+    """
+
+    kind: str
+
+
 class _SampleShape(tuple):
-    """The shape used to type-check a condition without a leaf: every item is 1."""
+    """The shape used to type-check a condition without a leaf: a list of integers."""
 
     __slots__ = ()
 
-    def __getitem__(self, index: Any) -> Any:
-        return 1
+
+class _SampleDType(DTypeName):
+    """The dtype used to type-check a condition without a leaf: a dtype name, unknown."""
+
+    __slots__ = ()
 
 
 def capture_value(text: str) -> int | str:
@@ -132,7 +147,7 @@ class Unset:
     name: str
 
 
-Value = Union[int, float, str, bool, None, tuple, OptaxCall, ScaledSchedule, Unset]
+Value = Union[int, float, str, bool, None, tuple, OptaxCall, ScaledSchedule, Unset, "Abstract"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,8 @@ class CheckedSpec:
         return any(r.rule.where is not None or r.captures for r in self.rules)
 
     def _evaluator(self) -> _Checker:
+        """The evaluator of this spec's names: stateless, so threads may share it
+        (each call passes the captures and the leaf in a :class:`_Scope`)."""
         ev: _Checker | None = self.__dict__.get("_ev")
         if ev is None:
             ev = _Checker(self.spec, None, False, self.counts)
@@ -231,9 +248,8 @@ class CheckedSpec:
                 ]
             )
         try:
-            with ev.scope(captures, leaf):
-                result = ev.eval(rule.where)
-                ev._want_bool(result, rule.where, "a `where` condition")
+            result = ev.eval(rule.where, _Scope(captures, leaf))
+            ev._want_bool(result, rule.where, "a `where` condition")
         except _Fail as f:
             raise SpecError([self.spec.attach(_for_leaf(f.diag, path, leaf, captures))]) from None
         return result is True
@@ -258,8 +274,7 @@ class CheckedSpec:
             return got
         ev = self._evaluator()
         try:
-            with ev.scope(used, None):
-                action = ev.action(cr.rule)
+            action = ev.action(cr.rule, _Scope(used, None))
         except _Fail as f:
             raise SpecError([self.spec.attach(_for_leaf(f.diag, path, None, used))]) from None
         suffix = ", ".join(f"{n}={_show_capture(v)}" for n, v in used.items())
@@ -293,6 +308,18 @@ def _for_leaf(
     return dataclasses.replace(diag, message=f"for `{path}`{where}: {diag.message}", hint=hint)
 
 
+class _Scope(NamedTuple):
+    """What an expression is evaluated with besides the spec's names: a rule's captures
+    (name -> value, :class:`Unset` while checking without a tree) and, in a `where`
+    condition, the leaf it looks at (``None`` elsewhere)."""
+
+    captures: Mapping[str, Value]
+    leaf: LeafInfo | None
+
+
+_TOP = _Scope({}, None)
+
+
 class _Fail(Exception):
     def __init__(self, diag: Diagnostic):
         self.diag = diag
@@ -322,6 +349,8 @@ def type_name(v: Value) -> str:
         return "a schedule"
     if isinstance(v, OptaxCall):
         return {"schedule": "a schedule", "optimizer": "an optimizer"}.get(v.kind, "a transform")
+    if isinstance(v, Abstract):
+        return {"int": "an integer", "number": "a number"}.get(v.kind, "a boolean")
     return "an unset param"
 
 
@@ -384,7 +413,17 @@ def _coerce(types: tuple[str, ...], v: Value) -> tuple[bool, Value]:
     return False, v
 
 
-_SAMPLE_LEAF = LeafInfo(_SampleShape(), "float32")
+_SAMPLE_LEAF = LeafInfo(_SampleShape(), _SampleDType("float32"))
+_INT, _NUMBER, _BOOL = Abstract("int"), Abstract("number"), Abstract("bool")
+
+
+def _numeric(v: Value) -> bool:
+    """A number, or a value known to be one."""
+    return _is_number(v) or (isinstance(v, Abstract) and v.kind != "bool")
+
+
+def _abstract(*values: Value) -> bool:
+    return any(isinstance(v, (Abstract, _SampleDType)) for v in values)
 
 
 class _Checker:
@@ -402,11 +441,6 @@ class _Checker:
         self.counts = counts
         self.counted: set[str] = set()
         self.counted_lets: set[str] = set()
-        # While evaluating a rule: its captures (name -> value, or Unset while checking
-        # without a tree) and the leaf a `where` condition looks at (a sample while
-        # checking, in which case `and`/`or` evaluate both sides to check their types).
-        self.captures: dict[str, Value] = {}
-        self.leaf: LeafInfo | None = None
         self.env: dict[str, Value] = {}
         self.defined_at: dict[str, str] = {}
         self.errors: list[Diagnostic] = []
@@ -414,16 +448,6 @@ class _Checker:
         # repeat a few actions over many rules. The canonical text fixes the AST
         # (``parse(format(x)) == x``), so equal texts check to equal actions.
         self.action_memo: dict[str, Action] = {}
-
-    @contextlib.contextmanager
-    def scope(self, captures: Mapping[str, Any], leaf: LeafInfo | None) -> Iterator[None]:
-        """Evaluate with a rule's captures bound and (for `where`) a leaf to look at."""
-        saved = self.captures, self.leaf
-        self.captures, self.leaf = dict(captures), leaf
-        try:
-            yield
-        finally:
-            self.captures, self.leaf = saved
 
     def run(self) -> CheckedSpec:
         declared = {p.name for p in self.spec.params}
@@ -594,14 +618,14 @@ class _Checker:
             text = format_expr(rule.action)
             object.__setattr__(rule, "_action_text", text)
         if names or rule.where is not None:
-            # While checking, captures have no values yet: each is an unset integer.
-            with self.scope({n: Unset(f"<{n}>") for n in names}, _SAMPLE_LEAF):
-                if rule.where is not None:
-                    self._no_count(rule.where)
-                    cond = self.eval(rule.where)
-                    self._want_bool(cond, rule.where, "a `where` condition")
-                self.leaf = None
-                action = self.action(rule)
+            # While checking, captures have no values yet (each is unset), and a
+            # condition sees a leaf whose properties are known only by type.
+            unset = {n: Unset(f"<{n}>") for n in names}
+            if rule.where is not None:
+                self._no_count(rule.where)
+                cond = self.eval(rule.where, _Scope(unset, _SAMPLE_LEAF))
+                self._want_bool(cond, rule.where, "a `where` condition")
+            action = self.action(rule, _Scope(unset, None))
         else:
             memo = self.action_memo
             action = memo[text] if text in memo else self.action(rule)
@@ -627,13 +651,13 @@ class _Checker:
         actions.setdefault(label, action)
         return CheckedRule(index, rule, label, action, captures, where_captures)
 
-    def action(self, rule: ast.Rule) -> Action:
+    def action(self, rule: ast.Rule, sc: _Scope = _TOP) -> Action:
         """Evaluate a rule's action (with the captures in scope)."""
         act = rule.action
         if isinstance(act, ast.Frozen):
             return None
         if isinstance(act, ast.FrozenUntil):
-            at = self.eval(act.until)
+            at = self.eval(act.until, sc)
             if not isinstance(at, Unset):
                 ok, fixed = _coerce(("int",), at)
                 if not ok or not isinstance(fixed, int) or fixed < 0:
@@ -652,12 +676,12 @@ class _Checker:
                         act.until.span,
                     )
                 at = fixed
-            then = self._optimizer(act.then)
+            then = self._optimizer(act.then, sc)
             return Until(at, then)
-        return self._optimizer(act)
+        return self._optimizer(act, sc)
 
-    def _optimizer(self, e: ast.Expr) -> OptaxCall | Unset:
-        value = self.eval(e)
+    def _optimizer(self, e: ast.Expr, sc: _Scope) -> OptaxCall | Unset:
+        value = self.eval(e, sc)
         if isinstance(value, Unset):
             return value
         if not _is_transform(value):
@@ -696,7 +720,7 @@ class _Checker:
         return None
 
     def _want_bool(self, v: Value, e: ast.Expr, what: str) -> None:
-        if not isinstance(v, (bool, Unset)):
+        if not isinstance(v, (bool, Unset)) and v != _BOOL:
             raise _diag(
                 "E403",
                 f"{what} must be true or false, got {type_name(v)}",
@@ -705,55 +729,62 @@ class _Checker:
             )
 
     # -- expressions
-    def eval(self, e: ast.Expr) -> Value:
+    def eval(self, e: ast.Expr, sc: _Scope = _TOP) -> Value:
         if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
             return e.value
         if isinstance(e, ast.NoneLit):
             return None
         if isinstance(e, ast.ListExpr):
-            return tuple(self.eval(i) for i in e.items)
+            return tuple(self.eval(i, sc) for i in e.items)
         if isinstance(e, ast.Name):
-            return self._name(e)
+            return self._name(e, sc)
         if isinstance(e, ast.Neg):
-            v = self.eval(e.operand)
+            v = self.eval(e.operand, sc)
             return self._arith("*", -1, v, e)
         if isinstance(e, ast.BinOp):
-            return self._arith(e.op, self.eval(e.left), self.eval(e.right), e)
+            return self._arith(e.op, self.eval(e.left, sc), self.eval(e.right, sc), e)
         if isinstance(e, ast.Call):
-            return self._call(e)
+            return self._call(e, sc)
         if isinstance(e, ast.Compare):
-            return self._compare(e)
+            return self._compare(e, sc)
         if isinstance(e, ast.BoolOp):
-            left = self.eval(e.left)
+            left = self.eval(e.left, sc)
             self._want_bool(left, e.left, f"the left side of `{e.op}`")
-            if self.leaf is not _SAMPLE_LEAF and left is (e.op == "or"):
+            if left is (e.op == "or"):
                 return left  # short-circuit: `ndim > 1 and shape[1] == 3` is safe
-            right = self.eval(e.right)
+            right = self.eval(e.right, sc)
             self._want_bool(right, e.right, f"the right side of `{e.op}`")
             if isinstance(left, Unset) or isinstance(right, Unset):
                 return left if isinstance(left, Unset) else right
-            return right
+            return _BOOL if _abstract(left, right) else right
         if isinstance(e, ast.Not):
-            v = self.eval(e.operand)
+            v = self.eval(e.operand, sc)
             self._want_bool(v, e.operand, "the operand of `not`")
-            return v if isinstance(v, Unset) else not v
+            return v if isinstance(v, (Unset, Abstract)) else not v
         if isinstance(e, ast.Index):
-            return self._index(e)
+            return self._index(e, sc)
         raise AssertionError(e)  # pragma: no cover
 
-    def _index(self, e: ast.Index) -> Value:
-        seq = self.eval(e.value)
-        idx = self.eval(e.index)
+    def _index(self, e: ast.Index, sc: _Scope) -> Value:
+        seq = self.eval(e.value, sc)
+        idx = self.eval(e.index, sc)
         if isinstance(seq, Unset) or isinstance(idx, Unset):
             return seq if isinstance(seq, Unset) else idx
         if not isinstance(seq, tuple):
             raise _diag("E403", f"cannot index {type_name(seq)}", e.value.span)
-        if not isinstance(idx, int) or isinstance(idx, bool):
+        if idx != _INT and (not isinstance(idx, int) or isinstance(idx, bool)):
             raise _diag(
                 "E403", f"a list index must be an integer, got {type_name(idx)}", e.index.span
             )
         if isinstance(seq, _SampleShape):
-            return 1
+            return _INT  # an item of a shape: an integer, whichever it is
+        if isinstance(idx, Abstract):
+            kinds = {_kind(v) for v in seq}
+            return (
+                _INT
+                if kinds == {"number"} and all(isinstance(v, int) for v in seq)
+                else Unset("an item")
+            )
         if not -len(seq) <= idx < len(seq):
             raise _diag(
                 "E406",
@@ -765,9 +796,9 @@ class _Checker:
         item: Value = seq[idx]
         return item
 
-    def _compare(self, e: ast.Compare) -> Value:
-        a = self.eval(e.left)
-        b = self.eval(e.right)
+    def _compare(self, e: ast.Compare, sc: _Scope) -> Value:
+        a = self.eval(e.left, sc)
+        b = self.eval(e.right, sc)
         if isinstance(a, Unset) or isinstance(b, Unset):
             return a if isinstance(a, Unset) else b
         if e.op == "in":
@@ -780,18 +811,24 @@ class _Checker:
                 )
             for item, span in zip(b, _item_spans(e.right)):
                 self._comparable(a, item, e.left.span, span)
+            if _abstract(a, *b) or isinstance(b, _SampleShape):
+                return _BOOL
             return any(_equal(a, item) for item in b)
         self._comparable(a, b, e.left.span, e.right.span)
+        if e.op in ("==", "!=") and (_abstract(a, b) or _SampleShape in (type(a), type(b))):
+            return _BOOL
         if e.op == "==":
             return _equal(a, b)
         if e.op == "!=":
             return not _equal(a, b)
-        if not (_is_number(a) and _is_number(b)):
+        if not (_numeric(a) and _numeric(b)):
             raise _diag(
                 "E403",
                 f"`{e.op}` compares numbers, got {type_name(a)} and {type_name(b)}",
                 e.span,
             )
+        if _abstract(a, b):
+            return _BOOL
         assert isinstance(a, (int, float)) and isinstance(b, (int, float))
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[e.op]
 
@@ -817,11 +854,11 @@ class _Checker:
                 else "a capture is an integer where its text is all digits, else a string",
             )
 
-    def _name(self, e: ast.Name) -> Value:
-        if e.id in self.captures:
-            return self.captures[e.id]
+    def _name(self, e: ast.Name, sc: _Scope) -> Value:
+        if e.id in sc.captures:
+            return sc.captures[e.id]
         if e.id in LEAF_PROPERTIES:
-            leaf = self.leaf
+            leaf = sc.leaf
             if leaf is None:
                 raise _diag(
                     "E301",
@@ -829,13 +866,14 @@ class _Checker:
                     e.span,
                     hint=f"select leaves by it: `** where {e.id} ... -> ...`",
                 )
+            sample = isinstance(leaf.shape, _SampleShape)
             if e.id == "shape":
                 return leaf.shape
             if e.id == "ndim":
-                return len(leaf.shape) if not isinstance(leaf.shape, _SampleShape) else 2
+                return _INT if sample else len(leaf.shape)
             if e.id == "size":
-                return math.prod(leaf.shape) if not isinstance(leaf.shape, _SampleShape) else 1
-            return DTypeName(leaf.dtype)
+                return _INT if sample else math.prod(leaf.shape)
+            return leaf.dtype if sample else DTypeName(leaf.dtype)
         if e.id in self.env:
             return self.env[e.id]
         later = [
@@ -872,8 +910,8 @@ class _Checker:
                 e.id,
                 [
                     *self.env,
-                    *self.captures,
-                    *(LEAF_PROPERTIES if self.leaf is not None else ()),
+                    *sc.captures,
+                    *(LEAF_PROPERTIES if sc.leaf is not None else ()),
                     "true",
                     "false",
                     "none",
@@ -887,6 +925,10 @@ class _Checker:
     def _arith(self, op: str, a: Value, b: Value, e: ast.Expr) -> Value:
         if isinstance(a, Unset) or isinstance(b, Unset):
             return a if isinstance(a, Unset) else b
+        if _abstract(a, b) and _numeric(a) and _numeric(b):
+            # Known by type only: the result's type, never a value error.
+            ints = all(v == _INT or isinstance(v, int) for v in (a, b))
+            return _INT if ints and op in ("+", "-", "*") else _NUMBER
         if _is_number(a) and _is_number(b):
             assert isinstance(a, (int, float)) and isinstance(b, (int, float))
             return _number_op(op, a, b, e.span)
@@ -906,7 +948,7 @@ class _Checker:
             "divided by a number",
         )
 
-    def _call(self, e: ast.Call) -> Value:
+    def _call(self, e: ast.Call, sc: _Scope) -> Value:
         if e.func in _BUILTINS:
             return self._count(e)
         entry = TABLE.get(e.func)
@@ -927,7 +969,7 @@ class _Checker:
         bound: dict[str, tuple[Value, Span]] = {}
         extra: list[Value] = []
         for i, arg in enumerate(e.args):
-            v = self.eval(arg)
+            v = self.eval(arg, sc)
             if i < len(positional):
                 bound[positional[i]["name"]] = (v, arg.span)
             elif varargs is not None:
@@ -949,7 +991,7 @@ class _Checker:
                 raise _diag("E402", f"`{e.func}` has no argument `{kw.name}`", kw.span, hint=hint)
             if kw.name in bound:
                 raise _diag("E405", f"argument `{kw.name}` of `{e.func}` is given twice", kw.span)
-            bound[kw.name] = (self.eval(kw.value), kw.span)
+            bound[kw.name] = (self.eval(kw.value, sc), kw.span)
         if varargs is not None and not extra and not positional:
             raise _diag(
                 "E404",
@@ -1034,6 +1076,8 @@ _BUILTINS = frozenset({"count"})
 
 
 def _kind(v: Value) -> str:
+    if isinstance(v, Abstract):
+        return "bool" if v.kind == "bool" else "number"
     if _is_number(v):
         return "number"
     if isinstance(v, bool):

@@ -973,3 +973,57 @@ def test_where_is_kept_on_the_ast() -> None:
     rule = parse_syntax("a/** where ndim >= 2 and shape[-1] == 3 -> frozen").rules[0]
     assert rule.where is not None
     assert partspec.format_expr(rule.where) == "ndim >= 2 and shape[-1] == 3"
+
+
+# ---------------------------------------------------------------- guards skip what they guard
+
+_GUARDED = [
+    "size != {k} and 1 / (size - {k}) < 0.5",
+    "size == {k} or {n} / (size - {k}) > 1",
+    "ndim > {k} and shape[{k}] == {n}",
+    "not (ndim <= {k}) and shape[-{k} - 1] >= {n}",
+    "ndim >= {k} + 1 and 10 ** shape[{k}] > {n} and size / shape[{k}] >= 1",
+]
+
+
+@given(
+    template=st.sampled_from(_GUARDED),
+    k=st.integers(0, 3),
+    n=st.integers(0, 4),
+    shapes=st.lists(st.lists(st.integers(1, 3), max_size=4).map(tuple), min_size=1, max_size=4),
+)
+def test_checking_never_evaluates_what_a_guard_skips(
+    template: str, k: int, n: int, shapes: list[tuple[int, ...]]
+) -> None:
+    """`size > 1 and 1 / (size - 1) < 0.5` was E406 "division by zero" at check time:
+    checking evaluated both sides on a sample leaf. Now it checks types only, and the
+    guard protects every real leaf, as Python's `and`/`or` would."""
+    cond = template.format(k=k, n=n)
+    text = f"** where {cond} -> frozen\n** -> sgd(0.1)"
+    partspec.check(text)
+    params = {f"p{i}": jax.ShapeDtypeStruct(shape, jnp.float32) for i, shape in enumerate(shapes)}
+    plan = partspec.compile(text, params)
+
+    def python(shape: tuple[int, ...]) -> bool:
+        env = {"size": math.prod(shape), "ndim": len(shape), "shape": list(shape)}
+        return bool(eval(cond, {}, env))  # the same text, as Python
+
+    for key, shape in zip(params, shapes):
+        assert (plan.labels[key] == "frozen") == python(shape), (cond, shape)
+
+
+@pytest.mark.parametrize(
+    ("cond", "code"),
+    [
+        ('size > 1 or size + "a" > 1', "E403"),  # a type error behind a guard is still one
+        ("ndim > 1 and shape[1.5] == 2", "E403"),
+        ('size > 1 and dtype == "float33"', "E403"),
+        ("size > 1 and shape == 3", "E403"),
+        ("ndim > 0 and 1 / 0 > 1", "E406"),  # constants have values when checking
+        ("size > 1 and (size - 1)", "E403"),  # not a boolean
+    ],
+)
+def test_guarded_parts_are_still_type_checked(cond: str, code: str) -> None:
+    with pytest.raises(partspec.SpecError) as info:
+        partspec.check(f"** where {cond} -> frozen")
+    assert [d.code for d in info.value.diagnostics] == [code]
