@@ -19,6 +19,7 @@ Braces and ranges are not multiplied out: ``{a,b}`` is one fork in the NFA and
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -259,6 +260,7 @@ class _GroupDFA:
 
     def __init__(self, nfa: _NFA, starts: list[int]):
         self._nfa = nfa
+        self._lock = threading.Lock()
         self._closure_memo: dict[int, frozenset[int]] = {}
         self._sets: list[frozenset[int]] = []
         self._ids: dict[frozenset[int], int] = {}
@@ -290,11 +292,14 @@ class _GroupDFA:
     def _intern(self, states: frozenset[int]) -> int:
         sid = self._ids.get(states)
         if sid is None:
-            sid = len(self._sets)
-            self._ids[states] = sid
-            self._sets.append(states)
-            self._trans.append({})
-            self._keys.append({})
+            with self._lock:  # threads share a matcher: number each state once
+                sid = self._ids.get(states)
+                if sid is None:
+                    sid = len(self._sets)
+                    self._sets.append(states)
+                    self._trans.append({})
+                    self._keys.append({})
+                    self._ids[states] = sid
         return sid
 
     def step(self, state: int, symbol: str | None) -> int:
@@ -368,6 +373,7 @@ class Matcher:
 
     def __init__(self, groups: list[_GroupDFA], n_rules: int):
         self._groups = groups
+        self._lock = threading.Lock()
         self.n_rules = n_rules
         self._combos: list[tuple[int, ...]] = []
         self._ids: dict[tuple[int, ...], int] = {}
@@ -380,11 +386,14 @@ class Matcher:
     def _intern(self, combo: tuple[int, ...]) -> int:
         sid = self._ids.get(combo)
         if sid is None:
-            sid = len(self._combos)
-            self._ids[combo] = sid
-            self._combos.append(combo)
-            self._trans.append({})
-            self._keys.append({})
+            with self._lock:  # threads share a matcher: number each state once
+                sid = self._ids.get(combo)
+                if sid is None:
+                    sid = len(self._combos)
+                    self._combos.append(combo)
+                    self._trans.append({})
+                    self._keys.append({})
+                    self._ids[combo] = sid
         return sid
 
     def step(self, state: int, symbol: str | None) -> int:
@@ -620,6 +629,7 @@ def _prefix(nodes: tuple[ast.GlobNode, ...]) -> tuple[tuple[ast.GlobNode, ...], 
 
 
 _Compiled = tuple[list[tuple[int, Any, Any]], list[str]]
+_MISSING: Any = object()
 #: Entries per pattern in the memo of captures by leading segments.
 _MEMO_LIMIT = 100_000
 
@@ -657,9 +667,8 @@ class _Extractor:
         assert k is not None
         # The leading keys fix the leading segments, even if a key holds a "/".
         lead = tuple(segments[:k])
-        if lead in self.memo:
-            got = self.memo[lead]
-        else:
+        got = self.memo.get(lead, _MISSING)  # one lookup: another thread may clear it
+        if got is _MISSING:
             if len(self.memo) >= _MEMO_LIMIT:
                 self.memo.clear()
             head = "/".join("/".join(lead).split("/", k)[:k])
