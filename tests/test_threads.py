@@ -55,30 +55,35 @@ def _labels(spec: partspec.Spec, trees: list[Any]) -> list[Any]:
     return [partspec.compile(spec, tree).labels for tree in trees]
 
 
+def _compile_in_threads(spec: partspec.Spec, trees: list[Any]) -> list[Any]:
+    """Each tree's labels, compiled by its own thread, all threads starting at once."""
+    got: list[Any] = [None] * len(trees)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(trees))
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                got[k] = partspec.compile(spec, trees[k]).labels
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(trees))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return got
+
+
 @pytest.mark.usefixtures("fast_switching")
 def test_one_spec_compiled_from_8_threads_labels_like_a_serial_run() -> None:
     """A mutable evaluator cached on the checked spec had its scope swapped per leaf,
     and the lazily built DFA numbered its states without a lock: threads mislabelled."""
     for trial in range(4):
-        spec = partspec.parse(_spec(trial))
         trees = [_tree(seed, trial) for seed in range(THREADS)]
-        got: list[Any] = [None] * THREADS
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(THREADS)
-
-        def work(k: int, spec: partspec.Spec = spec, trees: list[Any] = trees) -> None:
-            try:
-                barrier.wait()
-                for _ in range(3):
-                    got[k] = partspec.compile(spec, trees[k]).labels
-            except BaseException as exc:  # reported below, not lost in the thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        got = _compile_in_threads(partspec.parse(_spec(trial)), trees)
         coverage._matcher.cache_clear()
         assert got == _labels(partspec.parse(_spec(trial)), trees)
