@@ -30,6 +30,7 @@ TABLES = Path(__file__).resolve().parent / "parser_tables.json"
 #: The options the grammar is analysed with (the parser adds its post-lexer and the
 #: comment callback, which are code, when it loads the tables).
 LARK_OPTIONS = {
+    "start": ["start", "selector"],
     "parser": "lalr",
     "lexer": "contextual",
     "propagate_positions": True,

@@ -293,12 +293,16 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.explain import explain, render_json, render_text
-    from partspec.parser import parse_syntax
+    from partspec.parser import parse_selector
 
     values = _parse_set(args.set)
     if args.leaves is not None:
-        try:
-            parse_syntax(f"{args.leaves} -> frozen")
+        from partspec.ast import Spec as _Spec
+        from partspec.checker import check_spec
+
+        try:  # a bad glob, or a bad `where` in it (an unknown dtype): a usage error
+            rule = parse_selector(args.leaves, filename="--leaves")
+            check_spec(_Spec((rule,), source=args.leaves, filename="--leaves"))
         except SpecError as err:
             message = err.diagnostics[0].message
             raise _Usage(f"--leaves: invalid glob {args.leaves!r}: {message}") from None

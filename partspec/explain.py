@@ -103,13 +103,12 @@ import jax
 import numpy as np
 
 from partspec import ast
-from partspec.checker import LeafInfo
+from partspec.checker import CheckedSpec, LeafInfo, check_spec
 from partspec.coverage import Resolver
-from partspec.errors import Diagnostic, SpecError, SpecWarning, printable
+from partspec.errors import SpecWarning, printable
 from partspec.formatter import format_expr, format_pattern
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
-from partspec.matcher import compile_rules
-from partspec.parser import parse
+from partspec.parser import parse, parse_selector
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -241,20 +240,10 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
-def _glob_rule(glob: str) -> ast.Rule:
-    spec = parse(f"{glob} -> frozen", filename="--leaves")
-    if len(spec.statements) != 1 or len(spec.rules) != 1:
-        raise SpecError(
-            [
-                Diagnostic(
-                    "E100",
-                    "error",
-                    f"--leaves takes one glob (patterns and `except` allowed), got {glob!r}",
-                    filename="--leaves",
-                )
-            ]
-        )
-    return spec.rules[0]
+def _selector(glob: str) -> CheckedSpec:
+    """The ``--leaves`` selector (patterns, ``except``, ``where``), checked as a rule is."""
+    rule = parse_selector(glob, filename="--leaves")
+    return check_spec(ast.Spec((rule,), source=glob, filename="--leaves"))
 
 
 def explain(
@@ -282,7 +271,7 @@ def explain(
         spec = parse(spec)
     tree = leaves_to_shape_tree(leaves)  # validates paths and dtypes
     np_dtypes = _itemsizes(leaves)
-    glob_rule = _glob_rule(leaves_glob) if leaves_glob is not None else None
+    selector = _selector(leaves_glob) if leaves_glob is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
         given: dict[str, Any] = dict(values or {})
@@ -394,8 +383,8 @@ def explain(
     }
 
     owners: list[dict[str, Any]] | None = None
-    if glob_rule is not None:
-        glob = compile_rules([(glob_rule.patterns, glob_rule.excepts)])
+    if selector is not None:
+        chosen = Resolver(selector)  # selects as a rule owns: patterns, except, where
         owners = [
             {
                 "path": "/".join(leaf.path),
@@ -406,7 +395,7 @@ def explain(
                 "label": lab,
             }
             for leaf, n, o, lab in zip(leaves, sizes, owner, leaf_labels)
-            if glob.match(leaf.path)
+            if chosen.locate(leaf.path, functools.partial(LeafInfo, leaf.shape, leaf.dtype))[0] == 0
         ]
 
     return {

@@ -42,6 +42,7 @@ __all__ = [
     "grammar_text",
     "load",
     "parse",
+    "parse_selector",
 ]
 
 #: Brackets, braces and operators may nest this deep; deeper is error E102.
@@ -302,21 +303,7 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
     comments: list[Token] = []
     token = _comments.set(comments)
     try:
-        try:
-            with _no_gc():
-                tree = _parser().parse(text)
-        except _NestingError as exc:
-            raise _error(
-                "E102",
-                f"brackets nested more than {MAX_NESTING} deep",
-                _tok_span(exc.tok),
-                hint="flatten the expression or pattern",
-                label="too deep",
-            ) from None
-        except UnexpectedInput as exc:
-            raise SpecError([_syntax_diagnostic(exc, text)]) from None
-        except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
-            raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
+        tree = _lark_parse(text, "start")
         with _no_gc():
             statements = _Converter(text).convert(tree)
     except SpecError as err:
@@ -329,6 +316,52 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
         filename=filename,
         comments=tuple(_comment_nodes(comments, text)),
     )
+
+
+def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
+    """Parse the left side of a rule alone: patterns, ``except`` and ``where``.
+
+    This is what :func:`partspec.select`, :func:`partspec.replace`,
+    :func:`partspec.transfer` and ``pspec explain --leaves`` take. The result is a rule
+    whose action is ``frozen``, so that it is checked and matched as rules are.
+
+    >>> import partspec
+    >>> rule = parse_selector("head/**, neck/* except **/bias where ndim > 1")
+    >>> [partspec.format_pattern(p) for p in rule.patterns], rule.where is not None
+    (['head/**', 'neck/*'], True)
+
+    Raises:
+      SpecError: a syntax error, positioned in ``text``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a pattern must be a str, not {type(text).__name__}")
+    try:
+        tree = _lark_parse(text, "selector")
+        with _no_gc():
+            rule = _Converter(text).selector(tree)
+    except SpecError as err:
+        raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
+    return rule
+
+
+def _lark_parse(text: str, start: str) -> Tree:
+    """The parse tree of ``text`` from the grammar's ``start`` symbol, or a SpecError."""
+    try:
+        with _no_gc():
+            tree: Tree = _parser().parse(text, start=start)
+            return tree
+    except _NestingError as exc:
+        raise _error(
+            "E102",
+            f"brackets nested more than {MAX_NESTING} deep",
+            _tok_span(exc.tok),
+            hint="flatten the expression or pattern",
+            label="too deep",
+        ) from None
+    except UnexpectedInput as exc:
+        raise SpecError([_syntax_diagnostic(exc, text)]) from None
+    except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
+        raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
 
 
 @contextlib.contextmanager
@@ -710,9 +743,23 @@ class _Converter:
                 hint="rename it without the leading underscore",
             )
 
-    def rule(self, tree: Tree) -> ast.Rule:
-        pats, excepts, where, action, label = tree.children
-        assert isinstance(pats, Tree) and isinstance(action, Tree)
+    def selector(self, tree: Tree) -> ast.Rule:
+        """A selector (a rule's left side alone), as a rule whose action is ``frozen``."""
+        self._check_depth(tree)
+        pats, excepts, where = tree.children
+        assert isinstance(pats, Tree)
+        patterns, except_patterns = self.left_side(pats, excepts)
+        return ast.Rule(
+            patterns,
+            except_patterns,
+            ast.Frozen(),
+            span=_meta_span(tree),
+            where=None if where is None else self.expr(where),
+        )
+
+    def left_side(
+        self, pats: Tree, excepts: Tree | None
+    ) -> tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]]:
         patterns = self.patterns(pats)
         self._check_rule_captures(patterns, pats)
         except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
@@ -724,6 +771,12 @@ class _Converter:
                     _meta_span(node),
                     hint="use `*` (or `?*` for a non-empty run) in `except` patterns",
                 )
+        return patterns, except_patterns
+
+    def rule(self, tree: Tree) -> ast.Rule:
+        pats, excepts, where, action, label = tree.children
+        assert isinstance(pats, Tree) and isinstance(action, Tree)
+        patterns, except_patterns = self.left_side(pats, excepts)
         action_node: ast.Action
         if action.data == "until":
             _, until, then = action.children

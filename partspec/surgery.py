@@ -26,7 +26,6 @@ the head's first moments whatever the labels and chains around them.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,11 +37,12 @@ import numpy as np
 import optax
 
 from partspec import ast
+from partspec.checker import LeafInfo, check_spec
+from partspec.coverage import Resolver, matcher_for
 from partspec.errors import Diagnostic, SpecError, did_you_mean
-from partspec.matcher import Matcher, compile_rules
-from partspec.parser import parse_syntax
+from partspec.parser import parse_selector
 from partspec.plan import GateState, Plan
-from partspec.tree import leaf_segments
+from partspec.tree import leaf_info, leaf_segments
 
 __all__ = ["TransferReport", "replace", "reset_state", "select", "transfer"]
 
@@ -60,50 +60,53 @@ _PATTERN_FILE = "<pattern>"
 # ---------------------------------------------------------------- patterns
 
 
-def _compile(pattern: str) -> Matcher:
+class _Selector:
+    """A compiled selector: the left side of a rule (patterns, ``except``, ``where``).
+
+    Leaves are selected exactly as a rule would own them: by the same matcher and, with
+    a ``where`` clause, by the same condition on each leaf's shape and dtype.
+    """
+
+    def __init__(self, spec: ast.Spec):
+        self.checked = check_spec(spec)  # an unknown dtype or a type error in `where`
+        self.matcher = matcher_for(self.checked)
+        self.has_condition = spec.rules[0].where is not None
+
+    def flags(self, leaves: Sequence[tuple[Sequence[str], Any]]) -> list[bool]:
+        """Whether each ``(segments, leaf)`` is selected."""
+        if not self.has_condition:
+            return [bool(self.matcher.match(segs)) for segs, _ in leaves]
+        resolver = Resolver(self.checked, self.matcher)
+        return [
+            resolver.locate(segs, functools.partial(_info, leaf))[0] == 0 for segs, leaf in leaves
+        ]
+
+
+def _info(leaf: Any) -> LeafInfo | None:
+    """A leaf's shape and dtype for a ``where`` clause; ``None`` (error E409) if it has none."""
+    if not hasattr(leaf, "shape") and not isinstance(leaf, (bool, int, float, complex)):
+        return None
+    try:
+        return leaf_info(leaf)
+    except (TypeError, ValueError):
+        return None
+
+
+def _compile(pattern: str) -> _Selector:
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
     return _compile_cached(pattern)
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_cached(pattern: str) -> Matcher:
-    """The matcher of ``pattern`` (patterns, ``,``, ``except``) as one rule."""
+def _compile_cached(pattern: str) -> _Selector:
+    """The selector of ``pattern`` (patterns, ``,``, ``except``, ``where``)."""
     if "\n" in pattern or "\r" in pattern:
         raise _pattern_error(pattern, "a pattern must be on one line")
     if not pattern:
         raise _pattern_error(pattern, 'empty pattern: `**` matches every leaf, `""` the root')
-    source = f"{pattern} -> frozen"
-    try:
-        spec = parse_syntax(source, filename=_PATTERN_FILE)
-    except SpecError as err:
-        # Show the pattern alone, not the rule it was wrapped in.
-        n = len(pattern)
-        raise SpecError(
-            [
-                dataclasses.replace(d, source_line=pattern)
-                if d.line == 1 and d.column <= n + 1 and d.end_column <= n + 1
-                else d
-                for d in err.diagnostics
-            ]
-        ) from None
-    rules = spec.rules
-    ok = (
-        len(spec.statements) == 1
-        and len(rules) == 1
-        and isinstance(rules[0].action, ast.Frozen)
-        and rules[0].label is None
-        and rules[0].action.span.line == 1
-        and rules[0].action.span.column == len(pattern) + 5
-        and all(
-            p.span.end_line == 1 and p.span.end_column <= len(pattern) + 1
-            for p in (*rules[0].patterns, *rules[0].excepts)
-        )
-    )
-    if not ok:
-        raise _pattern_error(pattern, "not a pattern: expected globs, `,` and `except` only")
-    rule = rules[0]
-    return compile_rules([(rule.patterns, rule.excepts)])
+    rule = parse_selector(pattern, filename=_PATTERN_FILE)
+    return _Selector(ast.Spec((rule,), source=pattern, filename=_PATTERN_FILE))
 
 
 def _pattern_error(pattern: str, message: str, code: str = "E100") -> SpecError:
@@ -195,10 +198,11 @@ def select(pattern: str, tree: Any) -> dict[str, Any]:
     >>> partspec.select("layers/{0..1}/w", {"layers": [{"w": 1.0}, {"w": 2.0}, {"w": 3.0}]})
     {'layers/0/w': 1.0, 'layers/1/w': 2.0}
     """
-    matcher = _compile(pattern)
+    selector = _compile(pattern)
+    items = leaf_segments(tree)
     out: dict[str, Any] = {}
-    for segs, leaf in leaf_segments(tree):
-        if matcher.match(segs):
+    for (segs, leaf), hit in zip(items, selector.flags(items)):
+        if hit:
             path = "/".join(segs)
             if path in out:
                 raise _duplicate("partspec.select", path)
@@ -240,12 +244,13 @@ def replace(pattern: str, tree: Any, fn: Callable[..., Any], *, with_path: bool 
     >>> partspec.replace("**", [1.0, 2.0], lambda p, v: f"{p}={v}", with_path=True)
     ['0=1.0', '1=2.0']
     """
-    matcher = _compile(pattern)
+    selector = _compile(pattern)
     leaves, treedef, segs = _flat(tree)
     new = list(leaves)
     hit = False
-    for i, s in enumerate(segs):
-        if matcher.match(s):
+    for i, chosen in enumerate(selector.flags(list(zip(segs, leaves)))):
+        if chosen:
+            s = segs[i]
             hit = True
             new[i] = fn("/".join(s), leaves[i]) if with_path else fn(leaves[i])
     if not hit:
@@ -364,9 +369,9 @@ def reset_state(
                 leaves[i] = GateState({**x.counts, label: fresh})
     else:
         assert pattern is not None
-        matcher = _compile(pattern)
-        _, p_def, segs = _flat(params)
-        flags = [bool(matcher.match(s)) for s in segs]
+        selector = _compile(pattern)
+        p_leaves, p_def, segs = _flat(params)
+        flags = selector.flags(list(zip(segs, p_leaves)))
         if not any(flags):
             raise _no_match(pattern, ["/".join(s) for s in segs], "parameter")
         label_leaves = jax.tree_util.tree_leaves(labels)
@@ -580,7 +585,7 @@ def transfer(
       decoder/w
     """
     where = "partspec.transfer"
-    matcher = _compile(pattern)
+    selector = _compile(pattern)
     renamer = _renamer(rename)
 
     sources: dict[str, tuple[str, Any]] = {}
@@ -604,7 +609,7 @@ def transfer(
 
     leaves, treedef, segs_list = _flat(dst)
     paths = ["/".join(s) for s in segs_list]
-    selected = [bool(matcher.match(s)) for s in segs_list]
+    selected = selector.flags(list(zip(segs_list, leaves)))
     if not any(selected):
         raise _no_match(pattern, paths)
 

@@ -689,3 +689,92 @@ def test_docs_examples_run():
     shown = re.search(r"prints\n\n```text\n(.*?)```", text, re.DOTALL)
     assert shown is not None
     assert shown.group(1) in printed
+
+
+# ---------------------------------------------------------------- where clauses
+
+
+WHERE_TREE = {
+    "a": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3, jnp.bfloat16)},
+    "b": {"kernel": jnp.ones((3, 3))},
+}
+
+
+def test_select_and_replace_honour_where() -> None:
+    """`replace('a/** where ndim > 1', ...)` zeroed 1-D leaves: the clause was ignored."""
+    assert sorted(partspec.select("** where ndim > 1", WHERE_TREE)) == ["a/kernel", "b/kernel"]
+    assert sorted(partspec.select('a/** where dtype == "bfloat16"', WHERE_TREE)) == ["a/scale"]
+    new = partspec.replace("a/** where ndim > 1", WHERE_TREE, jnp.zeros_like)
+    assert float(new["a"]["kernel"].sum()) == 0.0
+    assert float(new["a"]["bias"].sum()) == 3.0  # 1-D: untouched
+    assert new["a"]["bias"] is WHERE_TREE["a"]["bias"]
+    with pytest.raises(partspec.SpecError) as err:
+        partspec.replace("a/** where ndim > 5", WHERE_TREE, jnp.zeros_like)
+    assert err.value.diagnostics[0].code == "E701"
+
+
+@given(
+    st.sampled_from(
+        ["ndim > 1", "ndim <= 1", "size >= 3 and shape[-1] == 3", 'dtype != "float32"']
+    ),
+    st.sampled_from(["**", "a/**", "*/kernel", "** except b/**"]),
+)
+def test_select_equals_the_rule_it_would_be(cond: str, pattern: str) -> None:
+    """A selector selects exactly the leaves a rule with that left side would own."""
+    plan = partspec.compile(f"{pattern} where {cond} -> frozen\n** -> sgd(0.1)", WHERE_TREE)
+    owned = {p for p, lab in leaf_paths(plan.labels) if lab == "frozen"}
+    assert set(partspec.select(f"{pattern} where {cond}", WHERE_TREE)) == owned
+
+
+def test_transfer_and_reset_state_honour_where() -> None:
+    src = jax.tree.map(lambda x: x * 7, WHERE_TREE)
+    new, report = partspec.transfer(src, WHERE_TREE, "** where ndim > 1")
+    assert sorted(dst for _, dst in report.copied) == ["a/kernel", "b/kernel"]
+    assert float(new["a"]["bias"][0]) == 1.0 and float(new["a"]["kernel"][0, 0]) == 7.0
+    plan = partspec.compile("** -> adam(0.1)", WHERE_TREE)
+    grads = jax.tree.map(jnp.ones_like, WHERE_TREE)
+    _, state = plan.tx.update(grads, plan.tx.init(WHERE_TREE), WHERE_TREE)
+    state = partspec.reset_state(plan, state, WHERE_TREE, pattern="a/** where ndim == 1")
+    mu = partspec.select("**/mu/**", state)
+    first = {k.rsplit("/", 1)[1]: float(v.ravel()[0]) for k, v in mu.items() if "/a/" in k}
+    assert first == {"bias": 0.0, "kernel": pytest.approx(0.1), "scale": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "code"),
+    [
+        ('** where dtype == "float33"', "E403"),  # an unknown dtype: an error, never ignored
+        ('** where ndim == "2"', "E403"),
+        ("** where nope > 1", "E301"),
+        ("a -> frozen", "E100"),  # a whole rule is not a selector
+    ],
+)
+def test_bad_where_clauses_are_errors(pattern: str, code: str) -> None:
+    for call in (
+        lambda: partspec.select(pattern, WHERE_TREE),
+        lambda: partspec.replace(pattern, WHERE_TREE, jnp.zeros_like),
+        lambda: partspec.transfer(WHERE_TREE, WHERE_TREE, pattern),
+    ):
+        with pytest.raises(partspec.SpecError) as err:
+            call()
+        (d,) = err.value.diagnostics
+        assert d.code == code
+        assert d.filename == "<pattern>" and d.source_line == pattern
+
+
+def test_explain_leaves_honours_where(tmp_path: Path) -> None:
+    from partspec.cli import main
+
+    (tmp_path / "s.pspec").write_text("** -> adam(1e-3)\n")
+    tree = tmp_path / "t.json"
+    tree.write_text(
+        '[{"path": "a/kernel", "shape": [2, 3]}, {"path": "a/bias", "shape": [3]},'
+        ' {"path": "a/s", "shape": [3], "dtype": "float4_e2m1fn"}]'
+    )
+    out = io.StringIO()
+    args = ["explain", str(tmp_path / "s.pspec"), "--tree", str(tree), "--format", "json"]
+    assert main([*args, "--leaves", "** where ndim > 1"], out=out) == 0
+    import json
+
+    assert [o["path"] for o in json.loads(out.getvalue())["owners"]] == ["a/kernel"]
+    assert main([*args, "--leaves", '** where dtype == "float33"'], out=io.StringIO()) == 2
