@@ -19,6 +19,7 @@ Braces and ranges are not multiplied out: ``{a,b}`` is one fork in the NFA and
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -631,7 +632,7 @@ def _prefix(nodes: tuple[ast.GlobNode, ...]) -> tuple[tuple[ast.GlobNode, ...], 
 _Compiled = tuple[list[tuple[int, Any, Any]], list[str]]
 _MISSING: Any = object()
 #: Entries per pattern in the memo of captures by leading segments.
-_MEMO_LIMIT = 100_000
+_MEMO_LIMIT = 10_000
 
 
 class _Extractor:
@@ -676,14 +677,13 @@ class _Extractor:
         return None if got is None else dict(got)
 
 
-_extractors: dict[tuple[ast.GlobNode, ...], _Extractor] = {}
+#: Patterns whose capture programs (and memos) are kept; the least recently used go.
+MAX_EXTRACTORS = 256
 
 
+@functools.lru_cache(maxsize=MAX_EXTRACTORS)
 def _extractor(pattern: ast.Pattern) -> _Extractor:
-    ex = _extractors.get(pattern.nodes)
-    if ex is None:
-        ex = _extractors[pattern.nodes] = _Extractor(pattern)
-    return ex
+    return _Extractor(pattern)
 
 
 def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:

@@ -41,6 +41,12 @@ def is_variable(x: Any) -> bool:
 
 
 _LEAF, _NODE, _VAR = 0, 1, 2
+#: Types that are leaves for good: arrays, abstract arrays and numbers.
+_ARRAY_TYPES: tuple[type, ...] = (np.ndarray, np.generic, jax.Array, jax.ShapeDtypeStruct)
+#: type -> kind, for verdicts that cannot go stale: a pytree node stays one (JAX has no
+#: unregistering), an array type stays a leaf. Any other leaf type is looked up again
+#: each time, so a class registered as a pytree after partspec first saw it is a node
+#: from then on. Bounded: cleared when it holds :data:`MAX_KIND_CACHE` types.
 _kind_cache: dict[type, int] = {
     np.ndarray: _LEAF,
     jax.ShapeDtypeStruct: _LEAF,
@@ -49,6 +55,8 @@ _kind_cache: dict[type, int] = {
     bool: _LEAF,
     complex: _LEAF,
 }
+_PERMANENT = dict(_kind_cache)
+MAX_KIND_CACHE = 4096
 
 
 def _kind(x: Any) -> int:
@@ -61,7 +69,11 @@ def _kind(x: Any) -> int:
             treedef = jax.tree_util.tree_structure(x, is_leaf=lambda y: y is not x)
             is_leaf = jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1  # type: ignore[attr-defined]
             k = _LEAF if is_leaf else _NODE
-        _kind_cache[t] = k
+        if k != _LEAF or issubclass(t, _ARRAY_TYPES):
+            if len(_kind_cache) >= MAX_KIND_CACHE:
+                _kind_cache.clear()
+                _kind_cache.update(_PERMANENT)
+            _kind_cache[t] = k
     return k
 
 

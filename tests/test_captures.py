@@ -586,3 +586,31 @@ def test_compiling_does_not_warn_for_capture_rules_that_match() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         partspec.compile(f"{DECAY}\n** -> frozen", _bert(2))
+
+
+def test_capture_caches_stay_bounded_over_many_specs() -> None:
+    """2,000 specs with a capture kept 102 MB: the extractor cache had no bound."""
+    import tracemalloc
+
+    from partspec import matcher
+
+    tree = {f"enc{k}": {f"layer_{i}": {"w": jnp.ones(1)} for i in range(3)} for k in range(2)}
+
+    def compile_spec(n: int) -> None:
+        spec = f"enc{n % 2}/layer_<i>/{{w,v{n}}} -> sgd({n + 1}e-3 * i)\n** -> frozen"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", partspec.SpecWarning)
+            partspec.compile(spec, tree)
+
+    tracemalloc.start()
+    try:
+        for n in range(400):  # fill every bounded cache
+            compile_spec(n)
+        before, _ = tracemalloc.get_traced_memory()
+        for n in range(400, 1200):
+            compile_spec(n)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert matcher._extractor.cache_info().currsize <= matcher.MAX_EXTRACTORS
+    assert after - before < 1024 * 1024, f"{after - before:,} bytes kept by 800 more specs"

@@ -154,3 +154,42 @@ def test_params_from_eval_shape_need_no_memory() -> None:
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3))))
     plan = partspec.compile("params/kernel -> frozen\n** -> adam(1e-3)", shapes)
     assert plan.labels == {"params": {"kernel": "frozen", "bias": "adam(0.001)"}}
+
+
+def test_a_class_registered_as_a_pytree_later_is_a_node_from_then_on() -> None:
+    """A type-keyed cache of 'this type is a leaf' went stale when the type was registered."""
+
+    class Pair:
+        def __init__(self, a: object, b: object) -> None:
+            self.a, self.b = a, b
+
+    tree = {"p": Pair(jnp.ones(2), jnp.ones(3)), "w": jnp.ones(1)}
+    before = partspec.compile("** -> sgd(0.1)", tree)
+    assert [p for p, _ in leaf_paths(tree)] == ["p", "w"]  # an unregistered class: a leaf
+    assert before.labels["p"] == "sgd(0.1)"
+    jax.tree_util.register_pytree_with_keys(
+        Pair,
+        lambda p: (
+            ((jax.tree_util.GetAttrKey("a"), p.a), (jax.tree_util.GetAttrKey("b"), p.b)),
+            None,
+        ),
+        lambda _, children: Pair(*children),
+    )
+    assert [p for p, _ in leaf_paths(tree)] == ["p/a", "p/b", "w"]
+    after = partspec.compile("p/a -> frozen\n** -> sgd(0.1)", tree)
+    assert (after.labels["p"].a, after.labels["p"].b) == ("frozen", "sgd(0.1)")
+
+
+def test_the_kind_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from partspec import tree as tree_mod
+
+    monkeypatch.setattr(tree_mod, "MAX_KIND_CACHE", 20)
+    classes = [
+        jax.tree_util.register_dataclass(
+            dataclasses.make_dataclass(f"D{i}", [("x", object)]), data_fields=["x"], meta_fields=[]
+        )
+        for i in range(50)
+    ]
+    for cls in classes:
+        assert [p for p, _ in leaf_paths({"k": cls(jnp.ones(1))})] == ["k/x"]
+    assert len(tree_mod._kind_cache) <= 20
