@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Union
 
 from partspec import ast
 from partspec._optax_table import TABLE
+from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
 from partspec.errors import Diagnostic, Span, SpecError, did_you_mean
 from partspec.formatter import format_expr
 
@@ -38,35 +39,9 @@ __all__ = [
     "check_spec",
 ]
 
-#: dtype names accepted where optax takes a dtype (``mu_dtype="bfloat16"``).
-DTYPES = frozenset(
-    {
-        "bfloat16",
-        "float16",
-        "float32",
-        "float64",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint32",
-    }
-)
-#: dtype names a leaf can have (what ``where dtype == "..."`` may compare with).
-LEAF_DTYPES = DTYPES | frozenset(
-    {
-        "bool",
-        "float8_e4m3fn",
-        "float8_e5m2",
-        "int4",
-        "uint4",
-        "uint16",
-        "uint64",
-        "complex64",
-        "complex128",
-    }
-)
+#: dtype names accepted where optax takes a dtype, and those a leaf can have (what
+#: ``where dtype == "..."`` may compare with): one vocabulary, in :mod:`partspec.dtypes`.
+DTYPES = OPTAX_DTYPES
 FROZEN_LABEL = "frozen"
 #: The leaf properties a ``where`` condition can use.
 LEAF_PROPERTIES = ("ndim", "shape", "size", "dtype")

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, NoReturn
 
+from partspec.dtypes import LEAF_DTYPES
 from partspec.files import open_regular, read_regular
 
 __all__ = [
@@ -49,44 +50,8 @@ MANIFEST_FORMAT = "partspec-manifest"
 #: The manifest version :func:`dump_manifest` writes (and the only one read).
 MANIFEST_VERSION = 1
 
-#: The dtype names a leaf may have: numpy's names, plus the ``ml_dtypes`` names
-#: JAX uses for bfloat16 and the narrow float and int types.
-DTYPES = frozenset(
-    {
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-        "float128",
-        "complex64",
-        "complex128",
-        "complex256",
-        "bfloat16",
-        "float8_e3m4",
-        "float8_e4m3",
-        "float8_e4m3fn",
-        "float8_e4m3fnuz",
-        "float8_e4m3b11fnuz",
-        "float8_e5m2",
-        "float8_e5m2fnuz",
-        "float8_e8m0fnu",
-        "float6_e2m3fn",
-        "float6_e3m2fn",
-        "float4_e2m1fn",
-        "int2",
-        "int4",
-        "uint2",
-        "uint4",
-    }
-)
+#: The dtype names a leaf may have (:data:`partspec.dtypes.LEAF_DTYPES`).
+DTYPES = LEAF_DTYPES
 
 #: numpy type strings without byte order (``<f4`` -> ``f4``) -> dtype names.
 _TYPESTR = {

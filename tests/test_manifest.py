@@ -3,6 +3,7 @@ checkpoint metadata and MODULE:CALLABLE under ``jax.eval_shape``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -839,3 +840,34 @@ def test_names_ending_in_a_file_extension_are_files(module: str, attr: str, ext:
     assert not is_callable_reference(f"{module}:{attr}.{ext}")
     assert not is_callable_reference(f"{module}:{attr}.{ext.upper()}")
     assert not is_callable_reference(f"dir/{module}:{attr}")
+
+
+@pytest.mark.parametrize("dtype", sorted(__import__("partspec.dtypes").dtypes.LEAF_DTYPES))
+def test_one_dtype_vocabulary_for_manifests_conditions_and_explain(
+    tmp_path: Path, dtype: str
+) -> None:
+    """A manifest could declare float4_e2m1fn, which `where dtype == ...` rejected."""
+    from partspec.cli import main
+
+    path = write(
+        tmp_path / "t.json",
+        json.dumps([{"path": "a/w", "shape": [4, 2], "dtype": dtype}, {"path": "b", "shape": [3]}]),
+    )
+    spec = write(tmp_path / "s.pspec", f'** where dtype == "{dtype}" -> frozen\n** -> sgd(0.1)\n')
+    out = io.StringIO()
+    assert main(["check", "--strict", spec, "--tree", path], out=out) == (
+        0 if dtype != "float32" else 1  # float32: `b` is float32 too, so rule 2 is unused
+    ), out.getvalue()
+    out = io.StringIO()
+    assert main(["explain", spec, "--tree", path, "--format", "json"], out=out) == 0
+    report = json.loads(out.getvalue())
+    assert report["rules"][0]["leaves"] == (1 if dtype != "float32" else 2)
+
+
+def test_every_reader_maps_into_the_vocabulary() -> None:
+    from partspec import manifest
+    from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
+
+    assert set(manifest.SAFETENSORS_DTYPES.values()) <= LEAF_DTYPES
+    assert set(manifest._TYPESTR.values()) <= LEAF_DTYPES
+    assert OPTAX_DTYPES <= LEAF_DTYPES
