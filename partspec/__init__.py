@@ -44,6 +44,7 @@ __all__ = [
     "SpecWarning",
     "TransferReport",
     "__version__",
+    "apply_updates",
     "check",
     "compile",
     "format",
@@ -103,6 +104,14 @@ def compile(
     from partspec.plan import compile as _compile
 
     return _compile(spec, params, strict=strict, values=values, **kwvalues)
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``optax.apply_updates``, bit-exact for frozen leaves on every backend; see
+    :func:`partspec.plan.apply_updates`."""
+    from partspec.plan import apply_updates as _apply
+
+    return _apply(params, updates)
 
 
 def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:

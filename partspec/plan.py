@@ -43,15 +43,27 @@ from partspec.errors import Diagnostic, SpecError, SpecWarning
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_info, leaf_segments
 
-__all__ = ["GateState", "Plan", "UntilState", "compile", "frozen", "frozen_until", "optimizer"]
+__all__ = [
+    "GateState",
+    "Plan",
+    "UntilState",
+    "apply_updates",
+    "compile",
+    "frozen",
+    "frozen_until",
+    "optimizer",
+]
 
 
 def frozen() -> optax.GradientTransformation:
     """The ``frozen`` action: updates of ``-0.0`` and no state.
 
     ``p + (-0.0)`` is ``p`` bit for bit for every float ``p`` (including ``-0.0``,
-    which ``+0.0`` would flip), so frozen leaves stay bit-identical through
-    ``optax.apply_updates`` whatever their gradients are (NaN and inf included).
+    which ``+0.0`` would flip, and a complex ``p``, whose update is ``-0.0 - 0.0j``), so
+    frozen leaves stay bit-identical through ``optax.apply_updates`` whatever their
+    gradients are (NaN and inf included). The one exception is a subnormal ``p`` where
+    the addition runs on a backend that flushes subnormals to zero (XLA on CPU and
+    GPU); :func:`apply_updates` keeps even those.
     """
 
     def init_fn(params: Any) -> optax.EmptyState:
@@ -60,21 +72,55 @@ def frozen() -> optax.GradientTransformation:
 
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
-
-        def zero(u: Any) -> Any:
-            if jnp.issubdtype(u.dtype, jnp.inexact):
-                return jnp.full_like(u, -0.0)
-            return jnp.zeros_like(u)
-
-        return jax.tree.map(zero, updates), state
+        return jax.tree.map(_neg_zero, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _neg_zero(u: Any) -> Any:
+    """An update that leaves ``p`` as it is: ``-0.0`` (``-0.0 - 0.0j`` for complex)."""
+    if jnp.issubdtype(u.dtype, jnp.complexfloating):
+        return jnp.full(u.shape, complex(-0.0, -0.0), u.dtype)
     if jnp.issubdtype(u.dtype, jnp.inexact):
         return jnp.full(u.shape, -0.0, u.dtype)
     return jnp.zeros(u.shape, u.dtype)
+
+
+def _is_neg_zero(u: jax.Array) -> jax.Array:
+    """Where ``u`` is exactly ``-0.0`` (both parts, for complex), bit for bit."""
+    if jnp.issubdtype(u.dtype, jnp.complexfloating):
+        return _is_neg_zero(jnp.real(u)) & _is_neg_zero(jnp.imag(u))
+    if not jnp.issubdtype(u.dtype, jnp.floating):
+        return jnp.zeros(u.shape, bool)
+    bits = jnp.dtype(u.dtype).itemsize * 8
+    if jnp.finfo(u.dtype).bits != bits:  # sub-byte floats (float4, float6): no bitcast
+        return (u == 0) & jnp.signbit(u.astype(jnp.float32))
+    uint = jnp.dtype(f"uint{bits}")
+    sign = jax.lax.bitcast_convert_type(jnp.asarray(-0.0, u.dtype), uint)
+    return jax.lax.bitcast_convert_type(u, uint) == sign
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``optax.apply_updates``, exact for frozen leaves on every backend.
+
+    Where an update is ``-0.0`` (what ``frozen`` and a waiting ``frozen until`` give),
+    the parameter is kept as it is instead of added to: the same value, but without an
+    addition that XLA on CPU and GPU runs with subnormals flushed to zero. Every other
+    leaf is ``p + u``, cast to ``p``'s dtype, exactly as ``optax.apply_updates`` does.
+
+    >>> import jax.numpy as jnp, numpy as np
+    >>> p = jnp.asarray(np.array([1e-40, 2.0], np.float32))  # 1e-40 is subnormal
+    >>> apply_updates(p, jnp.asarray([-0.0, 1.0]))[0] == p[0]
+    Array(True, dtype=bool)
+    """
+
+    def one(p: Any, u: Any) -> Any:
+        if p is None:
+            return None
+        p, u = jnp.asarray(p), jnp.asarray(u)
+        return jnp.where(_is_neg_zero(u), p, jnp.asarray(p + u).astype(p.dtype))
+
+    return jax.tree.map(one, params, updates, is_leaf=lambda x: x is None)
 
 
 class UntilState(NamedTuple):
