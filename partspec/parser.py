@@ -1175,7 +1175,8 @@ class _Converter:
         text = str(tok).replace("_", "")
         span = _tok_span(tok)
         if re.fullmatch(r"[0-9]+", text):
-            value = int(text)
+            # Too many digits for int() (Python refuses over 4,300) means too large anyway.
+            value = int(text) if len(text.lstrip("0")) <= 19 else _INT_MAX + 1
             if value > _INT_MAX:
                 raise _error(
                     "E103",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import partspec
 
@@ -297,3 +299,21 @@ def test_did_you_mean_does_bounded_work_on_long_names(monkeypatch: pytest.Monkey
     assert sum(cells) <= 10 * per_call
     # A long name still gets a suggestion when only its case differs.
     assert errors.did_you_mean(name.upper(), [name, "x"]) == f"did you mean `{name}`?"
+
+
+@given(
+    digits=st.one_of(st.integers(1, 40), st.integers(4000, 4400), st.integers(4301, 20_000)).map(
+        lambda n: "9" * n
+    ),
+    where=st.sampled_from(
+        ["x -> sgd({})", "x where shape[{}] == 1 -> frozen", "let a = {}", "x -> sgd({}.5)"]
+    ),
+)
+def test_numbers_of_any_length_parse_or_are_too_large(digits: str, where: str) -> None:
+    """An integer over 4,300 digits was a raw ValueError from parse, check and fmt."""
+    text = where.format(digits)
+    for call in (partspec.parse, partspec.format, partspec.check):
+        try:
+            call(text)
+        except partspec.SpecError as err:
+            assert {d.code for d in err.diagnostics} <= {"E103", "E403", "E406"}, str(err)
