@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import struct
@@ -37,6 +38,7 @@ __all__ = [
     "DTYPES",
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
+    "MAX_LEAF_SIZE",
     "Leaf",
     "TreeInputError",
     "dump_manifest",
@@ -100,6 +102,8 @@ SAFETENSORS_DTYPES = {
 #: Largest JSON manifest, Orbax ``_METADATA`` or zarr array metadata read (bytes): these
 #: list shapes, never data. Every input is read only if it is a regular file.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+#: The most elements a leaf may have (so also the largest dimension): int64's range.
+MAX_LEAF_SIZE = 2**63 - 1
 #: Largest safetensors header accepted (bytes), as in the reference implementation.
 MAX_SAFETENSORS_HEADER = 100_000_000
 
@@ -327,10 +331,24 @@ def _envelope(source: str, doc: dict[str, Any]) -> list[Leaf]:
 
 
 def _shape(source: str, value: Any, where: str | _Where) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+    """A shape read from any tree input: non-negative ints (not bools), size in range.
+
+    Every reader goes through here (JSON, npz and zarr headers, safetensors), so no
+    shape that JAX or an int64 cannot hold (``10**300``, ``-1``, ``True``) gets past.
+    """
+    if not isinstance(value, (list, tuple)) or not all(type(d) is int and d >= 0 for d in value):
         _fail(
             source, f"{where}: shape must be a list of non-negative integers, got {_brief(value)}"
         )
+    size = 1
+    for d in value:
+        size *= d
+        if d > MAX_LEAF_SIZE or size > MAX_LEAF_SIZE:
+            _fail(
+                source,
+                f"{where}: shape {_brief(list(value))} is too large (more than "
+                f"{MAX_LEAF_SIZE:,} elements, the most an int64 can count)",
+            )
     return tuple(value)
 
 
@@ -399,6 +417,8 @@ def _leaf_list(source: str, items: list[Any], prefix: str) -> list[Leaf]:
                 and type(s) is list
                 and set(map(type, s)) <= _INT
                 and min(s, default=0) >= 0
+                and len(s) <= 16
+                and math.prod(s) <= MAX_LEAF_SIZE
                 and type(d) is str
                 and d in DTYPES
             ):
@@ -538,7 +558,9 @@ def _load_npz(source: str) -> list[Leaf]:
                     _fail(source, f"member {name!r}: not a readable .npy header ({exc})")
                 except NotImplementedError as exc:
                     _fail(source, f"member {name!r}: {exc}")
-                headers.append((name[: -len(".npy")], tuple(shape), dtype))
+                headers.append(
+                    (name[: -len(".npy")], _shape(source, shape, f"member {name!r}"), dtype)
+                )
     except zipfile.BadZipFile:
         _fail(source, "not an .npz file (not a zip archive)")
     sep = "/" if any("/" in key for key, _, _ in headers) else "."
@@ -799,7 +821,7 @@ def _load_callable(source: str) -> list[Leaf]:
             name = str(dtype)
         if name not in DTYPES:
             _fail(source, f"leaf {_show(path)!r} has unsupported dtype {name!r}")
-        leaves.append(Leaf(tuple(path), tuple(int(d) for d in shape), name))
+        leaves.append(Leaf(tuple(path), _shape(source, tuple(map(int, shape)), _show(path)), name))
     _check_unique(source, leaves, lambda i: f"leaf {_show(leaves[i].path)!r}")
     return leaves
 

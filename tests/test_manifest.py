@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import struct
 import subprocess
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from partspec.manifest import (
     FILE_EXTENSIONS,
+    MAX_LEAF_SIZE,
     Leaf,
     TreeInputError,
     dump_manifest,
@@ -293,7 +295,9 @@ def _no_leaf_inside_another(leaves: list[Leaf]) -> bool:
         st.builds(
             Leaf,
             st.lists(segments, min_size=1, max_size=3).map(tuple),
-            st.lists(st.integers(0, 2**40), max_size=3).map(tuple),
+            st.lists(st.integers(0, 2**40), max_size=3)
+            .map(tuple)
+            .filter(lambda shape: math.prod(shape) <= MAX_LEAF_SIZE),
             st.sampled_from(["float32", "bfloat16", "int4", "bool", "complex64"]),
         ),
         min_size=1,
@@ -871,3 +875,34 @@ def test_every_reader_maps_into_the_vocabulary() -> None:
     assert set(manifest.SAFETENSORS_DTYPES.values()) <= LEAF_DTYPES
     assert set(manifest._TYPESTR.values()) <= LEAF_DTYPES
     assert OPTAX_DTYPES <= LEAF_DTYPES
+
+
+_BAD_SHAPES = [[10**300], [2**62, 4], [-1, 3], [True, 2], [2.0], [3, None]]
+
+
+@pytest.mark.parametrize("shape", _BAD_SHAPES, ids=str)
+def test_every_reader_refuses_shapes_no_array_can_have(tmp_path: Path, shape: list[Any]) -> None:
+    """10**300 dims overflowed later in `where size * 1 > 0` and explain; an .npz header
+    with a negative or a True dim was accepted and crashed inside JAX."""
+    fails(write(tmp_path / "m.json", json.dumps([{"path": "w", "shape": shape}])), "shape")
+    fails(write(tmp_path / "n.json", json.dumps({"w": shape})), "shape")
+    header = {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}
+    fails(write(tmp_path / "m.safetensors", safetensors_bytes(header)), "shape")
+    if all(isinstance(d, int) for d in shape):
+        src = str(tmp_path / "m.npz")
+        with zipfile.ZipFile(src, "w") as zf:
+            zf.writestr("w.npy", npy_header(tuple(shape)))
+        fails(src, "shape")
+
+
+@given(st.lists(st.integers(-3, 2**64), max_size=4))
+def test_a_shape_is_read_iff_an_int64_can_count_its_elements(dims: list[int]) -> None:
+    from partspec.manifest import leaves_from_json
+
+    ok = all(d >= 0 for d in dims) and math.prod(dims) <= MAX_LEAF_SIZE
+    try:
+        got = leaves_from_json([{"path": "w", "shape": dims}])
+    except TreeInputError:
+        assert not ok
+    else:
+        assert ok and got[0].shape == tuple(dims)
