@@ -333,11 +333,13 @@ def _summary(tree: Any, depth: int = 0) -> str:
     return type(tree).__name__  # pragma: no cover - other pytree nodes
 
 
-def _flat(tree: Any) -> dict[str, Any]:
+def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
+    """Leaves by their keys: a tuple, never joined, since ``{"a/b": x}`` beside
+    ``{"a": {"b": y}}`` would give two leaves one text path (and hide a difference)."""
     import jax
 
     pairs, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(_key_text(k) for k in path): leaf for path, leaf in pairs}
+    return {tuple(_key_text(k) for k in path): leaf for path, leaf in pairs}
 
 
 def _same_structure(a: Any, b: Any) -> bool:
@@ -366,19 +368,20 @@ GLOBAL_LABEL = "(global)"
 def _differences(label: str, old: Any, new: Any) -> list[StateDifference]:
     fo, fn = _flat(old), _flat(new)
     out: list[StateDifference] = []
-    for path, x in fo.items():
-        if path not in fn:
+    for keys, x in fo.items():
+        path = "/".join(keys)
+        if keys not in fn:
             out.append(StateDifference(label, path, "only_old", _describe(x), None))
             continue
-        y = fn[path]
+        y = fn[keys]
         if tuple(x.shape) != tuple(y.shape):
             out.append(StateDifference(label, path, "shape", _describe(x), _describe(y)))
         elif x.dtype != y.dtype:
             out.append(StateDifference(label, path, "dtype", _describe(x), _describe(y)))
     out += [
-        StateDifference(label, path, "only_new", None, _describe(y))
-        for path, y in fn.items()
-        if path not in fo
+        StateDifference(label, "/".join(keys), "only_new", None, _describe(y))
+        for keys, y in fn.items()
+        if keys not in fo
     ]
     if not out and not _same_structure(old, new):
         out.append(StateDifference(label, "", "structure", _summary(old), _summary(new)))

@@ -495,3 +495,19 @@ def test_python_m_partspec_diff(files: Path):
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("not restorable:")
+
+
+def test_a_slash_in_a_key_beside_the_nested_path_hides_no_difference() -> None:
+    """`{"a/b": x}` beside `{"a": {"b": y}}` flattened to one text path: a difference in
+    the state of the one was hidden by the other, and diff ended in an AssertionError."""
+    tree = {
+        "a/b": jax.ShapeDtypeStruct((3,), jnp.float32),
+        "a": {"b": jax.ShapeDtypeStruct((4, 4), jnp.float32)},
+    }
+    old = "** -> adafactor(1e-3) as x"
+    new = "** -> adafactor(1e-3, min_dim_size_to_factor=4) as x"  # factors the 4x4 only
+    report = diff(old, new, tree)
+    assert not report.restorable
+    assert report.changed == ("x",)
+    assert {d.kind for d in report.state_differences} == {"shape"}
+    assert diff(old, old, tree).restorable
