@@ -254,8 +254,11 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
             problems += diags
             code = max(code, EXIT_USAGE)
             continue
+        name = STDIN_NAME if path == STDIN else path
         try:
-            new = format_spec(parse_syntax(text, filename=STDIN_NAME if path == STDIN else path))
+            spec = parse_syntax(text, filename=name)
+            new = format_spec(spec)
+            _same_meaning(spec, parse_syntax(new, filename=name), name)
         except SpecError as err:
             problems += err.diagnostics
             code = max(code, EXIT_PROBLEMS)
@@ -289,6 +292,25 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
         f"{unchanged} file{'s' if unchanged != 1 else ''} left unchanged\n"
     )
     return code
+
+
+def _same_meaning(old: Spec, new: Spec, name: str) -> None:
+    """Refuse to write a formatted file that lost a statement or a comment (a formatter
+    bug must never cost the user their text)."""
+    if new == old and [c.text for c in new.comments] == [c.text for c in old.comments]:
+        return
+    raise SpecError(
+        [
+            Diagnostic(
+                "E002",
+                "error",
+                "formatting would change this spec's statements or comments; the file is "
+                "left as it is",
+                filename=name,
+                hint="please report this as a partspec bug, with the file",
+            )
+        ]
+    )
 
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:

@@ -215,12 +215,22 @@ def format_spec(spec: ast.Spec) -> str:
     has_lines = all(s.span.line > 0 and s.span.file is None for s in stmts)
     # Line ranges of statements, to place comments and keep blank lines.
     items: list[tuple[int, str, ast.Statement | ast.Comment]] = []  # (line, kind, payload)
+    # A statement written over several lines is written on one: the comments inside it
+    # go on lines of their own above it, in order, but for the last, which trails it.
+    before: dict[int, list[ast.Comment]] = {}
+    trailing: dict[int, ast.Comment] = {}
     if has_lines:
+        inside = _comments_inside(stmts, spec.comments)
         for s in stmts:
             items.append((s.span.line, "stmt", s))
+            found = inside.get(id(s), [])
+            if found:
+                before[id(s)], trailing[id(s)] = found[:-1], found[-1]
+        taken = {id(c) for found in inside.values() for c in found}
         for c in spec.comments:
-            items.append((c.line, "trailing" if c.trailing else "comment", c))
-        items.sort(key=lambda it: (it[0], {"stmt": 0, "trailing": 1, "comment": 2}[it[1]]))
+            if id(c) not in taken:
+                items.append((c.line, "comment", c))
+        items.sort(key=lambda it: (it[0], {"stmt": 0, "comment": 1}[it[1]]))
     else:
         items = [(0, "stmt", s) for s in stmts]
 
@@ -238,7 +248,7 @@ def format_spec(spec: ast.Spec) -> str:
 
     for line, kind, payload in items:
         if kind == "stmt" and isinstance(payload, ast.Rule):
-            if block and has_lines and line - prev_end > 1:
+            if block and has_lines and (line - prev_end > 1 or before.get(id(payload))):
                 close_block()
             block.append(payload)
             prev_end = payload.span.end_line if has_lines else 0
@@ -253,21 +263,40 @@ def format_spec(spec: ast.Spec) -> str:
     lines: list[list[str | None]] = []
     last_line = None
     for line, kind, payload in items:
-        if kind == "trailing" and lines:
-            assert isinstance(payload, ast.Comment)
-            lines[-1][1] = payload.text
-            continue
         if has_lines and last_line is not None and line - last_line > 1 and lines:
             lines.append(["", None])
-        if kind in ("comment", "trailing"):
+        if kind == "comment":
             assert isinstance(payload, ast.Comment)
             lines.append([payload.text, None])
             last_line = line
         else:
             assert not isinstance(payload, ast.Comment)
-            lines.append([_statement(payload, widths.get(id(payload), 0)), None])
+            lines += [[c.text, None] for c in before.get(id(payload), ())]
+            tail = trailing.get(id(payload))
+            text = _statement(payload, widths.get(id(payload), 0))
+            lines.append([text, tail.text if tail is not None else None])
             last_line = payload.span.end_line if has_lines else None
     return _align_comments(lines)
+
+
+def _comments_inside(
+    stmts: tuple[ast.Statement, ...], comments: tuple[ast.Comment, ...]
+) -> dict[int, list[ast.Comment]]:
+    """``id(statement)`` -> the comments on its lines (a trailing one on its first line
+    included), in order. A standalone comment line before a statement is not inside it."""
+    out: dict[int, list[ast.Comment]] = {}
+    ordered = sorted(stmts, key=lambda st: st.span.line)
+    i = 0
+    for c in sorted(comments, key=lambda c: c.line):
+        while i < len(ordered) and ordered[i].span.end_line < c.line:
+            i += 1
+        if i == len(ordered):
+            break
+        st = ordered[i]
+        first_line_comment = c.line == st.span.line and c.trailing
+        if st.span.line < c.line <= st.span.end_line or first_line_comment:
+            out.setdefault(id(st), []).append(c)
+    return out
 
 
 def _align_comments(lines: list[list[str | None]]) -> str:
