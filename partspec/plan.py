@@ -314,6 +314,50 @@ class Plan:
             lambda a, b: b if a is None else a, trainable, frozen, is_leaf=lambda x: x is None
         )
 
+    def wrap(self, wrapper: Callable[[Any], Any]) -> optax.GradientTransformation:
+        """``plan.tx`` with ``wrapper`` around its trainable part only; frozen leaves stay out.
+
+        Wrappers that see every leaf break the guarantees of frozen leaves when put
+        around ``plan.tx`` itself: ``optax.MultiSteps(plan.tx, k)`` keeps a gradient
+        accumulator for frozen leaves and emits ``+0.0`` updates between steps (which
+        flip a ``-0.0`` weight), and ``optax.apply_if_finite(plan.tx, n)`` skips every
+        update when a *frozen* leaf's gradient is NaN. Here the wrapper gets the
+        trainable leaves' optimizer (the rules' labels and the ``global`` transforms)
+        and frozen leaves keep their ``-0.0`` updates and no state.
+
+        ``frozen until`` groups are trainable here: they count the wrapped optimizer's
+        updates (for ``MultiSteps``, the updates it applies, every ``k`` calls; for
+        ``apply_if_finite``, the finite ones), and the wrapper sees their gradients while
+        they wait (so a NaN there counts as non-finite for ``apply_if_finite``).
+
+        >>> import jax.numpy as jnp, optax, partspec
+        >>> params = {"body": jnp.ones(2), "head": jnp.ones(2)}
+        >>> plan = partspec.compile("body -> frozen; head -> sgd(1.0)", params)
+        >>> tx = plan.wrap(lambda inner: optax.apply_if_finite(inner, 3))
+        >>> grads = {"body": jnp.full(2, jnp.nan), "head": jnp.ones(2)}
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> updates["head"], updates["body"]
+        (Array([-1., -1.], dtype=float32), Array([-0., -0.], dtype=float32))
+        """
+        fl = self.frozen_labels
+        if self.label_fn is None:  # pragma: no cover - every compiled plan has one
+            raise TypeError("this plan was not made by partspec.compile")
+        labels_for = self.label_fn
+        used = {k: v for k, v in self.transforms.items() if k not in fl}
+        inner = _with_globals(
+            self.checked,
+            optax.partition(used, labels_for),
+            labels_for,
+            self.unfreeze_steps,
+            frozenset(fl),
+        )
+        trained = wrapper(inner)
+
+        def parts(tree: Any) -> Any:
+            return jax.tree.map(lambda lab: "frozen" if lab in fl else "trained", labels_for(tree))
+
+        return optax.partition({"trained": trained, "frozen": frozen()}, parts)
+
     @property
     def trainable_tx(self) -> optax.GradientTransformationExtraArgs:
         """The optimizer for the ``trainable`` half of :meth:`split` alone."""
