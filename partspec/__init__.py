@@ -17,6 +17,7 @@ Parsing and checking never import JAX or optax; only :func:`compile` does.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from partspec.ast import Spec
@@ -71,7 +72,10 @@ def check(spec: Spec | str, /, **values: Any) -> CheckedSpec:
     """
     if isinstance(spec, str):
         spec = parse(spec)
-    return check_spec(spec, values, require=False)
+    checked = check_spec(spec, values, require=False)
+    for w in checked.warnings:  # a deprecated optax function (W603)
+        warnings.warn(w.render(), SpecWarning, stacklevel=2)
+    return checked
 
 
 def format(spec: Spec | str) -> str:

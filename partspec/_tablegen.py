@@ -35,6 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "noisy_sgd",
         "novograd",
         "optimistic_adam",
+        "optimistic_adam_v2",
         "optimistic_gradient_descent",
         "radam",
         "rmsprop",
@@ -99,6 +100,18 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "warmup_cosine_decay_schedule",
         "warmup_exponential_decay_schedule",
     ),
+}
+
+#: Deprecated in optax: function -> what to use instead (checking warns, W603).
+#: ``tests/test_optax_table.py`` checks this against the warnings optax itself gives.
+DEPRECATED: dict[str, str] = {
+    "optimistic_adam": "use `optimistic_adam_v2`",
+}
+#: Deprecated keyword arguments: (function, keyword) -> what to use instead.
+#: The test checks this against the ``# deprecated`` comments in optax's signatures.
+DEPRECATED_KEYWORDS: dict[tuple[str, str], str] = {
+    ("noisy_sgd", "seed"): "use `key=` (an integer seed)",
+    ("add_noise", "seed"): "use `key=` (an integer seed)",
 }
 
 #: Types that annotations alone do not tell.
@@ -173,16 +186,19 @@ def generate() -> dict[str, dict[str, Any]]:
                 default = None if p.default is inspect.Parameter.empty else p.default
                 if not isinstance(default, (int, float, str, bool, type(None))):
                     default = getattr(default, "__name__", repr(default))
-                params.append(
-                    {
-                        "name": p.name,
-                        "kind": pkind,
-                        "required": required,
-                        "types": classify(fname, p.name, p.annotation),
-                        "default": default,
-                    }
-                )
+                entry = {
+                    "name": p.name,
+                    "kind": pkind,
+                    "required": required,
+                    "types": classify(fname, p.name, p.annotation),
+                    "default": default,
+                }
+                if (fname, p.name) in DEPRECATED_KEYWORDS:
+                    entry["deprecated"] = DEPRECATED_KEYWORDS[fname, p.name]
+                params.append(entry)
             table[fname] = {"kind": kind, "params": params}
+            if fname in DEPRECATED:
+                table[fname]["deprecated"] = DEPRECATED[fname]
     return table
 
 

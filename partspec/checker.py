@@ -163,6 +163,8 @@ class CheckedSpec:
       rules: the rules in file order with labels and actions.
       values: the value of every ``let`` and ``param``.
       actions: label -> action (``None`` for frozen), in first-use order.
+      warnings: problems that do not stop compiling (``W603``: a deprecated optax
+        function or keyword), with positions.
     """
 
     spec: ast.Spec
@@ -173,6 +175,7 @@ class CheckedSpec:
     counted: frozenset[str] = frozenset()
     inputs: Mapping[str, Any] = field(default_factory=dict, repr=False)
     counts: Mapping[str, int] | None = field(default=None, repr=False)
+    warnings: tuple[Diagnostic, ...] = field(default=(), repr=False)
 
     @property
     def complete(self) -> bool:
@@ -423,8 +426,13 @@ class _Checker:
         # repeat a few actions over many rules. The canonical text fixes the AST
         # (``parse(format(x)) == x``), so equal texts check to equal actions.
         self.action_memo: dict[str, Action] = {}
+        # Warnings are collected by run() only: an evaluator kept to bind captures later
+        # (CheckedSpec._evaluator) evaluates the same calls again and must not collect.
+        self.collecting = False
+        self.warnings: list[Diagnostic] = []
 
     def run(self) -> CheckedSpec:
+        self.collecting = True
         declared = {p.name for p in self.spec.params}
         for name in self.given:
             if name not in declared:
@@ -484,6 +492,7 @@ class _Checker:
             frozenset(self.counted),
             self.inputs if self.inputs is not None else {},
             self.counts,
+            tuple(self.spec.attach(w) for w in self.warnings),
         )
 
     def _global(self, stmt: ast.Global) -> OptaxCall | Unset:
@@ -939,6 +948,8 @@ class _Checker:
                 label="not an allow-listed optax function",
             )
         params = entry["params"]
+        if self.collecting:
+            self._deprecated(e, entry)
         positional = [p for p in params if p["kind"] == "pos"]
         varargs = next((p for p in params if p["kind"] == "varargs"), None)
         bound: dict[str, tuple[Value, Span]] = {}
@@ -996,6 +1007,31 @@ class _Checker:
             else:
                 kwargs.append((p["name"], v))
         return OptaxCall(e.func, entry["kind"], tuple(args), tuple(kwargs))
+
+    def _deprecated(self, e: ast.Call, entry: dict[str, Any]) -> None:
+        """W603 for a call of a function, or a keyword, that optax has deprecated."""
+        if "deprecated" in entry:
+            self.warnings.append(
+                Diagnostic.at(
+                    "W603",
+                    f"`{e.func}` is deprecated in optax",
+                    e.func_span,
+                    severity="warning",
+                    hint=entry["deprecated"],
+                )
+            )
+        deprecated = {p["name"]: p["deprecated"] for p in entry["params"] if "deprecated" in p}
+        for kw in e.kwargs:
+            if kw.name in deprecated:
+                self.warnings.append(
+                    Diagnostic.at(
+                        "W603",
+                        f"argument `{kw.name}` of `{e.func}` is deprecated in optax",
+                        kw.span,
+                        severity="warning",
+                        hint=deprecated[kw.name],
+                    )
+                )
 
     def _count(self, e: ast.Call) -> Value:
         arg = e.args[0] if len(e.args) == 1 and not e.kwargs else None

@@ -205,20 +205,23 @@ def _check_one(
     except SpecError as err:
         code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
         return err.diagnostics, code
-    if leaves is None:
-        return [], EXIT_CLEAN
-    from partspec.checker import LeafInfo
+    warns: list[Diagnostic] = list(checked.warnings)  # deprecated optax functions
+    if leaves is not None:
+        from partspec.checker import LeafInfo
 
-    # Shapes and dtypes matter only to `where` conditions.
-    infos = (
-        [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
-        if any(r.rule.where is not None for r in checked.rules)
-        else None
-    )
-    try:
-        _, errors, warns = label_paths(checked, [leaf.path for leaf in leaves], infos)
-    except SpecError as err:  # a condition or capture that fails on some leaf
-        return err.diagnostics, EXIT_PROBLEMS
+        # Shapes and dtypes matter only to `where` conditions.
+        infos = (
+            [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
+            if any(r.rule.where is not None for r in checked.rules)
+            else None
+        )
+        try:
+            _, errors, coverage = label_paths(checked, [leaf.path for leaf in leaves], infos)
+        except SpecError as err:  # a condition or capture that fails on some leaf
+            return err.diagnostics, EXIT_PROBLEMS
+        warns += coverage
+    else:
+        errors = []
     if strict:
         warns = [dataclasses.replace(w, severity="error") for w in warns]
     found = errors + warns

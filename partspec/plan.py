@@ -563,6 +563,7 @@ def compile(
             return ["/".join(seg) for seg, _ in uncovered]
 
         errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths)
+        warns = list(checked.warnings) + warns  # deprecated optax functions first
     except SpecError as err:
         raise SpecError(err.diagnostics) from None
     # A whole Equinox module has leaves that are not parameters (activation functions,

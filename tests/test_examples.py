@@ -30,6 +30,7 @@ def test_example_runs(script):
     # Run against this checkout even when partspec is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("JAX_PLATFORMS", "cpu")
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning"  # examples use no deprecated API
     proc = subprocess.run(
         [sys.executable, str(script)],
         cwd=ROOT,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
+import warnings
+from typing import Any
+
 import jax.numpy as jnp
 import optax
 import pytest
 
 import partspec
 from partspec._optax_table import OPTAX_VERSION, TABLE
-from partspec._tablegen import generate
+from partspec._tablegen import DEPRECATED, DEPRECATED_KEYWORDS, generate
 
 
 def test_table_matches_installed_optax() -> None:
@@ -87,3 +93,63 @@ def test_float_with_integer_value_is_accepted_where_optax_wants_an_int() -> None
     with pytest.raises(partspec.SpecError) as info:
         partspec.check("** -> sgd(linear_schedule(0.0, 1.0, 10.5))")
     assert info.value.diagnostics[0].code == "E403"
+
+
+def _minimal_args(name: str) -> list[Any]:
+    args: list[Any] = []
+    for p in TABLE[name]["params"]:
+        if not p["required"]:
+            continue
+        types = p["types"] or ()
+        if "transform" in types:
+            args.append(optax.sgd(0.1))
+        elif "list[schedule]" in types:
+            args.append([optax.constant_schedule(1.0)])
+        elif "list[int]" in types:
+            args.append([])
+        elif "int" in types and "number" not in types:
+            args.append(1)
+        else:
+            args.append(0.1)
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_deprecations_agree_with_the_installed_optax(name: str) -> None:
+    """A function optax deprecates (it warns when called) is marked deprecated, and a
+    keyword its signature marks `# deprecated` is too: checking warns about both (W603)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.suppress(TypeError, ValueError):
+            getattr(optax, name)(*_minimal_args(name))
+    warned = any(issubclass(w.category, DeprecationWarning) for w in caught)
+    assert warned == (name in DEPRECATED), name
+    fn = getattr(optax, name)
+    source = inspect.getsource(getattr(fn, "func", fn)).split('"""')[0]  # nadam: a partial
+    marked = {
+        line.split(":")[0].strip()
+        for line in source.splitlines()
+        if "# deprecated" in line.lower() and ":" in line
+    }
+    assert marked == {kw for fn, kw in DEPRECATED_KEYWORDS if fn == name}, name
+
+
+def test_deprecated_functions_and_keywords_warn_where_they_are_used(tmp_path: Any) -> None:
+    from partspec.cli import main
+
+    text = "a -> optimistic_adam(1e-3)\nb -> noisy_sgd(0.1, seed=3)\nc -> sgd(0.1)\n"
+    with pytest.warns(partspec.SpecWarning) as record:
+        checked = partspec.check(text)
+    assert [(d.code, d.line, d.column) for d in checked.warnings] == [
+        ("W603", 1, 6),
+        ("W603", 2, 21),
+    ]
+    assert "optimistic_adam_v2" in (checked.warnings[0].hint or "")
+    assert len(record) == 2
+    path = tmp_path / "d.pspec"
+    path.write_text(text)
+    assert main(["check", str(path)], out=io.StringIO()) == 0
+    assert main(["check", "--strict", str(path)], out=io.StringIO()) == 1
+    params = {"a": jnp.ones(2), "b": jnp.ones(2), "c": jnp.ones(2)}
+    with pytest.warns(partspec.SpecWarning, match="W603"):
+        partspec.compile(text, params)
