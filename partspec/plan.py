@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from partspec import ast
-from partspec._optax_table import TABLE
+from partspec._optax_table import OPTAX_VERSION, TABLE
 from partspec.checker import (
     Action,
     CheckedSpec,
@@ -489,6 +490,30 @@ def _is_array_like(leaf: Any) -> bool:
     return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
 
 
+class OptaxMismatch(ValueError):
+    """The installed optax lacks a function or keyword of partspec's allow-list table."""
+
+
+def _optax_function(name: str, kwargs: Mapping[str, Any]) -> Callable[..., Any]:
+    """``optax.<name>``, checked against the installed optax (the table may be newer)."""
+    fn = getattr(optax, name, None)
+    made = f"partspec's allow-list was generated from optax {OPTAX_VERSION}"
+    if fn is None:
+        raise OptaxMismatch(f"the installed optax {optax.__version__} has no `{name}` ({made})")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return fn
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        for kw in kwargs:
+            if kw not in params:
+                raise OptaxMismatch(
+                    f"`{name}` of the installed optax {optax.__version__} has no argument "
+                    f"`{kw}` ({made})"
+                )
+    return fn
+
+
 def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
     if isinstance(value, OptaxCall):
         entry = TABLE[value.name]
@@ -499,7 +524,7 @@ def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
             p = positional[min(i, len(positional) - 1)]
             args.append(_build(a, p["types"]))
         kwargs = {k: _build(v, types.get(k)) for k, v in value.kwargs}
-        return getattr(optax, value.name)(*args, **kwargs)
+        return _optax_function(value.name, kwargs)(*args, **kwargs)
     if isinstance(value, ScaledSchedule):
         inner = _build(value.schedule)
         factor = value.factor
@@ -597,14 +622,17 @@ def compile(
             cr = rule_of.get(label.split("[", 1)[0]) or next(
                 r for r in checked.rules if label.startswith(r.label)
             )
+            mismatch = isinstance(exc, OptaxMismatch)
             raise SpecError(
                 [
                     spec.attach(
                         Diagnostic.at(
-                            "E408",
-                            f"optax rejected `{label}`: {exc}",
+                            "E410" if mismatch else "E408",
+                            str(exc) if mismatch else f"optax rejected `{label}`: {exc}",
                             cr.rule.action.span,
-                            hint="check the arguments against optax's docs",
+                            hint=f"install optax {OPTAX_VERSION} or later"
+                            if mismatch
+                            else "check the arguments against optax's docs",
                         )
                     )
                 ]
@@ -612,6 +640,19 @@ def compile(
         if isinstance(action, Until):
             assert isinstance(action.at, int)
             unfreeze[label] = action.at
+    for stmt, value in zip(spec.globals, checked.globals):
+        try:
+            _build(value)
+        except OptaxMismatch as exc:
+            raise SpecError(
+                [
+                    spec.attach(
+                        Diagnostic.at(
+                            "E410", str(exc), stmt.value.span, hint=f"install optax {OPTAX_VERSION}"
+                        )
+                    )
+                ]
+            ) from None
     labels_for = _labeler(resolver, params, labels)
     part = optax.partition(transforms, labels_for)
     frozen_set = frozenset(frozen_labels)

@@ -134,7 +134,10 @@ def mismatches(tree, expected, equivalent=False):
 
 def describe(tree):
     def one(s):
-        return f"{type(s).__name__} {len(s.device_set)} {getattr(s, 'spec', '')}"
+        # The spec as a tuple: its repr differs between JAX releases (P(...) or
+        # PartitionSpec(...)), and the minimum-versions CI run uses an older one.
+        spec = getattr(s, "spec", None)
+        return f"{type(s).__name__} {len(s.device_set)} {'' if spec is None else tuple(spec)}"
 
     return {keystr(p): one(x.sharding) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -306,7 +309,9 @@ def every_optimizer():
     # Every allow-listed optimizer, and transforms with unusual state: no state leaf is
     # left off the mesh. Adafactor also takes one jitted update that keeps the shardings.
     params = make_params(jax.random.key(0))
-    calls = [f"{n}(1e-2)" for n, e in sorted(TABLE.items()) if e["kind"] == "optimizer"]
+    # (Those the installed optax has: an older one compiles the others to E410.)
+    calls = [f"{n}(1e-2)" for n, e in sorted(TABLE.items())
+             if e["kind"] == "optimizer" and hasattr(optax, n)]
     calls += ["chain(clip_by_global_norm(1.0), adam(1e-2))", "apply_every(2)", "ema(0.9)",
               "add_noise(0.01, 0.55, 0)", "apply_if_finite(adam(1e-2), 3)", "scale_by_sm3()"]
     updated = {"adafactor(1e-2)"}  # replicated factored moments beside sharded mirrors
@@ -318,7 +323,7 @@ def every_optimizer():
             state = p.init(params)
             bad = [keystr(k) for k, leaf in jax.tree_util.tree_leaves_with_path(state)
                    if not isinstance(leaf.sharding, NamedSharding) or leaf.sharding.mesh != mesh]
-            specs = sorted({str(leaf.sharding.spec) for leaf in jax.tree.leaves(state)})
+            specs = sorted({str(tuple(leaf.sharding.spec)) for leaf in jax.tree.leaves(state)})
             result[call] = {"not_on_mesh": bad, "specs": specs, "after_update": []}
             if call in updated:
                 shardings = jax.tree.map(lambda leaf: leaf.sharding, state)
@@ -393,10 +398,10 @@ def test_plan_init_shards_state_like_params_and_replicates_counts(report):
     shardings = got["shardings"]
     base = ".inner_states['{}'].inner_state[0]."
     decay, no_decay = base.format("decay"), base.format("no_decay")
-    assert shardings[decay + "mu['adapter']['kernel']"] == "NamedSharding 8 P('data', 'model')"
-    assert shardings[decay + "nu['head']['kernel']"] == "NamedSharding 8 P('model', None)"
-    assert shardings[no_decay + "mu['head']['bias']"] == "NamedSharding 8 P()"
-    assert shardings[decay + "count"] == shardings[no_decay + "count"] == "NamedSharding 8 P()"
+    assert shardings[decay + "mu['adapter']['kernel']"] == "NamedSharding 8 ('data', 'model')"
+    assert shardings[decay + "nu['head']['kernel']"] == "NamedSharding 8 ('model', None)"
+    assert shardings[no_decay + "mu['head']['bias']"] == "NamedSharding 8 ()"
+    assert shardings[decay + "count"] == shardings[no_decay + "count"] == "NamedSharding 8 ()"
     # The same state as tx.init, only placed differently.
     assert got["same_structure_as_tx_init"] and got["same_values_as_tx_init"]
 
@@ -467,8 +472,8 @@ def test_every_optimizer_gets_sharded_state(report):
         assert r["after_update"] == [], call
     # Mirrors take their parameter's spec; shape-changing state (Adafactor's factored
     # moments, SM3's accumulators) and counts are replicated.
-    assert got["adam(1e-2)"]["specs"] == ["P('data', 'model')", "P('model', None)", "P()"]
-    assert "P()" in got["adafactor(1e-2)"]["specs"]
+    assert got["adam(1e-2)"]["specs"] == ["('data', 'model')", "('model', None)", "()"]
+    assert "()" in got["adafactor(1e-2)"]["specs"]
     assert got["sgd(1e-2)"]["specs"] == []  # plain SGD has no state
 
 
