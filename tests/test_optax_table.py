@@ -16,7 +16,6 @@ import partspec
 from partspec._optax_table import OPTAX_VERSION, TABLE
 from partspec._tablegen import DEPRECATED, DEPRECATED_KEYWORDS, generate
 
-
 SAME_OPTAX = optax.__version__ == OPTAX_VERSION
 #: The minimum-versions CI run uses an older optax than the table was generated from.
 needs_table_optax = pytest.mark.skipif(
