@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
 from partspec import ast
+from partspec._gc import no_gc
 from partspec._optax_table import TABLE
 from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
 from partspec.errors import Diagnostic, Span, SpecError, did_you_mean
@@ -1213,4 +1214,5 @@ def check_spec(
     Raises:
       SpecError: listing every problem found.
     """
-    return _Checker(spec, values, values is not None if require is None else require).run()
+    with no_gc():
+        return _Checker(spec, values, values is not None if require is None else require).run()

@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
-import gc
 import os
 import re
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from lark.exceptions import (
 )
 
 from partspec import ast
+from partspec._gc import no_gc
 from partspec.errors import Diagnostic, Span, SpecError, clip, source_lines
 
 __all__ = [
@@ -304,7 +303,7 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
     token = _comments.set(comments)
     try:
         tree = _lark_parse(text, "start")
-        with _no_gc():
+        with no_gc():
             statements = _Converter(text).convert(tree)
     except SpecError as err:
         raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
@@ -337,7 +336,7 @@ def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
         raise TypeError(f"a pattern must be a str, not {type(text).__name__}")
     try:
         tree = _lark_parse(text, "selector")
-        with _no_gc():
+        with no_gc():
             rule = _Converter(text).selector(tree)
     except SpecError as err:
         raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
@@ -347,7 +346,7 @@ def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
 def _lark_parse(text: str, start: str) -> Tree:
     """The parse tree of ``text`` from the grammar's ``start`` symbol, or a SpecError."""
     try:
-        with _no_gc():
+        with no_gc():
             tree: Tree = _parser().parse(text, start=start)
             return tree
     except _NestingError as exc:
@@ -362,22 +361,6 @@ def _lark_parse(text: str, start: str) -> Tree:
         raise SpecError([_syntax_diagnostic(exc, text)]) from None
     except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
         raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a parse tree and its AST.
-
-    Both are acyclic, so reference counting frees them; but the collector would scan
-    the growing tree again and again, which took more than half of a large parse.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _comment_nodes(tokens: list[Token], text: str) -> Iterator[ast.Comment]:
