@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from partspec.ast import Spec
 from partspec.checker import CheckedSpec, check_spec
-from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.formatter import format_expr, format_pattern, format_spec
 from partspec.parser import load, parse, parse_syntax
 

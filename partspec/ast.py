@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
-from partspec.errors import Diagnostic, Span
+from partspec.diagnostics import Diagnostic, Span
 
 __all__ = [
     "Alt",

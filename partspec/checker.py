@@ -22,8 +22,8 @@ from typing import Any, NamedTuple, Union
 from partspec import ast
 from partspec._gc import no_gc
 from partspec._optax_table import TABLE
+from partspec.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
-from partspec.errors import Diagnostic, Span, SpecError, did_you_mean
 from partspec.formatter import format_expr
 
 __all__ = [

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from partspec import __version__
-from partspec.errors import Diagnostic, SpecError, clip, printable
+from partspec.diagnostics import Diagnostic, SpecError, clip, printable
+from partspec.diagnostics.render import FORMATS, RENDERERS
 from partspec.include import STDIN, STDIN_NAME
 
 if TYPE_CHECKING:
@@ -116,69 +116,27 @@ def _load_tree(source: str) -> list[Any]:
 # ---------------------------------------------------------------- output formats
 
 
-def _gh_escape(text: str, *, prop: bool = False) -> str:
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    if prop:
-        text = text.replace(":", "%3A").replace(",", "%2C")
-    return text
-
-
 def _shown(text: str) -> str:
     """User text on one line: control characters escaped, cut to a readable length."""
     return printable(clip(text))
 
 
-def _as_json(d: Diagnostic) -> dict[str, Any]:
-    return {
-        "code": d.code,
-        "severity": d.severity,
-        "message": d.message,
-        "filename": d.filename,
-        "line": d.line or None,
-        "column": d.column or None,
-        "end_line": d.end_line or None,
-        "end_column": d.end_column or None,
-        "hint": d.hint,
-        "notes": list(d.notes),
-    }
-
-
 def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int) -> None:
-    errors = sum(d.severity == "error" for d in diags)
-    warnings = len(diags) - errors
-    if fmt == "json":
-        json.dump([_as_json(d) for d in diags], out, indent=2)
-        out.write("\n")
+    """The diagnostics in format ``fmt``, and for people a summary line."""
+    out.write(RENDERERS[fmt](diags))
+    if fmt not in ("full", "concise"):
         return
-    if fmt == "github":
-        for d in diags:
-            kind = "error" if d.severity == "error" else "warning"
-            props = [f"file={_gh_escape(printable(d.filename or '<string>'), prop=True)}"]
-            if d.line:
-                props += [f"line={d.line}", f"col={d.column}"]
-                if d.end_line:
-                    props += [f"endLine={d.end_line}", f"endColumn={d.end_column}"]
-            props.append(f"title={_gh_escape(f'pspec {d.code}', prop=True)}")
-            body = _shown(d.message) + "".join(f"\n{_shown(n)}" for n in d.notes)
-            if d.hint:
-                body += f"\nhelp: {_shown(d.hint)}"
-            out.write(f"::{kind} {','.join(props)}::{_gh_escape(body)}\n")
-        return
-    if fmt == "concise":
-        for d in diags:
-            out.write(f"{_shown(d.location)}: {d.code} {_shown(d.message)}\n")
-    else:
-        for d in diags:
-            out.write(d.render() + "\n\n")
     if not diags:
         out.write(f"All checks passed ({checked_files} spec{'s' if checked_files != 1 else ''}).\n")
-    else:
-        parts = []
-        if errors:
-            parts.append(f"{errors} error{'s' if errors != 1 else ''}")
-        if warnings:
-            parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
-        out.write(f"Found {' and '.join(parts)}.\n")
+        return
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = len(diags) - errors
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    out.write(f"Found {' and '.join(parts)}.\n")
 
 
 # ---------------------------------------------------------------- commands
@@ -443,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
     add_values(c)
     add_includes(c)
     c.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    c.add_argument("--format", choices=("full", "concise", "json", "github"), default="full")
+    c.add_argument("--format", choices=FORMATS, default="full")
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("explain", help="what a spec does to a model, rule by rule")

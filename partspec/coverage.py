@@ -19,7 +19,7 @@ from typing import Any
 
 from partspec import ast
 from partspec.checker import Action, CheckedSpec, LeafInfo, capture_value
-from partspec.errors import Diagnostic, Span, SpecError
+from partspec.diagnostics import Diagnostic, Span, SpecError
 from partspec.matcher import Matcher, capture_keys, compile_rules, extract_captures
 
 __all__ = [

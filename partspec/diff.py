@@ -66,7 +66,7 @@ from typing import Any
 
 from partspec import ast
 from partspec.checker import OptaxCall, ScaledSchedule, Unset, Until
-from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.manifest import Leaf, leaves_to_shape_tree
 from partspec.parser import parse
 

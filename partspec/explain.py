@@ -105,7 +105,7 @@ import numpy as np
 from partspec import ast
 from partspec.checker import CheckedSpec, LeafInfo, check_spec
 from partspec.coverage import Resolver
-from partspec.errors import SpecWarning, printable
+from partspec.diagnostics import SpecWarning, printable
 from partspec.formatter import format_expr, format_pattern
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 from partspec.parser import parse, parse_selector

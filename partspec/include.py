@@ -8,7 +8,7 @@ the file that contains the ``include``; included files may include others.
 Resolving never reads outside the directory tree of the top-level spec (the directory
 of the file given to :func:`partspec.load`, or ``base_dir``) unless the caller passes
 ``allow_outside=True``; real paths are compared, so neither ``..`` nor a symbolic link
-can escape. Problems are raised as :class:`~partspec.errors.SpecError`, positioned at
+can escape. Problems are raised as :class:`~partspec.diagnostics.SpecError`, positioned at
 the ``include`` statement, with the chain of includes as notes:
 
 - ``E801``: an include cycle (``a.pspec -> b.pspec -> a.pspec``), or includes nested
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from partspec import ast
-from partspec.errors import Diagnostic, Span, SpecError
+from partspec.diagnostics import Diagnostic, Span, SpecError
 from partspec.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
 
 __all__ = [

@@ -30,7 +30,7 @@ from lark.exceptions import (
 
 from partspec import ast
 from partspec._gc import no_gc
-from partspec.errors import Diagnostic, Span, SpecError, clip, source_lines
+from partspec.diagnostics import Diagnostic, Span, SpecError, clip, source_lines
 
 __all__ = [
     "MAX_CLASS_CHARS",

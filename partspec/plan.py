@@ -40,7 +40,7 @@ from partspec.checker import (
     check_spec,
 )
 from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagnostics
-from partspec.errors import Diagnostic, SpecError, SpecWarning
+from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.parser import parse
 from partspec.tree import label_tree, leaf_info, leaf_segments
 

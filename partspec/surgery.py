@@ -39,7 +39,7 @@ import optax
 from partspec import ast
 from partspec.checker import LeafInfo, check_spec
 from partspec.coverage import Resolver, matcher_for
-from partspec.errors import Diagnostic, SpecError, did_you_mean
+from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
 from partspec.parser import parse_selector
 from partspec.plan import GateState, Plan
 from partspec.tree import leaf_info, leaf_segments

@@ -19,7 +19,7 @@ import numpy as np
 
 from partspec.checker import LeafInfo
 from partspec.coverage import DYNAMIC, Resolver
-from partspec.errors import SpecError
+from partspec.diagnostics import SpecError
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 

@@ -79,6 +79,7 @@ def test_json_output_is_documented_schema(specs: Path) -> None:
         "end_column",
         "hint",
         "notes",
+        "related",
     }
     assert (d["code"], d["line"], d["column"]) == ("E401", 3, 16)
 

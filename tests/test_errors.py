@@ -278,7 +278,7 @@ def test_keyword_as_a_path_segment_suggests_quoting(text: str, word: str) -> Non
 
 def test_did_you_mean_does_bounded_work_on_long_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 3000-character name misspelled 10 times took minutes: edit distance is quadratic."""
-    from partspec import errors
+    from partspec.diagnostics import suggest as errors
 
     cells: list[int] = []
     real = errors._osa_distance

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec import ast
-from partspec.errors import Diagnostic, Span, SpecError
+from partspec.diagnostics import Diagnostic, Span, SpecError
 from partspec.include import MAX_INCLUDE_DEPTH, relocate, resolve_includes
 from partspec.parser import parse_syntax
 from tests.strategies import patterns

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec import files, manifest
 from partspec.cli import main
-from partspec.errors import MAX_SOURCE_WIDTH, MAX_TEXT
+from partspec.diagnostics import MAX_SOURCE_WIDTH, MAX_TEXT
 from partspec.manifest import TreeInputError, load_leaves
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")

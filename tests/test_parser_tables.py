@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec import parser
 from partspec._parsergen import TABLES, build, render
-from partspec.errors import Span
+from partspec.diagnostics import Span
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec.cli import main
-from partspec.errors import source_lines
+from partspec.diagnostics import source_lines
 from partspec.explain import explain, render_text
 from partspec.manifest import Leaf
 

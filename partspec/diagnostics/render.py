@@ -1,0 +1,187 @@
+"""One renderer per output format: ``full``, ``concise``, ``json``, ``github``.
+
+Each takes diagnostics as data (anything shaped like
+:class:`~partspec.diagnostics.Diagnostic`) and returns text; user text in them is
+escaped and cut (:mod:`partspec.diagnostics.text`). ``pspec check --format F`` prints
+``RENDERERS[F](diagnostics)``.
+
+>>> from partspec.diagnostics import Diagnostic, Span
+>>> d = Diagnostic.at("E401", "unknown optimizer `adma`", Span(1, 12, 1, 16))
+>>> print(concise([d.with_source("head/** -> adma(1e-3)", "spec.pspec")]), end="")
+spec.pspec:1:12: E401 unknown optimizer `adma`
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from partspec.diagnostics.text import shown, source_window
+
+__all__ = [
+    "FORMATS",
+    "JSON_VERSION",
+    "RENDERERS",
+    "as_json",
+    "concise",
+    "full",
+    "full_all",
+    "github",
+    "json_text",
+]
+
+
+class Renderable(Protocol):
+    """What a renderer reads of a diagnostic (:class:`~partspec.diagnostics.Diagnostic`)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def severity(self) -> Any: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+    @property
+    def filename(self) -> str | None: ...
+    @property
+    def hint(self) -> str | None: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def source_line(self) -> str | None: ...
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+    @property
+    def annotations(self) -> tuple[Any, ...]: ...
+    @property
+    def location(self) -> str: ...
+
+
+def _snippet(
+    line: int, column: int, end_line: int, end_column: int, src: str, mark: str, label: str | None
+) -> list[str]:
+    gutter = " " * len(str(line))
+    if end_line == line and end_column > column:
+        width = end_column - column
+    else:
+        width = max(1, len(src) - column + 1)
+    text, col, width = source_window(src, column, width)
+    carets = " " * (col - 1) + mark * width + (f" {shown(label)}" if label else "")
+    return [f"{gutter} |", f"{line} | {text}", f"{gutter} | {carets}", f"{gutter} |"]
+
+
+def full(d: Renderable) -> str:
+    """Header, location, the source line with carets, secondary annotations, notes, help.
+
+    Text from the user's files is shown safely: long source lines as a window around
+    the carets, long messages cut, control characters escaped.
+    """
+    out = [f"{d.severity}[{d.code}]: {shown(d.message)}", f" --> {shown(d.location)}"]
+    if d.line > 0 and d.source_line is not None:
+        out += _snippet(d.line, d.column, d.end_line, d.end_column, d.source_line, "^", d.label)
+    for a in d.annotations:
+        where = f"{a.file or d.filename or '<string>'}:{a.line}:{a.column}"
+        out.append(f" ::: {shown(where)}")
+        if a.source_line is not None:
+            out += _snippet(a.line, a.column, a.end_line, a.end_column, a.source_line, "-", a.label)
+        else:
+            out.append(f"   = {shown(a.label)}")
+    for note in d.notes:
+        out.append(f"   = note: {shown(note)}")
+    if d.hint:
+        out.append(f"   = help: {shown(d.hint)}")
+    return "\n".join(out)
+
+
+def full_all(diagnostics: Sequence[Renderable]) -> str:
+    """Every diagnostic in full, separated by blank lines."""
+    return "\n\n".join(full(d) for d in diagnostics)
+
+
+def concise(diagnostics: Sequence[Renderable]) -> str:
+    """One line each: ``file:line:col: CODE message``."""
+    return "".join(f"{shown(d.location)}: {d.code} {shown(d.message)}\n" for d in diagnostics)
+
+
+#: The version of the JSON diagnostics schema (``docs/cli.md``).
+JSON_VERSION = 1
+
+
+def as_json(d: Renderable) -> dict[str, Any]:
+    """One diagnostic as the documented JSON object."""
+    return {
+        "code": d.code,
+        "severity": str(d.severity),
+        "message": d.message,
+        "filename": d.filename,
+        "line": d.line or None,
+        "column": d.column or None,
+        "end_line": d.end_line or None,
+        "end_column": d.end_column or None,
+        "hint": d.hint,
+        "notes": list(d.notes),
+        "related": [
+            {
+                "filename": a.file or d.filename,
+                "line": a.line,
+                "column": a.column,
+                "end_line": a.end_line,
+                "end_column": a.end_column,
+                "message": a.label,
+            }
+            for a in d.annotations
+        ],
+    }
+
+
+def json_text(diagnostics: Sequence[Renderable]) -> str:
+    """A JSON list of diagnostics (see :func:`as_json`), indented, ending in a newline."""
+    return json.dumps([as_json(d) for d in diagnostics], indent=2) + "\n"
+
+
+def _gh_escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def github(diagnostics: Sequence[Renderable]) -> str:
+    """GitHub Actions workflow commands: ``::error file=...,line=...::message``."""
+    out = []
+    for d in diagnostics:
+        kind = "error" if str(d.severity) == "error" else "warning"
+        props = [f"file={_gh_escape(shown(d.filename or '<string>'), prop=True)}"]
+        if d.line:
+            props += [f"line={d.line}", f"col={d.column}"]
+            if d.end_line:
+                props += [f"endLine={d.end_line}", f"endColumn={d.end_column}"]
+        props.append(f"title={_gh_escape(f'pspec {d.code}', prop=True)}")
+        body = shown(d.message) + "".join(f"\n{shown(n)}" for n in d.notes)
+        body += "".join(
+            f"\n{shown(a.label)} ({a.file or d.filename or '<string>'}:{a.line})"
+            for a in d.annotations
+        )
+        if d.hint:
+            body += f"\nhelp: {shown(d.hint)}"
+        out.append(f"::{kind} {','.join(props)}::{_gh_escape(body)}\n")
+    return "".join(out)
+
+
+#: Output format -> renderer of a list of diagnostics.
+RENDERERS: dict[str, Callable[[Sequence[Renderable]], str]] = {
+    "full": lambda ds: "".join(full(d) + "\n\n" for d in ds),
+    "concise": concise,
+    "json": json_text,
+    "github": github,
+}
+#: The formats, in the order the command line lists them.
+FORMATS = tuple(RENDERERS)
