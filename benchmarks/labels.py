@@ -44,8 +44,9 @@ if importlib.util.find_spec("partspec") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import partspec
-from partspec import ast, coverage
-from partspec.checker import check_spec
+from partspec import coverage
+from partspec.language import ast
+from partspec.language.checker import check_spec
 from partspec.plan import _checked as checked_for
 from partspec.tree import label_tree
 

@@ -33,8 +33,8 @@ if importlib.util.find_spec("partspec") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import partspec
-from partspec.checker import check_spec
-from partspec.parser import parse_syntax
+from partspec.language.checker import check_spec
+from partspec.language.parser import parse_syntax
 
 _SHAPES = [
     "encoder/layer_{i}/{{query,key,value}}/* except **/bias -> adamw({i}e-6, weight_decay=0.01)",

@@ -20,11 +20,12 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from partspec.ast import Spec
-from partspec.checker import CheckedSpec, check_spec
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
-from partspec.formatter import format_expr, format_pattern, format_spec
-from partspec.parser import load, parse, parse_syntax
+from partspec.language.ast import Spec, register_hook
+from partspec.language.checker import CheckedSpec, check_spec
+from partspec.language.formatter import format_expr, format_pattern, format_spec
+from partspec.language.load import load, parse
+from partspec.language.parser import parse_syntax
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,6 +117,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
     from partspec.plan import apply_updates as _apply
 
     return _apply(params, updates)
+
+
+register_hook("compile", compile)  # spec.compile(params, ...)
 
 
 def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from partspec import __version__
 from partspec.diagnostics import Diagnostic, SpecError, clip, printable
 from partspec.diagnostics.render import FORMATS, RENDERERS
-from partspec.include import STDIN, STDIN_NAME
+from partspec.language.includes import STDIN, STDIN_NAME
 
 if TYPE_CHECKING:
-    from partspec.ast import Spec
+    from partspec.language.ast import Spec
 
 __all__ = ["main"]
 
@@ -76,7 +76,7 @@ def _literal(raw: str) -> Any:
 
 def _read_spec(path: str) -> tuple[str | None, list[Diagnostic]]:
     """The text of a spec file, or an E001 diagnostic."""
-    from partspec.include import read_spec_file
+    from partspec.language.includes import read_spec_file
 
     try:
         return read_spec_file(path), []
@@ -90,7 +90,7 @@ def _load_spec(path: str, allow_outside: bool) -> tuple[Spec | None, list[Diagno
     A spec file that cannot be read is a usage error (exit 2); a problem in it or in a
     file it includes (a syntax error, ``E801``-``E803``) is a problem in the spec (exit 1).
     """
-    from partspec.include import load_syntax
+    from partspec.language.includes import load_syntax
 
     try:
         return load_syntax(path, allow_outside=allow_outside), [], EXIT_CLEAN
@@ -152,8 +152,8 @@ def _check_one(
     """Diagnostics for one spec file and the exit code it deserves."""
     import dataclasses
 
-    from partspec.checker import check_spec
     from partspec.coverage import label_paths
+    from partspec.language.checker import check_spec
 
     spec, diags, code = _load_spec(path, allow_outside)
     if spec is None:
@@ -165,7 +165,7 @@ def _check_one(
         return err.diagnostics, code
     warns: list[Diagnostic] = list(checked.warnings)  # deprecated optax functions
     if leaves is not None:
-        from partspec.checker import LeafInfo
+        from partspec.language.checker import LeafInfo
 
         # Shapes and dtypes matter only to `where` conditions.
         infos = (
@@ -203,8 +203,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
     import difflib
 
-    from partspec.formatter import format_spec
-    from partspec.parser import parse_syntax
+    from partspec.language.formatter import format_spec
+    from partspec.language.parser import parse_syntax
 
     code = EXIT_CLEAN
     changed = unchanged = 0
@@ -276,12 +276,12 @@ def _same_meaning(old: Spec, new: Spec, name: str) -> None:
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.explain import explain, render_json, render_text
-    from partspec.parser import parse_selector
+    from partspec.language.parser import parse_selector
 
     values = _parse_set(args.set)
     if args.leaves is not None:
-        from partspec.ast import Spec as _Spec
-        from partspec.checker import check_spec
+        from partspec.language.ast import Spec as _Spec
+        from partspec.language.checker import check_spec
 
         try:  # a bad glob, or a bad `where` in it (an unknown dtype): a usage error
             rule = parse_selector(args.leaves, filename="--leaves")

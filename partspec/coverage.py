@@ -17,9 +17,9 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from partspec import ast
-from partspec.checker import Action, CheckedSpec, LeafInfo, capture_value
 from partspec.diagnostics import Diagnostic, Span, SpecError
+from partspec.language import ast
+from partspec.language.checker import Action, CheckedSpec, LeafInfo, capture_value
 from partspec.matcher import Matcher, capture_keys, compile_rules, extract_captures
 
 __all__ = [

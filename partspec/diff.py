@@ -64,11 +64,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from partspec import ast
-from partspec.checker import OptaxCall, ScaledSchedule, Unset, Until
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
+from partspec.language import ast
+from partspec.language.checker import OptaxCall, ScaledSchedule, Unset, Until
+from partspec.language.load import parse
 from partspec.manifest import Leaf, leaves_to_shape_tree
-from partspec.parser import parse
 
 __all__ = [
     "SCHEMA_VERSION",

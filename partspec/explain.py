@@ -102,13 +102,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from partspec import ast
-from partspec.checker import CheckedSpec, LeafInfo, check_spec
 from partspec.coverage import Resolver
 from partspec.diagnostics import SpecWarning, printable
-from partspec.formatter import format_expr, format_pattern
+from partspec.language import ast
+from partspec.language.checker import CheckedSpec, LeafInfo, check_spec
+from partspec.language.formatter import format_expr, format_pattern
+from partspec.language.load import parse
+from partspec.language.parser import parse_selector
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
-from partspec.parser import parse, parse_selector
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -31,8 +31,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, NoReturn
 
-from partspec.dtypes import LEAF_DTYPES
-from partspec.files import open_regular, read_regular
+from partspec.language.files import open_regular, read_regular
+from partspec.language.vocabulary import LEAF_DTYPES
 
 __all__ = [
     "DTYPES",
@@ -52,7 +52,7 @@ MANIFEST_FORMAT = "partspec-manifest"
 #: The manifest version :func:`dump_manifest` writes (and the only one read).
 MANIFEST_VERSION = 1
 
-#: The dtype names a leaf may have (:data:`partspec.dtypes.LEAF_DTYPES`).
+#: The dtype names a leaf may have (:data:`partspec.language.vocabulary.LEAF_DTYPES`).
 DTYPES = LEAF_DTYPES
 
 #: numpy type strings without byte order (``<f4`` -> ``f4``) -> dtype names.

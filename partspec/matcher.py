@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from partspec import ast
+from partspec.language import ast
 
 __all__ = [
     "GROUP_SIZE",

@@ -27,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from partspec import ast
-from partspec._optax_table import OPTAX_VERSION, TABLE
-from partspec.checker import (
+from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagnostics
+from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
+from partspec.language import ast
+from partspec.language._optax_table import OPTAX_VERSION, TABLE
+from partspec.language.checker import (
     Action,
     CheckedSpec,
     OptaxCall,
@@ -39,9 +41,7 @@ from partspec.checker import (
     Value,
     check_spec,
 )
-from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagnostics
-from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
-from partspec.parser import parse
+from partspec.language.load import parse
 from partspec.tree import label_tree, leaf_info, leaf_segments
 
 __all__ = [
@@ -551,7 +551,7 @@ def compile(
     """Compile a spec against a parameter tree.
 
     Args:
-      spec: a :class:`~partspec.ast.Spec` or rule text.
+      spec: a :class:`~partspec.language.ast.Spec` or rule text.
       params: any pytree; leaves may be arrays, NumPy arrays or
         ``jax.ShapeDtypeStruct`` (labels need only the structure).
       strict: make warnings (unused or shadowed rules) errors.

@@ -36,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from partspec import ast
-from partspec.checker import LeafInfo, check_spec
 from partspec.coverage import Resolver, matcher_for
 from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
-from partspec.parser import parse_selector
+from partspec.language import ast
+from partspec.language.checker import LeafInfo, check_spec
+from partspec.language.parser import parse_selector
 from partspec.plan import GateState, Plan
 from partspec.tree import leaf_info, leaf_segments
 

@@ -17,9 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from partspec.checker import LeafInfo
 from partspec.coverage import DYNAMIC, Resolver
 from partspec.diagnostics import SpecError
+from partspec.language.checker import LeafInfo
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 

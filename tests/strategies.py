@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from partspec import ast
+from partspec.language import ast
 
 # ---------------------------------------------------------------- parameter trees
 
@@ -223,7 +223,7 @@ _VALID_ACTIONS = [
 
 
 def valid_actions() -> st.SearchStrategy[ast.Action]:
-    from partspec.parser import parse_syntax
+    from partspec.language.parser import parse_syntax
 
     def to_ast(text: str) -> ast.Action:
         return parse_syntax(f"x -> {text}").rules[0].action
@@ -809,7 +809,7 @@ GLOBAL_TRANSFORMS = [
 
 
 def _action(text: str) -> ast.Action:
-    from partspec.parser import parse_syntax
+    from partspec.language.parser import parse_syntax
 
     return parse_syntax(f"x -> {text}").rules[0].action
 

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec import ast
-from partspec.checker import Unset
+from partspec.language import ast
+from partspec.language.checker import Unset
 from partspec.matcher import compile_patterns, extract_captures
 from partspec.tree import leaf_paths
 from tests import strategies as S

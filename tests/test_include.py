@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec import ast
 from partspec.diagnostics import Diagnostic, Span, SpecError
-from partspec.include import MAX_INCLUDE_DEPTH, relocate, resolve_includes
-from partspec.parser import parse_syntax
+from partspec.language import ast
+from partspec.language.includes import MAX_INCLUDE_DEPTH, relocate, resolve_includes
+from partspec.language.parser import parse_syntax
 from tests.strategies import patterns
 from tests.test_cli import run
 
@@ -620,7 +620,7 @@ def test_splitting_a_spec_into_an_include_keeps_its_labels(
 
 def test_each_file_is_parsed_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """100 includes of a 100-rule file parsed it 100 times (10 s)."""
-    from partspec import parser
+    from partspec.language import parser
 
     rules = "".join(f"layer_{i}/** -> sgd({i + 1}e-3)\n" for i in range(100))
     (tmp_path / "part.pspec").write_text(rules)

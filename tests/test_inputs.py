@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import partspec
-from partspec import files, manifest
+from partspec import manifest
 from partspec.cli import main
 from partspec.diagnostics import MAX_SOURCE_WIDTH, MAX_TEXT
+from partspec.language import files
 from partspec.manifest import TreeInputError, load_leaves
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")

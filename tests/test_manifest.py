@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from partspec.language.vocabulary import LEAF_DTYPES
 from partspec.manifest import (
     FILE_EXTENSIONS,
     MAX_LEAF_SIZE,
@@ -846,7 +847,7 @@ def test_names_ending_in_a_file_extension_are_files(module: str, attr: str, ext:
     assert not is_callable_reference(f"dir/{module}:{attr}")
 
 
-@pytest.mark.parametrize("dtype", sorted(__import__("partspec.dtypes").dtypes.LEAF_DTYPES))
+@pytest.mark.parametrize("dtype", sorted(LEAF_DTYPES))
 def test_one_dtype_vocabulary_for_manifests_conditions_and_explain(
     tmp_path: Path, dtype: str
 ) -> None:
@@ -870,7 +871,7 @@ def test_one_dtype_vocabulary_for_manifests_conditions_and_explain(
 
 def test_every_reader_maps_into_the_vocabulary() -> None:
     from partspec import manifest
-    from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
+    from partspec.language.vocabulary import OPTAX_DTYPES
 
     assert set(manifest.SAFETENSORS_DTYPES.values()) <= LEAF_DTYPES
     assert set(manifest._TYPESTR.values()) <= LEAF_DTYPES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import partspec
-from partspec import ast
+from partspec.language import ast
 from partspec.matcher import compile_patterns, range_classes
 
 

@@ -13,8 +13,8 @@ import optax
 import pytest
 
 import partspec
-from partspec._optax_table import OPTAX_VERSION, TABLE
-from partspec._tablegen import DEPRECATED, DEPRECATED_KEYWORDS, generate
+from partspec.language._optax_table import OPTAX_VERSION, TABLE
+from partspec.language._tablegen import DEPRECATED, DEPRECATED_KEYWORDS, generate
 
 SAME_OPTAX = optax.__version__ == OPTAX_VERSION
 #: The minimum-versions CI run uses an older optax than the table was generated from.
@@ -28,8 +28,9 @@ needs_table_optax = pytest.mark.skipif(
 @needs_table_optax
 def test_table_matches_installed_optax() -> None:
     assert generate() == TABLE, (
-        f"partspec/_optax_table.py was generated from optax {OPTAX_VERSION}; installed is "
-        f"{optax.__version__}. Regenerate: python -m partspec._tablegen > partspec/_optax_table.py"
+        f"the allow-list table was generated from optax {OPTAX_VERSION}; installed is "
+        f"{optax.__version__}. Regenerate: python -m partspec.language._tablegen "
+        "> partspec/language/_optax_table.py"
     )
 
 

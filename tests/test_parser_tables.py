@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec import parser
-from partspec._parsergen import TABLES, build, render
 from partspec.diagnostics import Span
+from partspec.language import parser
+from partspec.language._parsergen import TABLES, build, render
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -33,7 +33,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 )
 def test_committed_tables_are_generated_from_the_grammar() -> None:
     assert TABLES.read_text(encoding="utf-8") == render(parser.grammar_text()), (
-        "partspec/parser_tables.json is stale: run python -m partspec._parsergen"
+        "partspec/parser_tables.json is stale: run python -m partspec.language._parsergen"
     )
 
 

@@ -11,10 +11,10 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 import partspec
-from partspec import ast
-from partspec.formatter import format_pattern, format_spec
+from partspec.language import ast
+from partspec.language.formatter import format_pattern, format_spec
+from partspec.language.parser import parse_syntax
 from partspec.matcher import compile_patterns, compile_rules
-from partspec.parser import parse_syntax
 from partspec.tree import leaf_segments
 from tests import strategies as S
 from tests.assertions import bits

@@ -41,7 +41,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import partspec
-from partspec._optax_table import TABLE
+from partspec.language._optax_table import TABLE
 
 warnings.simplefilter("ignore")  # optax's own deprecation warnings (noisy_sgd's key)
 report = {"devices": jax.device_count(), "jax": jax.__version__, "optax": optax.__version__}

@@ -20,8 +20,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import partspec
-from partspec.formatter import format_pattern
-from partspec.parser import parse_syntax
+from partspec.language.formatter import format_pattern
+from partspec.language.parser import parse_syntax
 from partspec.tree import leaf_paths
 from tests import strategies as S
 

@@ -29,11 +29,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec.checker import LeafInfo
 from partspec.cli import main
 from partspec.coverage import label_paths
+from partspec.language.checker import LeafInfo
+from partspec.language.parser import parse_syntax
 from partspec.manifest import Leaf, dump_manifest, load_leaves
-from partspec.parser import parse_syntax
 from partspec.tree import leaf_info, leaf_segments
 from tests.assertions import assert_bitwise_equal
 

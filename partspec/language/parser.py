@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,9 @@ from lark.exceptions import (
     UnexpectedToken,
 )
 
-from partspec import ast
-from partspec._gc import no_gc
 from partspec.diagnostics import Diagnostic, Span, SpecError, clip, source_lines
+from partspec.language import ast
+from partspec.language._gc import no_gc
 
 __all__ = [
     "MAX_CLASS_CHARS",
@@ -39,9 +38,8 @@ __all__ = [
     "MAX_PATTERN_NODES",
     "MAX_RANGE_DIGITS",
     "grammar_text",
-    "load",
-    "parse",
     "parse_selector",
+    "parse_syntax",
 ]
 
 #: Brackets, braces and operators may nest this deep; deeper is error E102.
@@ -92,7 +90,7 @@ def grammar_text() -> str:
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     # A source checkout (or an editable install): the grammar lives at the top level.
-    return (here.parent / "grammar" / "pspec.lark").read_text(encoding="utf-8")
+    return (here.parents[1] / "grammar" / "pspec.lark").read_text(encoding="utf-8")
 
 
 _comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("_comments")
@@ -207,7 +205,7 @@ def _parser() -> Lark:
     ``propagate_positions`` (the same spans, in half the time); should a lark release
     move the callbacks it wraps, Lark's own tracking is used.
     """
-    from partspec._parsergen import TABLES, build, grammar_digest, load_tables
+    from partspec.language._parsergen import TABLES, build, grammar_digest, load_tables
 
     def make(positions: bool) -> Lark:
         options = {
@@ -230,67 +228,6 @@ def _parser() -> Lark:
 
 
 # ---------------------------------------------------------------- entry points
-
-
-def parse(
-    text: str,
-    filename: str | None = None,
-    *,
-    base_dir: str | os.PathLike[str] | None = None,
-    allow_outside: bool = False,
-) -> ast.Spec:
-    """Parse rule text into a :class:`~partspec.ast.Spec`.
-
-    Args:
-      text: the spec: statements separated by newlines or ``;``.
-      filename: shown in diagnostics (``file:line:col``); ``None`` for a string.
-      base_dir: the directory that ``include`` paths are relative to. Without it,
-        includes are left unresolved and checking reports them (``E804``): use
-        :func:`load` for a spec file, or pass ``base_dir``.
-      allow_outside: let includes read files outside ``base_dir``'s tree
-        (otherwise error ``E803``).
-
-    Returns:
-      The spec's AST, with included files' statements in place of the ``include``
-      statements. Names, optimizer calls and argument types are checked too, so a
-      spec that parses can be compiled against any tree it covers.
-
-    Raises:
-      SpecError: for any problem, with every diagnostic rendered.
-
-    >>> spec = parse("a/** -> frozen; b/** -> sgd(0.1)")
-    >>> len(spec.rules)
-    2
-    """
-    spec = parse_syntax(text, filename)
-    if base_dir is not None:
-        from partspec.include import resolve_includes
-
-        spec = resolve_includes(spec, base_dir, allow_outside=allow_outside)
-    from partspec.checker import check_spec
-
-    check_spec(spec)
-    return spec
-
-
-def load(path: str | os.PathLike[str], *, allow_outside: bool = False) -> ast.Spec:
-    """Read and parse a ``.pspec`` file (UTF-8), following its ``include`` statements.
-
-    Include paths are relative to the directory of the file that contains them, and
-    may not read outside the directory of ``path`` (real paths are compared) unless
-    ``allow_outside`` is true.
-
-    Raises:
-      SpecError: the file cannot be read or decoded (code ``E001``), an include
-        cannot be resolved (``E801`` cycle, ``E802`` unreadable, ``E803`` outside),
-        or the spec has problems.
-    """
-    from partspec.checker import check_spec
-    from partspec.include import load_syntax
-
-    spec = load_syntax(path, allow_outside=allow_outside)
-    check_spec(spec)
-    return spec
 
 
 def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from partspec import ast
+from partspec.language import ast
 
 __all__ = ["format_expr", "format_pattern", "format_spec"]
 
@@ -324,3 +324,6 @@ def _align_comments(lines: list[list[str | None]]) -> str:
             run.append([code, comment])
     flush()
     return "\n".join(out) + "\n" if out else ""
+
+
+ast.register_hook("format", format_spec)  # str(spec)

@@ -40,9 +40,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from partspec import ast
 from partspec.diagnostics import Diagnostic, Span, SpecError
-from partspec.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
+from partspec.language import ast
+from partspec.language.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
 
 __all__ = [
     "MAX_INCLUDES",
@@ -76,7 +76,7 @@ STDIN_NAME = "<stdin>"
 def read_spec_file(path: str | os.PathLike[str]) -> str:
     """The text of a top-level spec file, decoded as UTF-8.
 
-    Only a regular file of at most :data:`~partspec.files.MAX_SPEC_BYTES` is read: a
+    Only a regular file of at most :data:`~partspec.language.files.MAX_SPEC_BYTES` is read: a
     FIFO or a device is refused without blocking. ``-`` reads standard input (up to
     the same size).
 
@@ -136,7 +136,7 @@ def load_syntax(path: str | os.PathLike[str], *, allow_outside: bool = False) ->
       SpecError: ``E001`` when ``path`` itself cannot be read, a syntax error in any
         of the files, or an include problem (``E801``-``E803``).
     """
-    from partspec.parser import parse_syntax
+    from partspec.language.parser import parse_syntax
 
     name = os.fspath(path)
     if name == STDIN:
@@ -155,7 +155,7 @@ def resolve_includes(
     """``spec`` with every ``include`` replaced by the statements of the file it names.
 
     Args:
-      spec: a spec from :func:`partspec.parser.parse_syntax`.
+      spec: a spec from :func:`partspec.language.parser.parse_syntax`.
       base_dir: the directory its include paths are relative to, and the root of the
         tree includes may read from; by default the directory of ``spec.filename``
         (the current directory for a spec without a file name).
@@ -172,7 +172,7 @@ def resolve_includes(
         error in an included file.
 
     >>> import pathlib, tempfile
-    >>> from partspec.parser import parse_syntax
+    >>> from partspec.language.parser import parse_syntax
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (root / "loop.pspec").write_text('include "loop.pspec"\\n')
     >>> try:
@@ -201,7 +201,7 @@ def relocate(node: _T, file: str | None) -> _T:
     Works on any of the frozen AST dataclasses (statements, patterns, expressions),
     descending into nested nodes and tuples; nodes without spans come back as they are.
 
-    >>> from partspec.parser import parse_syntax
+    >>> from partspec.language.parser import parse_syntax
     >>> rule = relocate(parse_syntax("a/** -> sgd(0.1)").rules[0], "base.pspec")
     >>> rule.span.file, rule.action.span.file, rule.action.args[0].span.file
     ('base.pspec', 'base.pspec', 'base.pspec')
@@ -348,7 +348,7 @@ class _Resolver:
         child = _Frame(display, os.path.dirname(location), real, text, stmt.span.line)
         own = self.parsed.get((real, display))
         if own is None:  # each file is parsed once per load, however often it is included
-            from partspec.parser import parse_syntax
+            from partspec.language.parser import parse_syntax
 
             try:
                 included = parse_syntax(text, filename=display)

@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
-from partspec import ast
-from partspec._gc import no_gc
-from partspec._optax_table import TABLE
 from partspec.diagnostics import Diagnostic, Span, SpecError, did_you_mean
-from partspec.dtypes import LEAF_DTYPES, OPTAX_DTYPES
-from partspec.formatter import format_expr
+from partspec.language import ast
+from partspec.language._gc import no_gc
+from partspec.language._optax_table import TABLE
+from partspec.language.formatter import format_expr
+from partspec.language.vocabulary import LEAF_DTYPES, OPTAX_DTYPES
 
 __all__ = [
     "LEAF_PROPERTIES",
@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 #: dtype names accepted where optax takes a dtype, and those a leaf can have (what
-#: ``where dtype == "..."`` may compare with): one vocabulary, in :mod:`partspec.dtypes`.
+#: ``where dtype == "..."`` may compare with): one vocabulary, in
+#: :mod:`partspec.language.vocabulary`.
 DTYPES = OPTAX_DTYPES
 FROZEN_LABEL = "frozen"
 #: The leaf properties a ``where`` condition can use.

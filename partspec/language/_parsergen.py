@@ -7,7 +7,7 @@ have written. Nothing here is ever unpickled. ``tests/test_parser_tables.py`` ch
 that the committed tables are what this module generates from the grammar; after
 editing the grammar, run::
 
-    python -m partspec._parsergen
+    python -m partspec.language._parsergen
 """
 
 from __future__ import annotations
@@ -92,14 +92,14 @@ def _canonical(table: dict[str, Any]) -> dict[str, Any]:
 
 def render(grammar: str) -> str:
     """The text of ``parser_tables.json`` for ``grammar`` (the same text every run)."""
-    from partspec.parser import _PostLex
+    from partspec.language.parser import _PostLex
 
     # The post-lexer's `always_accept` shapes the tables, so analyse with it.
     data, memo = build(grammar, postlex=_PostLex()).memo_serialize([TerminalDef, Rule])
     data["options"] = {k: v for k, v in data["options"].items() if k not in _CODE_OPTIONS}
     data["parser"]["parser"] = _canonical(data["parser"]["parser"])
     doc = {
-        "generator": f"python -m partspec._parsergen (lark {__version__}); do not edit",
+        "generator": f"python -m partspec.language._parsergen (lark {__version__}); do not edit",
         "grammar_sha256": grammar_digest(grammar),
         "data": data,
         "memo": memo,
@@ -122,7 +122,7 @@ def load_tables(text: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from partspec.parser import grammar_text
+    from partspec.language.parser import grammar_text
 
     TABLES.write_text(render(grammar_text()), encoding="utf-8")
     print(f"wrote {TABLES}")

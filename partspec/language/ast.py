@@ -14,9 +14,9 @@ Call(func='adam', args=(Num(value=0.005),), kwargs=())
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from partspec.diagnostics import Diagnostic, Span
 
@@ -453,11 +453,26 @@ class Spec:
         **kwvalues: object,
     ) -> object:
         """Compile against a parameter tree; see :func:`partspec.compile`."""
-        import partspec
-
-        return partspec.compile(self, params, strict=strict, values=values, **kwvalues)
+        return _hook("compile")(self, params, strict=strict, values=values, **kwvalues)
 
     def __str__(self) -> str:
-        from partspec.formatter import format_spec
+        """The canonical text of the spec (:func:`partspec.format`)."""
+        text: str = _hook("format")(self)
+        return text
 
-        return format_spec(self)
+
+#: What a spec can do that later stages implement: ``format`` (the formatter) and
+#: ``compile`` (the API layer). They register here, so that the AST imports neither.
+_HOOKS: dict[str, Callable[..., Any]] = {}
+
+
+def register_hook(name: str, fn: Callable[..., Any]) -> None:
+    """Let ``Spec.__str__`` (``name="format"``) or ``Spec.compile`` call ``fn``."""
+    _HOOKS[name] = fn
+
+
+def _hook(name: str) -> Callable[..., Any]:
+    fn = _HOOKS.get(name)
+    if fn is None:  # pragma: no cover - `import partspec` registers both
+        raise RuntimeError(f"Spec.{name} needs `import partspec`")
+    return fn
