@@ -165,7 +165,7 @@ def _check_one(
         return err.diagnostics, code
     warns: list[Diagnostic] = list(checked.warnings)  # deprecated optax functions
     if leaves is not None:
-        from partspec.language.checker import LeafInfo
+        from partspec.language.values import LeafInfo
 
         # Shapes and dtypes matter only to `where` conditions.
         infos = (

@@ -19,7 +19,8 @@ from typing import Any
 
 from partspec.diagnostics import Diagnostic, Span, SpecError
 from partspec.language import ast
-from partspec.language.checker import Action, CheckedSpec, LeafInfo, capture_value
+from partspec.language.checker import CheckedSpec
+from partspec.language.values import Action, LeafInfo, capture_value
 from partspec.matcher import Matcher, capture_keys, compile_rules, extract_captures
 
 __all__ = [

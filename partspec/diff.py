@@ -66,8 +66,8 @@ from typing import Any
 
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.language import ast
-from partspec.language.checker import OptaxCall, ScaledSchedule, Unset, Until
 from partspec.language.load import parse
+from partspec.language.values import OptaxCall, ScaledSchedule, Unset, Until
 from partspec.manifest import Leaf, leaves_to_shape_tree
 
 __all__ = [

@@ -105,10 +105,11 @@ import numpy as np
 from partspec.coverage import Resolver
 from partspec.diagnostics import SpecWarning, printable
 from partspec.language import ast
-from partspec.language.checker import CheckedSpec, LeafInfo, check_spec
+from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.formatter import format_expr, format_pattern
 from partspec.language.load import parse
 from partspec.language.parser import parse_selector
+from partspec.language.values import LeafInfo
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
 __all__ = [

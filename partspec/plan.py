@@ -31,17 +31,9 @@ from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagno
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.language import ast
 from partspec.language._optax_table import OPTAX_VERSION, TABLE
-from partspec.language.checker import (
-    Action,
-    CheckedSpec,
-    OptaxCall,
-    ScaledSchedule,
-    Unset,
-    Until,
-    Value,
-    check_spec,
-)
+from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.load import parse
+from partspec.language.values import Action, OptaxCall, ScaledSchedule, Unset, Until, Value
 from partspec.tree import label_tree, leaf_info, leaf_segments
 
 __all__ = [

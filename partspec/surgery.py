@@ -39,8 +39,9 @@ import optax
 from partspec.coverage import Resolver, matcher_for
 from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
 from partspec.language import ast
-from partspec.language.checker import LeafInfo, check_spec
+from partspec.language.checker import check_spec
 from partspec.language.parser import parse_selector
+from partspec.language.values import LeafInfo
 from partspec.plan import GateState, Plan
 from partspec.tree import leaf_info, leaf_segments
 

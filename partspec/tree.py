@@ -19,7 +19,7 @@ import numpy as np
 
 from partspec.coverage import DYNAMIC, Resolver
 from partspec.diagnostics import SpecError
-from partspec.language.checker import LeafInfo
+from partspec.language.values import LeafInfo
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 

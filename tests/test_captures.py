@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec.language import ast
-from partspec.language.checker import Unset
+from partspec.language.values import Unset
 from partspec.matcher import compile_patterns, extract_captures
 from partspec.tree import leaf_paths
 from tests import strategies as S

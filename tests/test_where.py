@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 import partspec
 from partspec.cli import main
 from partspec.coverage import label_paths
-from partspec.language.checker import LeafInfo
 from partspec.language.parser import parse_syntax
+from partspec.language.values import LeafInfo
 from partspec.manifest import Leaf, dump_manifest, load_leaves
 from partspec.tree import leaf_info, leaf_segments
 from tests.assertions import assert_bitwise_equal

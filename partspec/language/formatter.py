@@ -15,16 +15,12 @@ from __future__ import annotations
 import re
 
 from partspec.language import ast
+from partspec.language.vocabulary import KEYWORDS
 
 __all__ = ["format_expr", "format_pattern", "format_spec"]
 
 _LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
-_KEYWORDS = frozenset(
-    {
-        *("let", "param", "except", "as", "frozen", "true", "false", "none", "include"),
-        *("global", "where", "until", "then", "and", "or", "not", "in"),
-    }
-)
+
 _ALIGN_MAX = 40
 _COMMENT_ALIGN_MAX = 70
 
@@ -37,7 +33,7 @@ def _quote(text: str) -> str:
 def _lit(text: str, *, in_single_alt: bool = False) -> str:
     if (
         _LITERAL_RE.fullmatch(text)
-        and text not in _KEYWORDS
+        and text not in KEYWORDS
         and not (in_single_alt and ".." in text)
         and not text.endswith("-")
     ):

@@ -30,6 +30,7 @@ from lark.exceptions import (
 from partspec.diagnostics import Diagnostic, Span, SpecError, clip, source_lines
 from partspec.language import ast
 from partspec.language._gc import no_gc
+from partspec.language.vocabulary import KEYWORDS
 
 __all__ = [
     "MAX_CLASS_CHARS",
@@ -53,27 +54,7 @@ MAX_RANGE_DIGITS = 18
 #: A character class ``[...]`` may be at most this long (error E203).
 MAX_CLASS_CHARS = 1_000
 
-_KEYWORDS = frozenset(
-    {
-        "let",
-        "param",
-        "except",
-        "as",
-        "frozen",
-        "true",
-        "false",
-        "none",
-        "include",
-        "global",
-        "where",
-        "until",
-        "then",
-        "and",
-        "or",
-        "not",
-        "in",
-    }
-)
+
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORD_SEGMENT = re.compile(
     r"/(where|except|as|until|then)(?![A-Za-z0-9_])|^\s*(include|global|let|param)/"
@@ -648,7 +629,7 @@ class _Converter:
                 stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
     def _check_name(self, tok: Token) -> None:
-        if str(tok) in _KEYWORDS:
+        if str(tok) in KEYWORDS:
             raise _error(
                 "E303",
                 f"`{tok}` is a keyword and cannot be used as a name",
@@ -862,7 +843,7 @@ class _Converter:
                 hint="a capture name is letters, digits and `_`, starting with a letter: `<i>`; "
                 'to match the text literally, quote it: `"<' + name + '>"`',
             )
-        if name in _KEYWORDS or name.startswith("_"):
+        if name in KEYWORDS or name.startswith("_"):
             raise _error(
                 "E204",
                 f"`{name}` cannot be a capture name",

@@ -1,4 +1,10 @@
-"""The dtype vocabulary: one list of names for manifests, conditions and explain.
+"""The language's vocabulary: keywords, leaf properties, dtype names, reserved labels.
+
+One place for the words every stage must agree on: the grammar's keywords (which the
+parser refuses as names and the formatter quotes as path segments), the leaf
+properties a ``where`` condition may use, the label of ``frozen`` rules, and the
+dtype names.
+
 
 A leaf's dtype is named as NumPy and ``ml_dtypes`` name it (``float32``, ``bfloat16``,
 ``float8_e4m3fn``). Every tree reader accepts exactly :data:`LEAF_DTYPES`, a ``where``
@@ -12,7 +18,19 @@ each of them; optax's dtype arguments (``mu_dtype="bfloat16"``) take
 
 from __future__ import annotations
 
-__all__ = ["LEAF_DTYPES", "OPTAX_DTYPES"]
+__all__ = ["FROZEN_LABEL", "KEYWORDS", "LEAF_DTYPES", "LEAF_PROPERTIES", "OPTAX_DTYPES"]
+
+#: The grammar's keywords: never names, and quoted when they are path segments.
+KEYWORDS = frozenset(
+    {
+        *("let", "param", "except", "as", "frozen", "true", "false", "none", "include"),
+        *("global", "where", "until", "then", "and", "or", "not", "in"),
+    }
+)
+#: The leaf properties a ``where`` condition can use.
+LEAF_PROPERTIES = ("ndim", "shape", "size", "dtype")
+#: The label of every ``frozen`` rule (reserved: no other action may take it).
+FROZEN_LABEL = "frozen"
 
 #: The dtype names a leaf may have: NumPy's names, plus the ``ml_dtypes`` names JAX
 #: uses for bfloat16 and the narrow float and int types.
