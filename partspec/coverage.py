@@ -21,7 +21,8 @@ from partspec.diagnostics import Diagnostic, Span, SpecError
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec
 from partspec.language.values import Action, LeafInfo, capture_value
-from partspec.matcher import Matcher, capture_keys, compile_rules, extract_captures
+from partspec.matching.captures import capture_keys, extract_captures
+from partspec.matching.globs import Matcher, compile_rules
 
 __all__ = [
     "DYNAMIC",

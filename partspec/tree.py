@@ -156,8 +156,8 @@ def label_tree(
     ``segments`` is ``leaf_segments(tree)`` if the caller has it already.
     """
     matcher = resolver.matcher
-    keys_of = matcher._keys
-    trans_of = matcher._trans
+    keys_of = matcher.key_transitions
+    trans_of = matcher.transitions
     label_of = resolver.label_of
     kind_cache = _kind_cache
     pending = False

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import partspec
 from partspec.language import ast
 from partspec.language.values import Unset
-from partspec.matcher import compile_patterns, extract_captures
+from partspec.matching.captures import extract_captures
+from partspec.matching.globs import compile_patterns
 from partspec.tree import leaf_paths
 from tests import strategies as S
 
@@ -592,7 +593,7 @@ def test_capture_caches_stay_bounded_over_many_specs() -> None:
     """2,000 specs with a capture kept 102 MB: the extractor cache had no bound."""
     import tracemalloc
 
-    from partspec import matcher
+    from partspec.matching import captures as matcher
 
     tree = {f"enc{k}": {f"layer_{i}": {"w": jnp.ones(1)} for i in range(3)} for k in range(2)}
 

@@ -198,7 +198,7 @@ def test_huge_numbers_are_errors_not_hangs() -> None:
 
 
 def test_wide_braces_and_ranges_stay_small() -> None:
-    from partspec.matcher import compile_patterns
+    from partspec.matching.globs import compile_patterns
 
     twenty = "/".join(["{a,b}"] * 20)
     spec = partspec.parse(f"{twenty} -> frozen\nx/{{0..100000}}/y -> sgd(1.0)")
@@ -239,7 +239,7 @@ def test_misuse_is_reported(text: str, code: str) -> None:
 
 
 def test_ranges_may_be_branches_of_an_alternative() -> None:
-    from partspec.matcher import compile_patterns
+    from partspec.matching.globs import compile_patterns
 
     spec = partspec.parse("layers/{0..2,head}/* -> frozen")
     assert partspec.format(spec) == "layers/{0..2,head}/* -> frozen\n"

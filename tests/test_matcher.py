@@ -6,7 +6,7 @@ import pytest
 
 import partspec
 from partspec.language import ast
-from partspec.matcher import compile_patterns, range_classes
+from partspec.matching.globs import compile_patterns, range_classes
 
 
 def _pattern(text: str) -> ast.Pattern:
@@ -113,7 +113,7 @@ def test_pathological_pattern_is_linear() -> None:
 
 def test_except_removes_leaves_from_a_rule() -> None:
     spec = partspec.parse("backbone/** except **/ln_*/**, **/bias -> frozen\n** -> sgd(1.0)")
-    from partspec.matcher import compile_rules
+    from partspec.matching.globs import compile_rules
 
     m = compile_rules([(r.patterns, r.excepts) for r in spec.rules])
     assert m.match(["backbone", "dense", "kernel"]) == (0, 1)

@@ -14,7 +14,7 @@ import partspec
 from partspec.language import ast
 from partspec.language.formatter import format_pattern, format_spec
 from partspec.language.parser import parse_syntax
-from partspec.matcher import compile_patterns, compile_rules
+from partspec.matching.globs import compile_patterns, compile_rules
 from partspec.tree import leaf_segments
 from tests import strategies as S
 from tests.assertions import bits
