@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 import partspec
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 
 LR, STEPS, SEED = 3e-3, 300, 5678
 

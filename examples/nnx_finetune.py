@@ -27,7 +27,7 @@ import optax
 from flax import nnx
 
 import partspec
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 
 LR = 1e-3
 

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
     import optax
 
-    from partspec.plan import Plan
-    from partspec.surgery import TransferReport, replace, reset_state, select, transfer
+    from partspec.jax.plan import Plan
+    from partspec.jax.surgery import TransferReport, replace, reset_state, select, transfer
 
 __version__ = "0.1.0"
 
@@ -102,19 +102,19 @@ def compile(
     values: Mapping[str, Any] | None = None,
     **kwvalues: Any,
 ) -> Plan:
-    """Compile a spec against a parameter tree; see :func:`partspec.plan.compile`.
+    """Compile a spec against a parameter tree; see :func:`partspec.jax.plan.compile`.
 
     ``param`` values come as keyword arguments (``lr=1e-3``) or as ``values={...}``.
     """
-    from partspec.plan import compile as _compile
+    from partspec.jax.plan import compile as _compile
 
     return _compile(spec, params, strict=strict, values=values, **kwvalues)
 
 
 def apply_updates(params: Any, updates: Any) -> Any:
     """``optax.apply_updates``, bit-exact for frozen leaves on every backend; see
-    :func:`partspec.plan.apply_updates`."""
-    from partspec.plan import apply_updates as _apply
+    :func:`partspec.jax.plan.apply_updates`."""
+    from partspec.jax.plan import apply_updates as _apply
 
     return _apply(params, updates)
 
@@ -127,17 +127,17 @@ def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.Gradient
     return compile(spec, params, **values).tx
 
 
-#: Model surgery (partspec.surgery imports JAX and optax, so it is imported on first use).
+#: Model surgery (partspec.jax.surgery imports JAX and optax, so it is imported on first use).
 _SURGERY = frozenset({"TransferReport", "replace", "reset_state", "select", "transfer"})
 
 
 def __getattr__(name: str) -> Any:
     if name == "Plan":
-        from partspec.plan import Plan
+        from partspec.jax.plan import Plan
 
         return Plan
     if name in _SURGERY:
-        from partspec import surgery
+        from partspec.jax import surgery
 
         return getattr(surgery, name)
     raise AttributeError(f"module 'partspec' has no attribute {name!r}")

@@ -152,7 +152,6 @@ def _check_one(
     """Diagnostics for one spec file and the exit code it deserves."""
     import dataclasses
 
-    from partspec.coverage import label_paths
     from partspec.language.checker import check_spec
 
     spec, diags, code = _load_spec(path, allow_outside)
@@ -163,9 +162,13 @@ def _check_one(
     except SpecError as err:
         code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
         return err.diagnostics, code
-    warns: list[Diagnostic] = list(checked.warnings)  # deprecated optax functions
-    if leaves is not None:
+    if leaves is None:
+        found = list(checked.warnings)  # deprecated optax functions
+        if strict:
+            found = [dataclasses.replace(w, severity="error") for w in found]
+    else:
         from partspec.language.values import LeafInfo
+        from partspec.resolution import resolve_paths
 
         # Shapes and dtypes matter only to `where` conditions.
         infos = (
@@ -174,15 +177,10 @@ def _check_one(
             else None
         )
         try:
-            _, errors, coverage = label_paths(checked, [leaf.path for leaf in leaves], infos)
+            resolution = resolve_paths(checked, [leaf.path for leaf in leaves], infos)
         except SpecError as err:  # a condition or capture that fails on some leaf
             return err.diagnostics, EXIT_PROBLEMS
-        warns += coverage
-    else:
-        errors = []
-    if strict:
-        warns = [dataclasses.replace(w, severity="error") for w in warns]
-    found = errors + warns
+        found = resolution.diagnostics(strict=strict)
     bad = any(d.severity == "error" for d in found)
     return found, EXIT_PROBLEMS if bad else EXIT_CLEAN
 

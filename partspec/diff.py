@@ -254,7 +254,7 @@ def _structure(leaves_or_params: Any) -> Any:
 
 
 def _compile(spec: ast.Spec, tree: Any, values: Mapping[str, Any] | None) -> Any:
-    from partspec.plan import compile as compile_plan
+    from partspec.jax.plan import compile as compile_plan
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)  # unused rules do not matter here
@@ -433,7 +433,7 @@ def diff(
     import jax
     import optax
 
-    from partspec.tree import leaf_paths
+    from partspec.jax.tree import leaf_paths
 
     old = parse(old) if isinstance(old, str) else old
     new = parse(new) if isinstance(new, str) else new

@@ -102,7 +102,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from partspec.coverage import Resolver
 from partspec.diagnostics import SpecWarning, printable
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec, check_spec
@@ -111,6 +110,7 @@ from partspec.language.load import parse
 from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo
 from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
+from partspec.resolution.resolver import Resolver
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -267,7 +267,7 @@ def explain(
       SpecError: a bad spec or glob, a missing ``param``, leaves no rule covers.
       TreeInputError: leaves that do not form a tree, or an unknown dtype.
     """
-    from partspec.plan import compile as compile_plan
+    from partspec.jax.plan import compile as compile_plan
 
     if isinstance(spec, str):
         spec = parse(spec)

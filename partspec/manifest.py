@@ -807,7 +807,7 @@ def _load_callable(source: str) -> list[Leaf]:
 
     import numpy as np
 
-    from partspec.tree import leaf_segments
+    from partspec.jax.tree import leaf_segments
 
     leaves = []
     for path, leaf in leaf_segments(tree):

@@ -34,3 +34,11 @@ def assert_format_round_trip(text: str) -> str:
     assert partspec.parse(formatted) == spec
     assert partspec.format(partspec.parse(formatted)) == formatted
     return formatted
+
+
+def label_paths(checked: Any, paths: Any, leaves: Any = None) -> tuple[list[Any], list[Any], list[Any]]:
+    """``(labels, errors, warnings)`` of paths, from :func:`partspec.resolution.resolve_paths`."""
+    from partspec.resolution import resolve_paths
+
+    r = resolve_paths(checked, paths, leaves)
+    return list(r.labels), list(r.errors), list(r.warnings)

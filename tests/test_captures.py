@@ -21,7 +21,7 @@ from partspec.language import ast
 from partspec.language.values import Unset
 from partspec.matching.captures import extract_captures
 from partspec.matching.globs import compile_patterns
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 from tests import strategies as S
 
 
@@ -71,7 +71,7 @@ _TREES = S.param_trees(leaves=st.just(0.0), max_leaves=6)
 @given(st.data())
 def test_extraction_on_real_tree_paths_agrees_with_reference(data: st.DataObject) -> None:
     tree = data.draw(_TREES)
-    segs = [s for s, _ in partspec.tree.leaf_segments(tree)]
+    segs = [s for s, _ in partspec.jax.tree.leaf_segments(tree)]
     names = tuple(data.draw(st.lists(st.sampled_from(S.CAPTURE_NAMES), max_size=3, unique=True)))
     pattern = data.draw(st.sampled_from(segs).flatmap(lambda p: S.capture_patterns_for(p, names)))
     for path in segs:

@@ -270,7 +270,7 @@ def test_keyword_as_a_path_segment_suggests_quoting(text: str, word: str) -> Non
     fixed = text.replace(word, f'"{word}"', 1)
     path = fixed.split(" ->")[0].replace('"', "").replace("**", "k").split("/")
     plan_text = f"{fixed}\n** -> sgd(0.1)"
-    from partspec.coverage import label_paths
+    from tests.assertions import label_paths
 
     labels, _, _ = label_paths(partspec.check(plan_text), [tuple(path)])
     assert labels == ["frozen"]

@@ -32,7 +32,7 @@ from flax import nnx, traverse_util
 from flax.training import train_state
 
 import partspec
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 from tests.assertions import assert_bitwise_equal, bits
 from tests.models import Backbone as LinenBackbone
 from tests.models import Classifier as LinenClassifier

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import partspec
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 
 SPEC = """
 backbone/**          -> frozen
@@ -181,7 +181,7 @@ def test_a_class_registered_as_a_pytree_later_is_a_node_from_then_on() -> None:
 
 
 def test_the_kind_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from partspec import tree as tree_mod
+    from partspec.jax import tree as tree_mod
 
     monkeypatch.setattr(tree_mod, "MAX_KIND_CACHE", 20)
     classes = [

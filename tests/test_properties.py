@@ -15,7 +15,7 @@ from partspec.language import ast
 from partspec.language.formatter import format_pattern, format_spec
 from partspec.language.parser import parse_syntax
 from partspec.matching.globs import compile_patterns, compile_rules
-from partspec.tree import leaf_segments
+from partspec.jax.tree import leaf_segments
 from tests import strategies as S
 from tests.assertions import bits
 
@@ -571,7 +571,7 @@ def test_frozen_leaves_bit_identical_through_jitted_updates(data: st.DataObject)
 def test_label_paths_agrees_with_matching_each_path(
     paths: list[tuple[str, ...]], pats: list[ast.Pattern], sort: bool
 ) -> None:
-    from partspec.coverage import label_paths
+    from tests.assertions import label_paths
 
     if sort:  # tree order, where neighbours share prefixes
         paths = sorted(paths)

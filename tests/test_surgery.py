@@ -1,4 +1,4 @@
-"""Model surgery: select, replace, transfer and reset_state (partspec.surgery)."""
+"""Model surgery: select, replace, transfer and reset_state (partspec.jax.surgery)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec.language.formatter import format_pattern
 from partspec.language.parser import parse_syntax
-from partspec.tree import leaf_paths
+from partspec.jax.tree import leaf_paths
 from tests import strategies as S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -669,10 +669,10 @@ def test_surgery_names_are_lazy():
         "assert 'jax' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    import partspec.surgery
+    import partspec.jax.surgery
 
-    assert partspec.select is partspec.surgery.select
-    assert partspec.TransferReport is partspec.surgery.TransferReport
+    assert partspec.select is partspec.jax.surgery.select
+    assert partspec.TransferReport is partspec.jax.surgery.TransferReport
 
 
 def test_docs_examples_run():

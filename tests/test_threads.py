@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 import partspec
-from partspec import coverage
+from partspec.resolution import resolver as coverage
 
 THREADS = 8
 

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec.plan import UntilState
+from partspec.jax.plan import UntilState
 from tests import strategies as S
 from tests.assertions import assert_bitwise_equal, assert_format_round_trip, bits
 
@@ -141,7 +141,7 @@ def test_frozen_for_exactly_n_updates_even_with_nan_and_inf_gradients(n: int) ->
 
 def test_first_n_updates_never_touch_the_inner_state_even_eagerly() -> None:
     """The bare transform, without jit or partition: the doctest's story with NaN."""
-    tx = partspec.plan.frozen_until(2, optax.sgd(1.0, momentum=0.9))
+    tx = partspec.jax.plan.frozen_until(2, optax.sgd(1.0, momentum=0.9))
     p = jnp.asarray([1.0, -2.0], jnp.float32)
     state = tx.init(p)
     init_inner = state.inner

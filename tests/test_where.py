@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec.cli import main
-from partspec.coverage import label_paths
+from tests.assertions import label_paths
 from partspec.language.parser import parse_syntax
 from partspec.language.values import LeafInfo
 from partspec.manifest import Leaf, dump_manifest, load_leaves
-from partspec.tree import leaf_info, leaf_segments
+from partspec.jax.tree import leaf_info, leaf_segments
 from tests.assertions import assert_bitwise_equal
 
 BF16 = jnp.bfloat16

@@ -5,7 +5,7 @@ leaves; PyTorch users filter and rename state-dict keys to load pretrained weigh
 users who want to reset part of an ``optax.partition`` state rebuild it by hand
 (optax#1371). These functions do each with the same glob patterns as specs (``*``, ``**``,
 ``{a,b}``, ``{0..11}``, several patterns with ``,`` and ``except``), over the same
-``/``-joined paths (see :func:`partspec.tree.leaf_paths`).
+``/``-joined paths (see :func:`partspec.jax.tree.leaf_paths`).
 
 >>> import jax.numpy as jnp, partspec
 >>> params = {"backbone": {"kernel": jnp.ones(2)}, "head": {"kernel": jnp.ones(3)}}
@@ -36,14 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from partspec.coverage import Resolver, matcher_for
 from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
+from partspec.jax.plan import GateState, Plan
+from partspec.jax.tree import leaf_info, leaf_segments
 from partspec.language import ast
 from partspec.language.checker import check_spec
 from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo
-from partspec.plan import GateState, Plan
-from partspec.tree import leaf_info, leaf_segments
+from partspec.resolution.resolver import Resolver, matcher_for
 
 __all__ = ["TransferReport", "replace", "reset_state", "select", "transfer"]
 
@@ -139,7 +139,7 @@ def _no_match(pattern: str, paths: Sequence[str], what: str = "leaf") -> SpecErr
     examples = ", ".join(f"`{p or '<root>'}`" for p in paths[:5])
     more = ", ..." if len(paths) > 5 else ""
     hint = (
-        f"the tree's paths are {examples}{more} (partspec.tree.leaf_paths lists them)"
+        f"the tree's paths are {examples}{more} (partspec.jax.tree.leaf_paths lists them)"
         if paths
         else "the tree has no leaves"
     )

@@ -1,40 +1,25 @@
-"""Coverage and shadowing: which rule owns which leaf, and what that says about the spec.
+"""Which rule owns each leaf, and its label: the matcher plus conditions and captures.
 
-Pure Python (no JAX): ``pspec check`` uses it on manifests, and
-:func:`partspec.compile` on real trees.
-
->>> import partspec
->>> from partspec.coverage import label_paths
->>> checked = partspec.check("backbone/** -> frozen\\n** -> adam(1e-3)\\nhead/* -> sgd(0.1)")
->>> labels, errors, warnings = label_paths(checked, [("backbone", "w"), ("head", "w")])
->>> labels, errors, [w.code for w in warnings]
-(['frozen', 'adam(0.001)'], [], ['W602'])
+:class:`Resolver` decides leaf by leaf, fast: most leaves by their path's matcher
+state alone, the others (a ``where`` condition, a capture the action uses) with
+their shape, dtype and path. It records every outcome, so that coverage and the
+labels in use can be read off afterwards (:mod:`partspec.resolution.result`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from partspec.diagnostics import Diagnostic, Span, SpecError
+from partspec.diagnostics import SpecError
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec
 from partspec.language.values import Action, LeafInfo, capture_value
 from partspec.matching.captures import capture_keys, extract_captures
 from partspec.matching.globs import Matcher, compile_rules
 
-__all__ = [
-    "DYNAMIC",
-    "MAX_LISTED_PATHS",
-    "Resolver",
-    "label_paths",
-    "matcher_for",
-    "rule_diagnostics",
-]
-
-#: How many uncovered paths an error lists before summarising.
-MAX_LISTED_PATHS = 20
+__all__ = ["DYNAMIC", "Resolver", "matcher_for"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -80,6 +65,8 @@ class Resolver:
         self.match_sets: set[tuple[int, ...]] = set()
         self.actions: dict[str, Action] = {}
         self.bindings: dict[str, set[Any]] = {}
+        #: label -> the indices of the rules that gave some leaf that label.
+        self.owners_by_label: dict[str, set[int]] = {}
         self._rules = checked.rules
         self._labels = [r.label for r in checked.rules]
         self._dynamic = checked.dynamic
@@ -116,6 +103,8 @@ class Resolver:
         else:
             lab = self._labels[cands[0]] if cands else None
             self.match_sets.add(cands)
+            if lab is not None:
+                self.owners_by_label.setdefault(lab, set()).add(cands[0])
         self.label_of[f] = lab
         return lab
 
@@ -212,6 +201,7 @@ class Resolver:
             else:
                 label, action = cr.label, cr.action
             self.actions.setdefault(label, action)
+            self.owners_by_label.setdefault(label, set()).add(owner)
             result = (owner, label)
         if memo_key is not None:
             self._memo[memo_key] = result
@@ -227,151 +217,3 @@ class Resolver:
     def counts(self) -> Mapping[str, int]:
         """``count(name)``: how many distinct values each capture took."""
         return {name: len(self.bindings.get(name, ())) for name in self.checked.counted}
-
-
-def rule_diagnostics(
-    checked: CheckedSpec,
-    match_sets: Iterable[tuple[int, ...]],
-    uncovered_paths: Callable[[], list[str]],
-) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    """Errors (uncovered leaves) and warnings (unused or shadowed rules).
-
-    Args:
-      checked: the checked spec.
-      match_sets: the distinct lists of rules that match some leaf of the tree.
-      uncovered_paths: computes the paths of uncovered leaves (called only if any).
-    """
-    spec = checked.spec
-    finals = list(match_sets)
-    errors: list[Diagnostic] = []
-    if any(not m for m in finals):
-        paths = uncovered_paths()
-        listed = paths[:MAX_LISTED_PATHS]
-        notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
-        if len(paths) > len(listed):
-            notes += (f"... and {len(paths) - len(listed)} more",)
-        errors.append(
-            Diagnostic(
-                "E501",
-                "error",
-                f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} "
-                "not covered by any rule",
-                filename=spec.filename,
-                notes=notes,
-                hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
-            )
-        )
-    owned: set[int] = set()
-    matched: set[int] = set()
-    shadowers: dict[int, set[int]] = {}
-    for m in finals:
-        if not m:
-            continue
-        owned.add(m[0])
-        for r in m[1:]:
-            matched.add(r)
-            shadowers.setdefault(r, set()).add(m[0])
-        matched.add(m[0])
-    warns: list[Diagnostic] = []
-    for cr in checked.rules:
-        span = cr.rule.span
-        first_line = Span(
-            span.line,
-            span.column,
-            span.line,
-            span.end_column if span.end_line == span.line else span.column + 1,
-            span.file,
-        )
-        if cr.index not in matched:
-            warns.append(
-                Diagnostic.at(
-                    "W601",
-                    "rule matches no parameter",
-                    first_line,
-                    severity="warning",
-                    hint="compare the pattern with the parameter paths "
-                    "(`partspec.tree.leaf_paths(params)` lists them)",
-                )
-            )
-        elif cr.index not in owned:
-            spans = sorted(
-                (checked.rules[r].rule.span for r in shadowers.get(cr.index, ())),
-                key=lambda s: (s.file or "", s.line),
-            )
-            lines = [str(s.line) if s.file == span.file else f"{s.file}:{s.line}" for s in spans]
-            warns.append(
-                Diagnostic.at(
-                    "W602",
-                    "rule is shadowed: every parameter it matches is taken by an earlier rule "
-                    f"(line{'s' if len(lines) != 1 else ''} {', '.join(lines)})",
-                    first_line,
-                    severity="warning",
-                    hint="move the more specific rule first (the first matching rule wins)",
-                )
-            )
-    return ([spec.attach(d) for d in errors], [spec.attach(d) for d in warns])
-
-
-def label_paths(
-    checked: CheckedSpec,
-    paths: Sequence[Sequence[str]],
-    leaves: Sequence[LeafInfo] | None = None,
-) -> tuple[list[str | None], list[Diagnostic], list[Diagnostic]]:
-    """The label of each path (``None`` if uncovered), with errors and warnings.
-
-    ``leaves`` gives each path's shape and dtype, which ``where`` conditions need.
-    A spec that uses ``count(name)`` is checked again with the counts found here.
-    """
-    resolver = _resolve_paths(checked, paths, leaves, collect=True)
-    if checked.counted:
-        checked = checked.with_counts(resolver.counts())
-        resolver = _resolve_paths(checked, paths, leaves, collect=False)
-    labels = resolver.path_labels
-    errors, warns = rule_diagnostics(
-        checked,
-        resolver.match_sets,
-        lambda: ["/".join(p) for p, lab in zip(paths, labels) if lab is None],
-    )
-    return labels, errors, warns
-
-
-class _PathResolver(Resolver):
-    path_labels: list[str | None]
-
-
-def _resolve_paths(
-    checked: CheckedSpec,
-    paths: Sequence[Sequence[str]],
-    leaves: Sequence[LeafInfo] | None,
-    *,
-    collect: bool,
-) -> _PathResolver:
-    resolver = _PathResolver(checked)
-    matcher = resolver.matcher
-    labels: list[str | None] = []
-    # Paths come in tree order, so neighbours share prefixes: keep the state after
-    # each segment of the previous path (with its trailing "/") and reuse the common part.
-    prev: tuple[str, ...] = ()
-    after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
-    key, sep = matcher.key, matcher.sep
-    for n, path in enumerate(paths):
-        segs = tuple(path)
-        common = 0
-        limit = min(len(segs), len(prev)) - 1
-        while common < limit and segs[common] == prev[common]:
-            common += 1
-        del after_sep[common + 1 :]
-        s = after_sep[common]
-        for i in range(common, len(segs)):
-            s = key(s, segs[i])
-            if i < len(segs) - 1:
-                s = sep(s)
-                after_sep.append(s)
-        lab = resolver.static(s)
-        if lab is DYNAMIC or (collect and checked.counted):
-            info = leaves[n] if leaves is not None else None
-            lab = resolver.resolve(s, info, segs)[1]
-        labels.append(lab)
-        prev = segs
-    resolver.path_labels = labels
-    return resolver

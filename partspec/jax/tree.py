@@ -4,7 +4,7 @@ A leaf's path is its keys as text joined with ``/``: dict keys as they are,
 sequence indices in decimal, attribute names by name. NNX ``Variable`` wrappers
 (and their ``.value``) never appear in a path.
 
->>> from partspec.tree import leaf_paths
+>>> from partspec.jax.tree import leaf_paths
 >>> [p for p, _ in leaf_paths({"mlp/~/linear_1": {"w": 1.0}, "layers": [2.0]})]
 ['layers/0', 'mlp/~/linear_1/w']
 """
@@ -17,9 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from partspec.coverage import DYNAMIC, Resolver
 from partspec.diagnostics import SpecError
 from partspec.language.values import LeafInfo
+from partspec.resolution.resolver import DYNAMIC, Resolver
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
 

@@ -17,24 +17,34 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from partspec.coverage import Resolver, _resolve_paths, matcher_for, rule_diagnostics
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
+from partspec.jax.optimizers import (
+    GateState,
+    OptaxMismatch,
+    UntilState,
+    apply_updates,
+    build,
+    build_action,
+    frozen,
+    frozen_until,
+    gate,
+)
+from partspec.jax.tree import label_tree, leaf_info, leaf_segments
 from partspec.language import ast
-from partspec.language._optax_table import OPTAX_VERSION, TABLE
+from partspec.language._optax_table import OPTAX_VERSION
 from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.load import parse
-from partspec.language.values import Action, OptaxCall, ScaledSchedule, Unset, Until, Value
-from partspec.tree import label_tree, leaf_info, leaf_segments
+from partspec.language.values import Action
+from partspec.resolution.resolver import Resolver, matcher_for
+from partspec.resolution.result import Resolution, collect_counts, finish
 
 __all__ = [
     "GateState",
@@ -46,159 +56,6 @@ __all__ = [
     "frozen_until",
     "optimizer",
 ]
-
-
-def frozen() -> optax.GradientTransformation:
-    """The ``frozen`` action: updates of ``-0.0`` and no state.
-
-    ``p + (-0.0)`` is ``p`` bit for bit for every float ``p`` (including ``-0.0``,
-    which ``+0.0`` would flip, and a complex ``p``, whose update is ``-0.0 - 0.0j``), so
-    frozen leaves stay bit-identical through ``optax.apply_updates`` whatever their
-    gradients are (NaN and inf included). The one exception is a subnormal ``p`` where
-    the addition runs on a backend that flushes subnormals to zero (XLA on CPU and
-    GPU); :func:`apply_updates` keeps even those.
-    """
-
-    def init_fn(params: Any) -> optax.EmptyState:
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        del params
-        return jax.tree.map(_neg_zero, updates), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _neg_zero(u: Any) -> Any:
-    """An update that leaves ``p`` as it is: ``-0.0`` (``-0.0 - 0.0j`` for complex)."""
-    if jnp.issubdtype(u.dtype, jnp.complexfloating):
-        return jnp.full(u.shape, complex(-0.0, -0.0), u.dtype)
-    if jnp.issubdtype(u.dtype, jnp.inexact):
-        return jnp.full(u.shape, -0.0, u.dtype)
-    return jnp.zeros(u.shape, u.dtype)
-
-
-def _is_neg_zero(u: jax.Array) -> jax.Array:
-    """Where ``u`` is exactly ``-0.0`` (both parts, for complex), bit for bit."""
-    if jnp.issubdtype(u.dtype, jnp.complexfloating):
-        return _is_neg_zero(jnp.real(u)) & _is_neg_zero(jnp.imag(u))
-    if not jnp.issubdtype(u.dtype, jnp.floating):
-        return jnp.zeros(u.shape, bool)
-    bits = jnp.dtype(u.dtype).itemsize * 8
-    if jnp.finfo(u.dtype).bits != bits:  # sub-byte floats (float4, float6): no bitcast
-        return (u == 0) & jnp.signbit(u.astype(jnp.float32))
-    uint = jnp.dtype(f"uint{bits}")
-    sign = jax.lax.bitcast_convert_type(jnp.asarray(-0.0, u.dtype), uint)
-    return jax.lax.bitcast_convert_type(u, uint) == sign
-
-
-def apply_updates(params: Any, updates: Any) -> Any:
-    """``optax.apply_updates``, exact for frozen leaves on every backend.
-
-    Where an update is ``-0.0`` (what ``frozen`` and a waiting ``frozen until`` give),
-    the parameter is kept as it is instead of added to: the same value, but without an
-    addition that XLA on CPU and GPU runs with subnormals flushed to zero. Every other
-    leaf is ``p + u``, cast to ``p``'s dtype, exactly as ``optax.apply_updates`` does.
-
-    >>> import jax.numpy as jnp, numpy as np
-    >>> p = jnp.asarray(np.array([1e-40, 2.0], np.float32))  # 1e-40 is subnormal
-    >>> apply_updates(p, jnp.asarray([-0.0, 1.0]))[0] == p[0]
-    Array(True, dtype=bool)
-    """
-
-    def one(p: Any, u: Any) -> Any:
-        if p is None:
-            return None
-        p, u = jnp.asarray(p), jnp.asarray(u)
-        return jnp.where(_is_neg_zero(u), p, jnp.asarray(p + u).astype(p.dtype))
-
-    return jax.tree.map(one, params, updates, is_leaf=lambda x: x is None)
-
-
-class UntilState(NamedTuple):
-    """State of :func:`frozen_until`: updates seen so far, and the inner optimizer's state."""
-
-    step: jax.Array
-    inner: Any
-
-
-def frozen_until(at: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """The ``frozen until at then inner`` action.
-
-    The first ``at`` updates are ``-0.0`` (the leaves stay bit-identical) and leave
-    ``inner``'s state exactly as ``inner.init`` made it; update number ``at`` (counting
-    from 0) is ``inner``'s first: its step count is 0 and its moments are zero then.
-    The state's structure never changes, so a training step jits once and a
-    checkpoint restores at any step.
-
-    >>> import jax.numpy as jnp, optax
-    >>> tx = frozen_until(2, optax.sgd(1.0))
-    >>> p = jnp.ones(1); state = tx.init(p)
-    >>> for _ in range(3):
-    ...     u, state = tx.update(jnp.ones(1), state)
-    ...     print(float(u[0]))
-    -0.0
-    -0.0
-    -1.0
-    """
-
-    def init_fn(params: Any) -> UntilState:
-        return UntilState(jnp.zeros([], jnp.int32), inner.init(params))
-
-    def update_fn(updates: Any, state: UntilState, params: Any = None) -> tuple[Any, Any]:
-        def train(_: Any) -> Any:
-            return inner.update(updates, state.inner, params)
-
-        shapes = jax.eval_shape(train, None)
-
-        def wait(_: Any) -> Any:
-            return jax.tree.map(_neg_zero, shapes[0]), state.inner
-
-        new_updates, new_inner = jax.lax.cond(state.step >= at, train, wait, None)
-        return new_updates, UntilState(optax.safe_increment(state.step), new_inner)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-class GateState(NamedTuple):
-    """State of the gate before ``global`` transforms: updates seen, per ``frozen until`` label.
-
-    One counter per label, like each label's own :class:`UntilState` step, so that
-    re-freezing one label (``reset_state(..., label=...)``) resets its gate as well.
-    """
-
-    counts: dict[str, jax.Array]
-
-
-def _gate(
-    unfreeze: Mapping[str, int], labels_for: Callable[[Any], Any]
-) -> optax.GradientTransformation:
-    """Zero the gradients of leaves still in a ``frozen until`` phase.
-
-    ``unfreeze`` gives each ``frozen until`` label's first training update. Placed before
-    the ``global`` transforms, so that a global norm counts only the leaves being
-    trained at that update.
-    """
-
-    def init_fn(params: Any) -> GateState:
-        del params
-        return GateState({label: jnp.zeros([], jnp.int32) for label in unfreeze})
-
-    def update_fn(updates: Any, state: GateState, params: Any = None) -> tuple[Any, Any]:
-        del params
-
-        def gate(label: str, u: Any) -> Any:
-            at = unfreeze.get(label)
-            if at is None:
-                return u
-            return jnp.where(state.counts[label] >= at, u, jnp.zeros_like(u))
-
-        gated = jax.tree.map(gate, labels_for(updates), updates)
-        counts = {k: optax.safe_increment(v) for k, v in state.counts.items()}
-        return gated, GateState(counts)
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 @dataclass(frozen=True)
@@ -214,6 +71,8 @@ class Plan:
       diagnostics: warnings (rules that match nothing or are shadowed).
       frozen_labels: labels whose action is ``frozen``.
       unfreeze_steps: label -> the first update that trains it, for ``frozen until``.
+      resolution: the framework-neutral :class:`~partspec.resolution.Resolution` the
+        plan was built from: every label's evaluated action, the diagnostics.
 
     With ``global`` transforms, ``tx`` is ``optax.chain(masked(globals), partition)``:
     the global transforms see the gradients of the trainable leaves only.
@@ -229,6 +88,7 @@ class Plan:
     unfreeze_steps: Mapping[str, int] = field(default_factory=dict)
     label_fn: Callable[[Any], Any] | None = field(default=None, repr=False)
     actions: Mapping[str, Action] = field(default_factory=dict, repr=False)
+    resolution: Resolution | None = field(default=None, repr=False)
 
     def partition_state(self, state: Any) -> optax.PartitionState:
         """The ``optax.PartitionState`` inside a state made by ``tx.init``.
@@ -456,14 +316,14 @@ def _with_globals(
     """``part``, preceded by the ``global`` transforms over the trainable leaves."""
     if not checked.globals:
         return part
-    inner = optax.chain(*(_build(g) for g in checked.globals))
+    inner = optax.chain(*(build(g) for g in checked.globals))
 
     def trainable(tree: Any) -> Any:
         return jax.tree.map(lambda lab: lab not in frozen_labels, labels_for(tree))
 
     steps: list[Any] = []
     if unfreeze:
-        steps.append(_gate(unfreeze, labels_for))
+        steps.append(gate(unfreeze, labels_for))
     steps += [optax.masked(inner, trainable), part]
     return optax.chain(*steps)
 
@@ -480,55 +340,6 @@ def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], A
 def _is_array_like(leaf: Any) -> bool:
     """An array, NumPy scalar or ``jax.ShapeDtypeStruct``: something with a shape and a dtype."""
     return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
-
-
-class OptaxMismatch(ValueError):
-    """The installed optax lacks a function or keyword of partspec's allow-list table."""
-
-
-def _optax_function(name: str, kwargs: Mapping[str, Any]) -> Callable[..., Any]:
-    """``optax.<name>``, checked against the installed optax (the table may be newer)."""
-    fn = getattr(optax, name, None)
-    made = f"partspec's allow-list was generated from optax {OPTAX_VERSION}"
-    if fn is None:
-        raise OptaxMismatch(f"the installed optax {optax.__version__} has no `{name}` ({made})")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
-        return fn
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        for kw in kwargs:
-            if kw not in params:
-                raise OptaxMismatch(
-                    f"`{name}` of the installed optax {optax.__version__} has no argument "
-                    f"`{kw}` ({made})"
-                )
-    return fn
-
-
-def _build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
-    if isinstance(value, OptaxCall):
-        entry = TABLE[value.name]
-        types = {p["name"]: p["types"] for p in entry["params"]}
-        positional = [p for p in entry["params"] if p["kind"] in ("pos", "varargs")]
-        args = []
-        for i, a in enumerate(value.args):
-            p = positional[min(i, len(positional) - 1)]
-            args.append(_build(a, p["types"]))
-        kwargs = {k: _build(v, types.get(k)) for k, v in value.kwargs}
-        return _optax_function(value.name, kwargs)(*args, **kwargs)
-    if isinstance(value, ScaledSchedule):
-        inner = _build(value.schedule)
-        factor = value.factor
-        return lambda count: factor * inner(count)
-    if isinstance(value, tuple):
-        inner_types = None
-        if param_types:
-            inner_types = tuple(t[5:-1] for t in param_types if t.startswith("list["))
-        return [_build(v, inner_types) for v in value]
-    if isinstance(value, str) and param_types and "dtype" in param_types:
-        return jnp.dtype(value)
-    return value
 
 
 def compile(
@@ -562,6 +373,36 @@ def compile(
     elif not isinstance(spec, ast.Spec):
         raise TypeError(f"spec must be a partspec.Spec or str, not {type(spec).__name__}")
     checked = _checked(spec, {**(values or {}), **kwvalues})
+    resolution, labels, resolver = resolve_tree(checked, params)
+    resolution.raise_for_errors(strict=strict)
+    for w in resolution.warnings:
+        warnings.warn(w.render(), SpecWarning, stacklevel=3)
+    transforms, frozen_set, unfreeze = _transforms(spec, resolution)
+    labels_for = _labeler(resolver, params, labels)
+    part = optax.partition(transforms, labels_for)
+    tx = _with_globals(resolution.checked, part, labels_for, unfreeze, frozen_set)
+    return Plan(
+        spec,
+        resolution.checked,
+        labels,
+        transforms,
+        tx,
+        resolution.warnings,
+        frozen_set,
+        unfreeze,
+        labels_for,
+        {lab: a.action for lab, a in resolution.actions.items()},
+        resolution,
+    )
+
+
+def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Resolver]:
+    """Resolve a spec over a pytree: the resolution, the label tree and the resolver.
+
+    The label tree has the structure and container types of ``params`` (``None`` for
+    uncovered leaves). The resolution's per-leaf owners and labels (in the order of
+    the tree's leaves) are computed when first asked for.
+    """
     try:
         leaves = None
         if checked.counted:
@@ -569,8 +410,7 @@ def compile(
             leaves = leaf_segments(params)
             infos = [leaf_info(x) for _, x in leaves]
             paths = [segs for segs, _ in leaves]
-            collected = _resolve_paths(checked, paths, infos, collect=True)
-            checked = checked.with_counts(collected.counts())
+            checked = checked.with_counts(collect_counts(checked, paths, infos))
         resolver = Resolver(checked, matcher_for(checked))
         labels = label_tree(resolver, params, leaves)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
@@ -579,41 +419,44 @@ def compile(
             uncovered.extend(_uncovered(resolver, params))
             return ["/".join(seg) for seg, _ in uncovered]
 
-        errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths)
-        warns = list(checked.warnings) + warns  # deprecated optax functions first
+        def per_leaf() -> tuple[tuple[int, ...], tuple[str | None, ...]]:
+            found = [
+                resolver.locate(segs, functools.partial(leaf_info, leaf))
+                for segs, leaf in leaf_segments(params)
+            ]
+            return tuple(o for o, _ in found), tuple(lab for _, lab in found)
+
+        resolution = finish(checked, resolver, uncovered_paths, per_leaf)
     except SpecError as err:
         raise SpecError(err.diagnostics) from None
     # A whole Equinox module has leaves that are not parameters (activation functions,
     # Dropout's `p`): say so, rather than only suggest rules for them.
     kinds = sorted({type(leaf).__name__ for _, leaf in uncovered if not _is_array_like(leaf)})
-    if kinds:
-        errors[0] = dataclasses.replace(
-            errors[0],
+    if kinds and resolution.errors:
+        first = dataclasses.replace(
+            resolution.errors[0],
             hint=f"some uncovered leaves are not arrays ({', '.join(kinds)}): for an "
             "Equinox module, compile against `eqx.filter(model, eqx.is_array)`; otherwise "
             "add rules for them, or a catch-all as the last rule: `** -> frozen`",
         )
-    if strict:
-        errors += [dataclasses.replace(w, severity="error") for w in warns]
-    if errors:
-        raise SpecError(errors)
-    for w in warns:
-        warnings.warn(w.render(), SpecWarning, stacklevel=3)
+        resolution = dataclasses.replace(resolution, errors=(first, *resolution.errors[1:]))
+    return resolution, labels, resolver
+
+
+def _transforms(
+    spec: ast.Spec, resolution: Resolution
+) -> tuple[dict[str, optax.GradientTransformation], frozenset[str], dict[str, int]]:
+    """Every label's optax transformation, the frozen labels, the unfreeze steps."""
+    checked = resolution.checked
     transforms: dict[str, optax.GradientTransformation] = {}
-    frozen_labels = set()
-    unfreeze: dict[str, int] = {}
-    rule_of = {cr.label: cr for cr in checked.rules}
-    for label, action in resolver.used_actions().items():
-        if action is None:
+    for label, la in resolution.actions.items():
+        if la.frozen:
             transforms[label] = frozen()
-            frozen_labels.add(label)
             continue
         try:
-            transforms[label] = _build_action(action)
+            transforms[label] = build_action(la.action)
         except (TypeError, ValueError) as exc:
-            cr = rule_of.get(label.split("[", 1)[0]) or next(
-                r for r in checked.rules if label.startswith(r.label)
-            )
+            cr = checked.rules[la.rules[0]] if la.rules else checked.rules[0]
             mismatch = isinstance(exc, OptaxMismatch)
             raise SpecError(
                 [
@@ -629,12 +472,9 @@ def compile(
                     )
                 ]
             ) from None
-        if isinstance(action, Until):
-            assert isinstance(action.at, int)
-            unfreeze[label] = action.at
     for stmt, value in zip(spec.globals, checked.globals):
         try:
-            _build(value)
+            build(value)
         except OptaxMismatch as exc:
             raise SpecError(
                 [
@@ -645,23 +485,7 @@ def compile(
                     )
                 ]
             ) from None
-    labels_for = _labeler(resolver, params, labels)
-    part = optax.partition(transforms, labels_for)
-    frozen_set = frozenset(frozen_labels)
-    tx = _with_globals(checked, part, labels_for, unfreeze, frozen_set)
-    actions = {lab: a for lab, a in resolver.used_actions().items() if lab in transforms}
-    return Plan(
-        spec,
-        checked,
-        labels,
-        transforms,
-        tx,
-        tuple(warns),
-        frozen_set,
-        unfreeze,
-        labels_for,
-        actions,
-    )
+    return transforms, resolution.frozen_labels, resolution.unfreeze_steps
 
 
 def _checked(spec: ast.Spec, values: dict[str, Any]) -> CheckedSpec:
@@ -682,15 +506,6 @@ def _checked(spec: ast.Spec, values: dict[str, Any]) -> CheckedSpec:
             memo.clear()
         checked = memo[key] = check_spec(spec, values)
     return checked
-
-
-def _build_action(action: Action) -> optax.GradientTransformation:
-    assert action is not None and not isinstance(action, Unset)
-    if isinstance(action, Until):
-        assert isinstance(action.at, int)
-        return frozen_until(action.at, _build(action.then))
-    built: optax.GradientTransformation = _build(action)
-    return built
 
 
 def optimizer(spec: ast.Spec | str, params: Any, /, **values: Any) -> optax.GradientTransformation:
