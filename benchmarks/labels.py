@@ -44,11 +44,11 @@ if importlib.util.find_spec("partspec") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import partspec
-from partspec.resolution import resolver as coverage
-from partspec.language import ast
-from partspec.language.checker import check_spec
 from partspec.jax.plan import _checked as checked_for
 from partspec.jax.tree import label_tree
+from partspec.language import ast
+from partspec.language.checker import check_spec
+from partspec.resolution import resolver as coverage
 
 # ------------------------------------------------------------------ the tree
 

@@ -36,7 +36,9 @@ def assert_format_round_trip(text: str) -> str:
     return formatted
 
 
-def label_paths(checked: Any, paths: Any, leaves: Any = None) -> tuple[list[Any], list[Any], list[Any]]:
+def label_paths(
+    checked: Any, paths: Any, leaves: Any = None
+) -> tuple[list[Any], list[Any], list[Any]]:
     """``(labels, errors, warnings)`` of paths, from :func:`partspec.resolution.resolve_paths`."""
     from partspec.resolution import resolve_paths
 

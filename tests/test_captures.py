@@ -17,11 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
+from partspec.jax.tree import leaf_paths
 from partspec.language import ast
 from partspec.language.values import Unset
 from partspec.matching.captures import extract_captures
 from partspec.matching.globs import compile_patterns
-from partspec.jax.tree import leaf_paths
 from tests import strategies as S
 
 

@@ -11,11 +11,11 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 import partspec
+from partspec.jax.tree import leaf_segments
 from partspec.language import ast
 from partspec.language.formatter import format_pattern, format_spec
 from partspec.language.parser import parse_syntax
 from partspec.matching.globs import compile_patterns, compile_rules
-from partspec.jax.tree import leaf_segments
 from tests import strategies as S
 from tests.assertions import bits
 

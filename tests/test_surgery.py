@@ -20,9 +20,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import partspec
+from partspec.jax.tree import leaf_paths
 from partspec.language.formatter import format_pattern
 from partspec.language.parser import parse_syntax
-from partspec.jax.tree import leaf_paths
 from tests import strategies as S
 
 ROOT = Path(__file__).resolve().parent.parent
