@@ -11,7 +11,7 @@ install does):
 * ``python -m partspec check SPEC --tree MANIFEST``;
 * ``python -c "import jax"``.
 
-It also checks, in a subprocess that calls ``partspec.cli.main`` directly, that checking
+It also checks, in a subprocess that calls ``partspec.tools.cli.main`` directly, that checking
 the manifest leaves ``jax`` out of ``sys.modules``.
 
 Usage::
@@ -84,7 +84,7 @@ def build_leaves(n: int) -> tuple[list[tuple[list[str], list[int]]], int]:
 
 def manifest_text(leaves: list[tuple[list[str], list[int]]]) -> str:
     try:
-        from partspec.manifest import Leaf, dump_manifest
+        from partspec.tools.manifest import Leaf, dump_manifest
     except ImportError:  # pragma: no cover - an older partspec without manifests
         doc = {
             "format": "partspec-manifest",
@@ -181,7 +181,7 @@ def assert_no_jax(spec: Path, manifest: Path) -> None:
     """`pspec check` on a manifest, in a fresh interpreter: `jax` must stay unimported."""
     code = (
         "import io, sys\n"
-        "from partspec.cli import main\n"
+        "from partspec.tools.cli import main\n"
         "out = io.StringIO()\n"
         "rc = main(['check', '--strict', sys.argv[1], '--tree', sys.argv[2]], out=out)\n"
         "assert rc == 0, out.getvalue()\n"

@@ -2,11 +2,11 @@
 
 Shows: a linen classifier trains under checkpoint_resume.pspec; its `TrainState` is saved
 with an Orbax `CheckpointManager` (`ocp.args.StandardSave`); the head's learning rate is
-edited in the spec (0.01 -> 0.003); `partspec.diff` says beforehand that the checkpoint
+edited in the spec (0.01 -> 0.003); `partspec.tools.diff` says beforehand that the checkpoint
 still restores (the head's rule is named `as head`); the state is restored into an
 abstract target from `jax.eval_shape` (`ocp.args.StandardRestore`), bit for bit, and
 training continues with the saved Adam moments at the new rate. Then the same edit
-without `as head`: `partspec.diff` predicts the failure and Orbax refuses the checkpoint.
+without `as head`: `partspec.tools.diff` predicts the failure and Orbax refuses the checkpoint.
 Guide: docs/checkpoints.md. Synthetic data, CPU, a few seconds.
 
     python examples/checkpoint_resume.py
@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 import partspec
-from partspec.diff import diff, render_diff
+from partspec.tools.diff import diff, render_diff
 
 SPEC = Path(__file__).with_name("checkpoint_resume.pspec")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from partspec._version import __version__
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.language.ast import Spec, register_hook
 from partspec.language.checker import CheckedSpec, check_spec
@@ -33,9 +34,8 @@ if TYPE_CHECKING:
     import optax
 
     from partspec.jax.plan import Plan
-    from partspec.jax.surgery import TransferReport, replace, reset_state, select, transfer
+    from partspec.tools.surgery import TransferReport, replace, reset_state, select, transfer
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckedSpec",
@@ -127,7 +127,7 @@ def optimizer(spec: Spec | str, params: Any, /, **values: Any) -> optax.Gradient
     return compile(spec, params, **values).tx
 
 
-#: Model surgery (partspec.jax.surgery imports JAX and optax, so it is imported on first use).
+#: Model surgery (partspec.tools.surgery imports JAX and optax, so it is imported on first use).
 _SURGERY = frozenset({"TransferReport", "replace", "reset_state", "select", "transfer"})
 
 
@@ -137,7 +137,7 @@ def __getattr__(name: str) -> Any:
 
         return Plan
     if name in _SURGERY:
-        from partspec.jax import surgery
+        from partspec.tools import surgery
 
         return getattr(surgery, name)
     raise AttributeError(f"module 'partspec' has no attribute {name!r}")

@@ -2,6 +2,6 @@
 
 import sys
 
-from partspec.cli import main
+from partspec.tools.cli import main
 
 sys.exit(main())

@@ -3,9 +3,9 @@
 The optimizer state of a spec is an ``optax.PartitionState`` keyed by label. These tests
 pin down what Orbax does with it: a round trip is bit-identical; a label named with `as`
 survives an edit of its learning rate, and the restored Adam moments are used; an edit
-that changes the state's structure makes Orbax raise, and ``partspec.diff`` predicts it
+that changes the state's structure makes Orbax raise, and ``partspec.tools.diff`` predicts it
 without a checkpoint; two changes Orbax accepts silently (a dtype change, state that is
-no longer needed) are flagged by ``partspec.diff`` all the same.
+no longer needed) are flagged by ``partspec.tools.diff`` all the same.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from flax.training import train_state
 
 import partspec
-from partspec.diff import diff
+from partspec.tools.diff import diff
 
 
 class Classifier(nn.Module):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import partspec
-from partspec.cli import main
+from partspec.tools.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "cli"
 

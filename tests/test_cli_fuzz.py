@@ -1,7 +1,7 @@
 """`pspec` never crashes: any bytes as a spec, any JSON as a manifest, exit 0, 1 or 2.
 
 Hypothesis writes random spec files and random tree manifests and runs
-`partspec.cli.main` on them in-process; two subprocess runs check that garbage input ends
+`partspec.tools.cli.main` on them in-process; two subprocess runs check that garbage input ends
 in a message, not a traceback. Bounded by the Hypothesis profile (`tests/conftest.py`).
 """
 
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partspec.cli import main
+from partspec.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

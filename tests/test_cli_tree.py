@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partspec.cli import main
+from partspec.tools.cli import main
 
 SPEC = """param lr = 1e-3
 backbone/** -> frozen
@@ -205,7 +205,7 @@ def test_check_on_a_manifest_does_not_import_jax(tmp_path: Path) -> None:
     write_json(tmp_path)
     code = (
         "import sys\n"
-        "from partspec.cli import main\n"
+        "from partspec.tools.cli import main\n"
         "rc = main(['check', 's.pspec', '--tree', 'tree.json'])\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('jax', 'optax', 'flax')]\n"
         "assert not loaded, loaded\n"

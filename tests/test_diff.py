@@ -1,4 +1,5 @@
-"""`partspec.diff` and `pspec diff`: will a checkpoint made under one spec restore under another?
+"""`partspec.tools.diff` and `pspec diff`: does a checkpoint made under one spec restore
+under another?
 
 The verdicts are checked against real Orbax restores in tests/test_checkpoints.py.
 """
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 import pytest
 
 import partspec
-from partspec.cli import main
-from partspec.diff import (
+from partspec.tools.cli import main
+from partspec.tools.diff import (
     MAX_LISTED,
     DiffReport,
     LeafChange,
@@ -28,7 +29,7 @@ from partspec.diff import (
     render_diff,
     render_json,
 )
-from partspec.manifest import Leaf, dump_manifest
+from partspec.tools.manifest import Leaf, dump_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 

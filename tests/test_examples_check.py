@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from partspec.cli import main
+from partspec.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -57,7 +57,7 @@ SOURCES = {"vit_finetune": "vit_b16"}
 @pytest.mark.parametrize("manifest", sorted(EXAMPLES.glob("*.tree.json")), ids=lambda p: p.name)
 def test_manifest_is_up_to_date(manifest: Path, monkeypatch: pytest.MonkeyPatch):
     # What `pspec tree examples.MODULE:params -o examples/X.tree.json` writes today.
-    from partspec.manifest import dump_manifest, load_leaves
+    from partspec.tools.manifest import dump_manifest, load_leaves
 
     stem = manifest.name.removesuffix(".tree.json")
     module = SOURCES.get(stem, stem)
@@ -70,7 +70,7 @@ def test_manifest_is_up_to_date(manifest: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_vit_manifest_is_vit_b16():
-    from partspec.manifest import load_leaves
+    from partspec.tools.manifest import load_leaves
 
     leaves = load_leaves(str(EXAMPLES / "vit_b16.tree.json"))
     total = 0

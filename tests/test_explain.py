@@ -1,4 +1,4 @@
-"""``partspec.explain``: counts, bytes and optimizer state per rule and label, rendering."""
+"""``partspec.tools.explain``: counts, bytes and optimizer state per rule and label, rendering."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ import optax
 import pytest
 
 import partspec
-from partspec import explain as explain_mod
-from partspec.explain import explain, human_bytes, optimizer_state_bytes, render_json, render_text
-from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
+from partspec.tools import explain as explain_mod
+from partspec.tools.explain import (
+    explain,
+    human_bytes,
+    optimizer_state_bytes,
+    render_json,
+    render_text,
+)
+from partspec.tools.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
 # A transfer-learning classifier: a pretrained backbone and a new head.
 LEAVES = [

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import partspec
-from partspec import manifest
-from partspec.cli import main
 from partspec.diagnostics import MAX_SOURCE_WIDTH, MAX_TEXT
 from partspec.language import files
-from partspec.manifest import TreeInputError, load_leaves
+from partspec.tools import manifest
+from partspec.tools.cli import main
+from partspec.tools.manifest import TreeInputError, load_leaves
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
 

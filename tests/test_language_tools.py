@@ -10,9 +10,9 @@ import optax
 import pytest
 
 import partspec
-from partspec.diff import GLOBAL_LABEL, diff
-from partspec.explain import explain
-from partspec.manifest import Leaf
+from partspec.tools.diff import GLOBAL_LABEL, diff
+from partspec.tools.explain import explain
+from partspec.tools.manifest import Leaf
 
 LEAVES = [
     Leaf(("backbone", "kernel"), (8, 8), "float32"),
@@ -130,7 +130,7 @@ def test_sharded_init_with_until_and_globals_keeps_state_on_the_mesh() -> None:
 
 
 def test_explain_reports_when_each_label_starts_training() -> None:
-    from partspec.explain import render_text
+    from partspec.tools.explain import render_text
 
     report = explain(SPEC, LEAVES)
     starts = {row["label"]: row["unfreeze_at"] for row in report["labels"]}

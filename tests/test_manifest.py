@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from partspec.language.vocabulary import LEAF_DTYPES
-from partspec.manifest import (
+from partspec.tools.manifest import (
     FILE_EXTENSIONS,
     MAX_LEAF_SIZE,
     Leaf,
@@ -239,7 +239,7 @@ def test_json_does_not_import_jax_or_optax(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        from partspec.manifest import load_leaves
+        from partspec.tools.manifest import load_leaves
         assert load_leaves({src!r})[0].shape == (2, 2)
         heavy = sorted(m for m in ("jax", "optax", "flax", "numpy") if m in sys.modules)
         assert not heavy, heavy
@@ -597,7 +597,7 @@ def test_orbax_metadata_needs_no_jax(orbax_dirs: dict[str, Path]) -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        from partspec.manifest import load_leaves
+        from partspec.tools.manifest import load_leaves
         assert len(load_leaves({str(orbax_dirs["items"])!r})) == 6
         assert len(load_leaves({str(orbax_dirs["plain"])!r})) == 6
         heavy = sorted(m for m in ("jax", "optax", "flax", "orbax") if m in sys.modules)
@@ -819,7 +819,7 @@ def test_a_missing_file_name_never_runs_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--tree model:v2.json`` for a missing file must not import ``./model.py``."""
-    from partspec.cli import main
+    from partspec.tools.cli import main
 
     marker = tmp_path / "ran"
     (tmp_path / "model.py").write_text(
@@ -852,7 +852,7 @@ def test_one_dtype_vocabulary_for_manifests_conditions_and_explain(
     tmp_path: Path, dtype: str
 ) -> None:
     """A manifest could declare float4_e2m1fn, which `where dtype == ...` rejected."""
-    from partspec.cli import main
+    from partspec.tools.cli import main
 
     path = write(
         tmp_path / "t.json",
@@ -870,8 +870,8 @@ def test_one_dtype_vocabulary_for_manifests_conditions_and_explain(
 
 
 def test_every_reader_maps_into_the_vocabulary() -> None:
-    from partspec import manifest
     from partspec.language.vocabulary import OPTAX_DTYPES
+    from partspec.tools import manifest
 
     assert set(manifest.SAFETENSORS_DTYPES.values()) <= LEAF_DTYPES
     assert set(manifest._TYPESTR.values()) <= LEAF_DTYPES
@@ -898,7 +898,7 @@ def test_every_reader_refuses_shapes_no_array_can_have(tmp_path: Path, shape: li
 
 @given(st.lists(st.integers(-3, 2**64), max_size=4))
 def test_a_shape_is_read_iff_an_int64_can_count_its_elements(dims: list[int]) -> None:
-    from partspec.manifest import leaves_from_json
+    from partspec.tools.manifest import leaves_from_json
 
     ok = all(d >= 0 for d in dims) and math.prod(dims) <= MAX_LEAF_SIZE
     try:

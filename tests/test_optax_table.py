@@ -151,7 +151,7 @@ def test_deprecations_agree_with_the_installed_optax(name: str) -> None:
 
 
 def test_deprecated_functions_and_keywords_warn_where_they_are_used(tmp_path: Any) -> None:
-    from partspec.cli import main
+    from partspec.tools.cli import main
 
     text = "a -> optimistic_adam(1e-3)\nb -> noisy_sgd(0.1, seed=3)\nc -> sgd(0.1)\n"
     with pytest.warns(partspec.SpecWarning) as record:

@@ -119,7 +119,7 @@ def test_nothing_under_the_temp_dir_is_read(tmp_path: pathlib.Path) -> None:
                 opened.append(args[0])
         sys.addaudithook(hook)
         import partspec
-        from partspec.cli import main
+        from partspec.tools.cli import main
         partspec.parse("a/** -> frozen")
         main(["fmt", "--check", {str(EXAMPLES / "transfer_learning.pspec")!r}])
         print("OPENED", opened)

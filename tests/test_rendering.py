@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec.cli import main
 from partspec.diagnostics import source_lines
-from partspec.explain import explain, render_text
-from partspec.manifest import Leaf
+from partspec.tools.cli import main
+from partspec.tools.explain import explain, render_text
+from partspec.tools.manifest import Leaf
 
 SURROGATE = "a\ud800"
 ESCAPE = "k\x1b[2J\x1b]0;owned\x07"

@@ -1,4 +1,4 @@
-"""Model surgery: select, replace, transfer and reset_state (partspec.jax.surgery)."""
+"""Model surgery: select, replace, transfer and reset_state (partspec.tools.surgery)."""
 
 from __future__ import annotations
 
@@ -669,10 +669,10 @@ def test_surgery_names_are_lazy():
         "assert 'jax' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    import partspec.jax.surgery
+    import partspec.tools.surgery
 
-    assert partspec.select is partspec.jax.surgery.select
-    assert partspec.TransferReport is partspec.jax.surgery.TransferReport
+    assert partspec.select is partspec.tools.surgery.select
+    assert partspec.TransferReport is partspec.tools.surgery.TransferReport
 
 
 def test_docs_examples_run():
@@ -763,7 +763,7 @@ def test_bad_where_clauses_are_errors(pattern: str, code: str) -> None:
 
 
 def test_explain_leaves_honours_where(tmp_path: Path) -> None:
-    from partspec.cli import main
+    from partspec.tools.cli import main
 
     (tmp_path / "s.pspec").write_text("** -> adam(1e-3)\n")
     tree = tmp_path / "t.json"

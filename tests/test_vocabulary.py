@@ -8,7 +8,6 @@ import re
 import pytest
 
 import partspec
-from partspec import manifest
 from partspec.language import ast
 from partspec.language.formatter import format_pattern
 from partspec.language.parser import grammar_text, parse_syntax
@@ -19,6 +18,7 @@ from partspec.language.vocabulary import (
     LEAF_PROPERTIES,
     OPTAX_DTYPES,
 )
+from partspec.tools import manifest
 
 
 def test_the_grammars_keywords_are_the_vocabularys() -> None:

@@ -29,11 +29,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
-from partspec.cli import main
 from partspec.jax.tree import leaf_info, leaf_segments
 from partspec.language.parser import parse_syntax
 from partspec.language.values import LeafInfo
-from partspec.manifest import Leaf, dump_manifest, load_leaves
+from partspec.tools.cli import main
+from partspec.tools.manifest import Leaf, dump_manifest, load_leaves
 from tests.assertions import assert_bitwise_equal, label_paths
 
 BF16 = jnp.bfloat16

@@ -10,7 +10,7 @@ computes both abstract states with ``jax.eval_shape(plan.tx.init, tree)`` (nothi
 allocated) and compares them, label by label and leaf by leaf.
 
 >>> import partspec
->>> from partspec.manifest import Leaf
+>>> from partspec.tools.manifest import Leaf
 >>> leaves = [Leaf(("backbone", "kernel"), (16, 32), "float32"),
 ...           Leaf(("head", "kernel"), (32, 4), "float32")]
 >>> old = partspec.parse("backbone/** -> frozen\\nhead/** -> adam(1e-3)")
@@ -68,7 +68,7 @@ from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.language import ast
 from partspec.language.load import parse
 from partspec.language.values import OptaxCall, ScaledSchedule, Unset, Until
-from partspec.manifest import Leaf, leaves_to_shape_tree
+from partspec.tools.manifest import Leaf, leaves_to_shape_tree
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -417,7 +417,7 @@ def diff(
       old: the spec a checkpoint was made under (text is parsed).
       new: the edited spec.
       leaves_or_params: the parameter structure: a list of
-        :class:`~partspec.manifest.Leaf` (as ``pspec tree`` manifests hold), or any
+        :class:`~partspec.tools.manifest.Leaf` (as ``pspec tree`` manifests hold), or any
         parameter pytree (arrays or ``jax.ShapeDtypeStruct``; only the structure is used).
       old_values, new_values: values for each spec's ``param`` declarations.
 

@@ -1,13 +1,13 @@
 """``pspec explain``: what a spec does to one model, leaf by leaf, rule by rule.
 
 :func:`explain` compiles a spec against a parameter *structure* (a list of
-:class:`~partspec.manifest.Leaf`: path, shape, dtype; never arrays) and reports, per
+:class:`~partspec.tools.manifest.Leaf`: path, shape, dtype; never arrays) and reports, per
 rule and per label, how many leaves and parameters it owns, how many bytes they take,
 and how many bytes of optimizer state optax will allocate for them.
 :func:`render_text` and :func:`render_json` print the report.
 
 >>> import partspec
->>> from partspec.manifest import Leaf
+>>> from partspec.tools.manifest import Leaf
 >>> leaves = [Leaf(("backbone", "kernel"), (16, 32), "float32"),
 ...           Leaf(("head", "kernel"), (32, 4), "float32"),
 ...           Leaf(("head", "bias"), (4,), "float32")]
@@ -109,8 +109,8 @@ from partspec.language.formatter import format_expr, format_pattern
 from partspec.language.load import parse
 from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo
-from partspec.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 from partspec.resolution.resolver import Resolver
+from partspec.tools.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
 __all__ = [
     "SCHEMA_VERSION",

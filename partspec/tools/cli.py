@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from partspec import __version__
+from partspec._version import __version__
 from partspec.diagnostics import Diagnostic, SpecError, clip, printable
 from partspec.diagnostics.render import FORMATS, RENDERERS
 from partspec.language.includes import STDIN, STDIN_NAME
@@ -105,7 +105,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _load_tree(source: str) -> list[Any]:
-    from partspec.manifest import TreeInputError, load_leaves
+    from partspec.tools.manifest import TreeInputError, load_leaves
 
     try:
         return load_leaves(source)
@@ -273,8 +273,8 @@ def _same_meaning(old: Spec, new: Spec, name: str) -> None:
 
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    from partspec.explain import explain, render_json, render_text
     from partspec.language.parser import parse_selector
+    from partspec.tools.explain import explain, render_json, render_text
 
     values = _parse_set(args.set)
     if args.leaves is not None:
@@ -307,8 +307,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pspec diff OLD NEW --tree TREE``: 0 if a checkpoint made under OLD restores under NEW."""
-    from partspec.diff import diff, render_diff, render_json
-    from partspec.manifest import TreeInputError
+    from partspec.tools.diff import diff, render_diff, render_json
+    from partspec.tools.manifest import TreeInputError
 
     values = _parse_set(args.set)
     specs: list[Spec] = []
@@ -344,7 +344,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
-    from partspec.manifest import dump_manifest
+    from partspec.tools.manifest import dump_manifest
 
     if ":" not in args.source:
         raise _Usage(f"expected MODULE:CALLABLE, got {args.source!r}")
