@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import partspec
 from partspec.diagnostics import Span
-from partspec.language import parser
-from partspec.language._parsergen import TABLES, build, render
+from partspec.language import grammar, parser
+from partspec.language.grammar import TABLES, build, render
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -32,15 +32,15 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
     "freshly built parser is tested below",
 )
 def test_committed_tables_are_generated_from_the_grammar() -> None:
-    assert TABLES.read_text(encoding="utf-8") == render(parser.grammar_text()), (
-        "partspec/parser_tables.json is stale: run python -m partspec.language._parsergen"
+    assert TABLES.read_text(encoding="utf-8") == render(grammar.grammar_text()), (
+        "partspec/parser_tables.json is stale: run python -m partspec.language"
     )
 
 
 def test_render_is_the_same_every_run() -> None:
     # Lark numbers states by sets of objects hashed by identity; the tables are renumbered.
-    grammar = parser.grammar_text()
-    assert render(grammar) == render(grammar)
+    text = grammar.grammar_text()
+    assert render(text) == render(text)
 
 
 SAMPLES = [
@@ -75,12 +75,12 @@ def test_tables_parse_like_a_freshly_built_parser(
 
     from_tables = outcome()
     fresh = build(
-        parser.grammar_text(),
-        postlex=parser._PostLex(),
-        lexer_callbacks={"COMMENT": parser._on_comment},
-        tree_class=parser._Node,
+        grammar.grammar_text(),
+        postlex=grammar._PostLex(),
+        lexer_callbacks={"COMMENT": grammar._on_comment},
+        tree_class=grammar._Node,
     )
-    monkeypatch.setattr(parser, "_parser", lambda: fresh)
+    monkeypatch.setattr(parser, "lark_parser", lambda: fresh)
     assert outcome() == from_tables
 
 
@@ -97,7 +97,7 @@ def _spans(node: object) -> list[object]:
 
 def test_partspec_tracks_positions_itself() -> None:
     """Lark's propagate_positions costs a third of the parse; the hook must stay active."""
-    assert parser._parser().options.propagate_positions is False
+    assert grammar.lark_parser().options.propagate_positions is False
 
 
 def test_nothing_under_the_temp_dir_is_read(tmp_path: pathlib.Path) -> None:
@@ -156,7 +156,7 @@ REFERENCE_TERMINALS = {
 
 
 def _grammar_terminal(name: str) -> str:
-    for line in parser.grammar_text().splitlines():
+    for line in grammar.grammar_text().splitlines():
         if line.startswith(f"{name}: /"):
             return line[len(name) + 3 : -1]
     raise AssertionError(name)

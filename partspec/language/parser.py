@@ -11,14 +11,11 @@
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from lark import Lark, Token, Tree
+from lark import Token, Tree
 from lark.exceptions import (
     LarkError,
     UnexpectedCharacters,
@@ -30,6 +27,13 @@ from lark.exceptions import (
 from partspec.diagnostics import Diagnostic, Span, SpecError, clip, source_lines
 from partspec.language import ast
 from partspec.language._gc import no_gc
+from partspec.language.grammar import (
+    MAX_NESTING,
+    NestingError,
+    collect_comments,
+    grammar_text,
+    lark_parser,
+)
 from partspec.language.vocabulary import KEYWORDS
 
 __all__ = [
@@ -43,8 +47,6 @@ __all__ = [
     "parse_syntax",
 ]
 
-#: Brackets, braces and operators may nest this deep; deeper is error E102.
-MAX_NESTING = 100
 #: Parse trees (operators, calls, lists, braces) may be this deep; deeper is error E102.
 MAX_DEPTH = 200
 #: A single pattern may have at most this many glob nodes (error E205).
@@ -64,150 +66,6 @@ _KEYWORD_SEGMENT = re.compile(
 # ---------------------------------------------------------------- grammar factory
 
 
-def grammar_text() -> str:
-    """The text of the Lark grammar, as shipped inside the package."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "grammar" / "pspec.lark"  # inside an installed wheel
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    # A source checkout (or an editable install): the grammar lives at the top level.
-    return (here.parents[1] / "grammar" / "pspec.lark").read_text(encoding="utf-8")
-
-
-_comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("_comments")
-
-
-def _on_comment(tok: Token) -> Token:
-    sink = _comments.get(None)
-    if sink is not None:
-        sink.append(tok)
-    return tok
-
-
-class _NestingError(Exception):
-    def __init__(self, tok: Token):
-        self.tok = tok
-
-
-class _PostLex:
-    """Drops newlines inside brackets and bounds bracket nesting."""
-
-    always_accept = ("_SEP",)
-    _OPEN = frozenset({"_LPAR", "_LSQB", "LBRACE"})
-    _CLOSE = frozenset({"_RPAR", "_RSQB", "RBRACE"})
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = 0
-        for tok in stream:
-            if tok.type in self._OPEN:
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise _NestingError(tok)
-            elif tok.type in self._CLOSE:
-                depth = max(0, depth - 1)
-            elif tok.type == "_SEP" and depth > 0 and tok.value != ";":
-                continue
-            yield tok
-
-
-class _Node(Tree):
-    """A parse-tree node that knows its first and last tokens.
-
-    ``start``/``end`` span the node's own symbols; ``cstart``/``cend`` (its
-    "container") also cover the tokens of rules that were inlined into it, such as the
-    parentheses around an expression, exactly as Lark's ``propagate_positions``
-    computes ``meta`` (which costs a third of the parse).
-    """
-
-    # Class defaults: most nodes are made and thrown away by inlining, so they are
-    # not set in ``__init__`` (Tree's own).
-    start: Token | None = None
-    end: Token | None = None
-    cstart: Token | None = None
-    cend: Token | None = None
-
-
-def _track_positions(callback: Any) -> Any:
-    """Wrap one rule's tree-building callback to record its node's first and last tokens.
-
-    The callback gets the rule's symbols before Lark filters out punctuation, so a
-    call's span ends at its ``)``.
-    """
-
-    def build(children: list[Any]) -> Any:
-        res = callback(children)
-        if isinstance(res, _Node):
-            first = last = None
-            for c in children:
-                first = c.cstart if isinstance(c, _Node) else c
-                if first is not None:
-                    break
-            for c in reversed(children):
-                last = c.cend if isinstance(c, _Node) else c
-                if last is not None:
-                    break
-            if first is not None:
-                if res.start is None:
-                    res.start = first
-                res.cstart = first
-            if last is not None:
-                if res.end is None:
-                    res.end = last
-                res.cend = last
-        return res
-
-    return build
-
-
-def _hook_positions(lark: Lark) -> bool:
-    """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found."""
-    callbacks = getattr(lark, "_callbacks", None)
-    lalr = getattr(getattr(getattr(lark, "parser", None), "parser", None), "parser", None)
-    if not isinstance(callbacks, dict):
-        return False  # pragma: no cover - a lark whose internals moved
-    if getattr(lalr, "callbacks", None) is not callbacks:
-        return False  # pragma: no cover
-    table = cast("dict[Any, Any]", callbacks)
-    for rule, callback in list(table.items()):
-        table[rule] = _track_positions(callback)
-    return True
-
-
-@functools.cache
-def _parser() -> Lark:
-    """The parser, built once: from the tables generated into the package.
-
-    Nothing is read from (or written to) a cache outside the package: Lark's own
-    ``cache=True`` unpickles a file from the shared temporary directory. When the
-    grammar no longer matches the tables (a grammar edited in a source checkout), it
-    is analysed afresh (about 100 ms), never cached.
-
-    Positions are tracked by :func:`_track_positions` rather than by Lark's
-    ``propagate_positions`` (the same spans, in half the time); should a lark release
-    move the callbacks it wraps, Lark's own tracking is used.
-    """
-    from partspec.language._parsergen import TABLES, build, grammar_digest, load_tables
-
-    def make(positions: bool) -> Lark:
-        options = {
-            "postlex": _PostLex(),
-            "lexer_callbacks": {"COMMENT": _on_comment},
-            "tree_class": _Node,
-            "propagate_positions": positions,
-        }
-        grammar = grammar_text()
-        try:
-            tables = load_tables(TABLES.read_text(encoding="utf-8"))
-            if tables["grammar_sha256"] == grammar_digest(grammar):
-                return Lark._load_from_dict(tables["data"], tables["memo"], **options)
-        except Exception:  # pragma: no cover - missing tables, or a lark that reads them otherwise
-            pass
-        return build(grammar, **options)
-
-    lark = make(positions=False)
-    return lark if _hook_positions(lark) else make(positions=True)
-
-
 # ---------------------------------------------------------------- entry points
 
 
@@ -217,16 +75,13 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
         raise TypeError(f"spec text must be str, not {type(text).__name__}")
     if text.startswith("\ufeff"):
         text = text[1:]
-    comments: list[Token] = []
-    token = _comments.set(comments)
-    try:
-        tree = _lark_parse(text, "start")
-        with no_gc():
-            statements = _Converter(text).convert(tree)
-    except SpecError as err:
-        raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
-    finally:
-        _comments.reset(token)
+    with collect_comments() as comments:
+        try:
+            tree = _lark_parse(text, "start")
+            with no_gc():
+                statements = _Converter(text).convert(tree)
+        except SpecError as err:
+            raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
     return ast.Spec(
         statements=statements,
         source=text,
@@ -265,9 +120,9 @@ def _lark_parse(text: str, start: str) -> Tree:
     """The parse tree of ``text`` from the grammar's ``start`` symbol, or a SpecError."""
     try:
         with no_gc():
-            tree: Tree = _parser().parse(text, start=start)
+            tree: Tree = lark_parser().parse(text, start=start)
             return tree
-    except _NestingError as exc:
+    except NestingError as exc:
         raise _error(
             "E102",
             f"brackets nested more than {MAX_NESTING} deep",
