@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from partspec._extras import needs
 from partspec._version import __version__
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
 from partspec.language.ast import Spec, register_hook
@@ -106,6 +107,7 @@ def compile(
 
     ``param`` values come as keyword arguments (``lr=1e-3``) or as ``values={...}``.
     """
+    needs("jax", "partspec.compile")
     from partspec.jax.plan import compile as _compile
 
     return _compile(spec, params, strict=strict, values=values, **kwvalues)
@@ -114,6 +116,7 @@ def compile(
 def apply_updates(params: Any, updates: Any) -> Any:
     """``optax.apply_updates``, bit-exact for frozen leaves on every backend; see
     :func:`partspec.jax.plan.apply_updates`."""
+    needs("jax", "partspec.apply_updates")
     from partspec.jax.plan import apply_updates as _apply
 
     return _apply(params, updates)
@@ -133,10 +136,12 @@ _SURGERY = frozenset({"TransferReport", "replace", "reset_state", "select", "tra
 
 def __getattr__(name: str) -> Any:
     if name == "Plan":
+        needs("jax", "partspec.Plan")
         from partspec.jax.plan import Plan
 
         return Plan
     if name in _SURGERY:
+        needs("jax", f"partspec.{name}")
         from partspec.tools import surgery
 
         return getattr(surgery, name)

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "partspec"
 #: earlier module of its own entry (within a package, the order of the inner list).
 ORDER: list[tuple[str, list[str]]] = [
     ("partspec._version", []),
+    ("partspec._extras", []),
     (
         "partspec.diagnostics",
         ["text", "render", "model", "errors", "suggest", "__init__"],

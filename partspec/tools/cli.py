@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from partspec._extras import MissingExtra, needs
 from partspec._version import __version__
 from partspec.diagnostics import Diagnostic, SpecError, clip, printable
 from partspec.diagnostics.render import FORMATS, RENDERERS
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+#: Commands that compile a spec or build a model: they need the `jax` extra.
+_NEEDS_JAX = frozenset({"explain", "diff", "tree"})
 #: Diagnostic codes that mean the input, not the spec, is bad (exit 2).
 _USAGE_CODES = frozenset({"E001", "E304"})
 
@@ -462,8 +465,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         )
         return EXIT_USAGE
     try:
+        if args.command in _NEEDS_JAX:
+            needs("jax", f"`pspec {args.command}`")
         return int(args.func(args, out))
-    except _Usage as exc:
+    except (_Usage, MissingExtra) as exc:
         print(f"pspec: error: {_shown(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `pspec ... | head`: stop quietly, as the Python docs advise

@@ -21,6 +21,7 @@ problem. The formats are documented in ``docs/manifest.md``.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
@@ -31,6 +32,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, NoReturn
 
+from partspec._extras import MissingExtra, needs
 from partspec.language.files import open_regular, read_regular
 from partspec.language.vocabulary import LEAF_DTYPES
 
@@ -535,6 +537,8 @@ def _load_npz(source: str) -> list[Leaf]:
     import zipfile
     import zlib
 
+    if importlib.util.find_spec("numpy") is None:  # it reads the .npy headers
+        _fail(source, "reading .npz headers needs numpy: pip install 'partspec[jax]' (or numpy)")
     import numpy as np
 
     fmt = np.lib.format
@@ -788,6 +792,11 @@ def _zarr_leaf(source: str, path: tuple[str, ...], file: str, blob: bytes) -> Le
 
 def _load_callable(source: str) -> list[Leaf]:
     import importlib
+
+    try:
+        needs("jax", "MODULE:CALLABLE")
+    except MissingExtra as exc:
+        _fail(source, str(exc))
 
     module_name, _, attr = source.partition(":")
     cwd = os.getcwd()
