@@ -259,19 +259,19 @@ def naive_match(pattern: ast.Pattern, path: tuple[str, ...]) -> bool:
     return _m(list(pattern.nodes), syms, 0, first=True)
 
 
+def _only_globstars(nodes: list[ast.GlobNode]) -> bool:
+    """``**``, ``**/**``, ...: whole ``**`` segments and nothing else."""
+    return len(nodes) % 2 == 1 and all(
+        isinstance(x, ast.GlobStar) if k % 2 == 0 else isinstance(x, ast.Sep)
+        for k, x in enumerate(nodes)
+    )
+
+
 def _m(nodes: list[ast.GlobNode], s: list[str | None], j: int, first: bool = False) -> bool:
     if not nodes:
         return j == len(s)
     n, rest = nodes[0], nodes[1:]
-    if (
-        isinstance(n, ast.Sep)
-        and not first
-        and len(rest) % 2 == 1
-        and all(
-            isinstance(x, ast.GlobStar) if k % 2 == 0 else isinstance(x, ast.Sep)
-            for k, x in enumerate(rest)
-        )
-    ):
+    if isinstance(n, ast.Sep) and not first and _only_globstars(rest):
         # "a/**" (or "a/**/**"): nothing more, or a separator and then anything.
         return j == len(s) or s[j] is _SEP
     if isinstance(n, ast.GlobStar):
@@ -556,12 +556,8 @@ def _c(
     def then(k: int, more: dict[str, str] | None = None) -> dict[str, str] | None:
         return _c(rest, s, k, {**caps, **more} if more else caps)
 
-    if (
-        isinstance(n, ast.Sep)
-        and not first
-        and len(rest) == 1
-        and isinstance(rest[0], ast.GlobStar)
-    ):
+    if isinstance(n, ast.Sep) and not first and _only_globstars(rest):
+        # "a/**" (or "a/**/**"): nothing more, or a separator and then anything.
         return dict(caps) if j == len(s) or s[j] is _SEP else None
     if isinstance(n, ast.GlobStar):
         if rest and isinstance(rest[0], ast.Sep):

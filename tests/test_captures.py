@@ -343,7 +343,7 @@ def test_non_numeric_capture_in_arithmetic_names_the_path_and_value() -> None:
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile(text, params)
     (d,) = info.value.diagnostics
-    assert d.code == "E403"
+    assert d.code == "E415"
     assert d.message.startswith('for `enc/layer/foo/w` (i = "foo"): cannot apply')
     assert (d.line, d.column) == (1, text.index("0.1 * i") + 1)
     assert d.hint is not None and "a rule of their own above it" in d.hint
@@ -360,7 +360,7 @@ def test_non_numeric_capture_compared_with_a_number_in_where_names_the_path() ->
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile("layer/<i>/** where i < 6 -> frozen\n** -> sgd(0.1)", params)
     d = info.value.diagnostics[0]
-    assert d.code == "E403"
+    assert d.code == "E418"
     assert d.message.startswith('for `layer/foo/w` (i = "foo"')
 
 

@@ -123,7 +123,7 @@ def test_missing_spec_is_unreadable_input(tmp_path: Path) -> None:
 def test_set_values_are_typed_and_checked(specs: Path) -> None:
     assert run("check", "good.pspec", "--set", "lr=0.1", cwd=specs)[0] == 0
     code, out = run("check", "good.pspec", "--set", "lr=fast", cwd=specs)
-    assert code == 1 and "E403" in out
+    assert code == 1 and "E416" in out
     code, out = run("check", "good.pspec", "--set", "lrr=0.1", cwd=specs)
     assert code == 2 and "unknown param `lrr`" in out and "did you mean `lr`" in out
 

@@ -346,14 +346,14 @@ def _col(text: str, needle: str) -> tuple[int, int]:
         (
             "head/** -> sgd(0.1)\nglobal 1.0",
             "1.0",
-            "E403",
+            "E413",
             "`global` takes a transform, such as `clip_by_global_norm(1.0)`, got a number",
             None,
         ),
         (
             "global linear_schedule(0.1, 0.0, 10)\nhead/** -> sgd(0.1)",
             "linear_schedule",
-            "E403",
+            "E413",
             "got a schedule",
             None,
         ),
@@ -374,7 +374,7 @@ def _col(text: str, needle: str) -> tuple[int, int]:
         (
             'global "clip"\nhead/** -> sgd(0.1)',
             '"clip"',
-            "E403",
+            "E413",
             "got a string",
             None,
         ),

@@ -69,7 +69,7 @@ def test_params_are_set_from_python_and_type_checked() -> None:
     assert jnp.all(updates["head"]["kernel"] == -0.5)
     with pytest.raises(partspec.SpecError) as info:
         spec.compile(PARAMS, lr="fast", momentum=0.0)
-    assert info.value.diagnostics[0].code == "E403"
+    assert info.value.diagnostics[0].code == "E416"
     with pytest.raises(partspec.SpecError) as info:
         spec.compile(PARAMS, lr=0.1)
     assert info.value.diagnostics[0].code == "E305"

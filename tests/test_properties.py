@@ -459,7 +459,7 @@ def test_label_tree_mirrors_params_with_captures(data: st.DataObject) -> None:
         with pytest.raises(partspec.SpecError) as info:
             _compile_quietly(ast.Spec(tuple(rules)), tree)
         (diag,) = info.value.diagnostics
-        assert diag.code == "E403"
+        assert diag.code == "E415"
         assert any(diag.message.startswith(f"for `{p}` (k = ") for p in bad), diag.message
         return
     plan = _compile_quietly(ast.Spec(tuple(rules)), tree)

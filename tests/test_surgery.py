@@ -743,8 +743,8 @@ def test_transfer_and_reset_state_honour_where() -> None:
 @pytest.mark.parametrize(
     ("pattern", "code"),
     [
-        ('** where dtype == "float33"', "E403"),  # an unknown dtype: an error, never ignored
-        ('** where ndim == "2"', "E403"),
+        ('** where dtype == "float33"', "E419"),  # an unknown dtype: an error, never ignored
+        ('** where ndim == "2"', "E418"),
         ("** where nope > 1", "E301"),
         ("a -> frozen", "E100"),  # a whole rule is not a selector
     ],

@@ -416,37 +416,37 @@ def _col(text: str, needle: str) -> tuple[int, int]:
         (
             "head/** -> sgd(0.1)\nbackbone/** -> frozen until -1 then sgd(1.0)",
             "-1",
-            "E403",
+            "E414",
             "`until` takes a number of updates (a non-negative integer), got an integer `-1`",
         ),
         (
             "head/** -> sgd(0.1)\nbackbone/** -> frozen until 1.5 then sgd(1.0)",
             "1.5",
-            "E403",
+            "E414",
             "got a number `1.5`",
         ),
         (
             'head/** -> sgd(0.1)\nbackbone/** -> frozen until "x" then sgd(1.0)',
             '"x"',
-            "E403",
+            "E414",
             "got a string",
         ),
         (
             "head/** -> sgd(0.1)\nbackbone/** -> frozen until true then sgd(1.0)",
             "true",
-            "E403",
+            "E414",
             "got a boolean",
         ),
         (
             "head/** -> sgd(0.1)\nbackbone/** -> frozen until 3 then 0.1",
             "0.1",
-            "E403",
+            "E412",
             "a rule's action must be `frozen` or an optimizer, got a number",
         ),
         (
             "head/** -> sgd(0.1)\nbackbone/** -> frozen until 3 then linear_schedule(1.0, 0.0, 5)",
             "linear_schedule",
-            "E403",
+            "E412",
             "got a schedule",
         ),
         (
@@ -478,7 +478,7 @@ def test_negative_until_from_a_param_is_an_error_at_compile() -> None:
     assert partspec.compile(spec, PARAMS, n=2).unfreeze_steps == {"frozen until n then sgd(1.0)": 2}
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile(spec, PARAMS, n=-3)
-    assert [(d.code, d.line) for d in info.value.diagnostics] == [("E403", 2)]
+    assert [(d.code, d.line) for d in info.value.diagnostics] == [("E414", 2)]
     assert "`-3`" in info.value.diagnostics[0].message
 
 
@@ -579,7 +579,7 @@ def test_until_beyond_int32_is_an_error_and_the_int32_limit_works() -> None:
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile(text, PARAMS)
     (d,) = info.value.diagnostics
-    assert (d.code, d.line, d.column) == ("E403", 1, text.index("3000") + 1)
+    assert (d.code, d.line, d.column) == ("E414", 1, text.index("3000") + 1)
     assert "2,147,483,647" in d.message
     plan = partspec.compile(text.replace("3000000000", str(2**31 - 1)), PARAMS)
     state = plan.tx.init(PARAMS)

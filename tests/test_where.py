@@ -290,7 +290,7 @@ def test_a_text_capture_compared_with_a_number_names_the_leaf() -> None:
     with pytest.raises(partspec.SpecError) as info:
         partspec.compile("layer/<i>/** where i < 2 -> frozen\n** -> sgd(0.1)", tree)
     (d,) = info.value.diagnostics
-    assert d.code == "E403"
+    assert d.code == "E418"
     assert d.message.startswith('for `layer/foo/w` (i = "foo"; shape [2], dtype float32): ')
     assert "cannot compare a string with an integer" in d.message
     assert d.hint is not None and "except" in d.hint
@@ -611,28 +611,28 @@ def caret_line(column: int, width: int) -> str:
 @pytest.mark.parametrize(
     ("body", "code", "marked", "message"),
     [
-        ("** where ndim -> frozen", "E403", "ndim", "a `where` condition must be true or false"),
-        ("** where dtype -> frozen", "E403", "dtype", "must be true or false, got a string"),
-        ("** where shape == 3 -> frozen", "E403", "shape == 3", "cannot compare a list with"),
-        ("** where dtype == 1 -> frozen", "E403", "dtype == 1", "cannot compare a string with"),
-        ('** where dtype == "bf16" -> frozen', "E403", '"bf16"', 'unknown dtype "bf16"'),
-        ('** where dtype in ["bf16"] -> frozen', "E403", '"bf16"', 'unknown dtype "bf16"'),
-        ('** where "a" < 1 -> frozen', "E403", '"a" < 1', "cannot compare a string with"),
-        ('** where "a" < "b" -> frozen', "E403", '"a" < "b"', "`<` compares numbers"),
-        ("** where shape < [3] -> frozen", "E403", "shape < [3]", "`<` compares numbers"),
-        ("** where ndim in 1 -> frozen", "E403", "1", "the right side of `in` must be a list"),
-        ('** where dtype in "float32" -> frozen', "E403", '"float32"', "must be a list"),
-        ("** where shape in [3] -> frozen", "E403", "shape in [3", "cannot compare a list"),
-        ("** where ndim[0] == 1 -> frozen", "E403", "ndim", "cannot index an integer"),
-        ("** where shape[0.5] == 1 -> frozen", "E403", "0.5", "a list index must be an integer"),
-        ("** where ndim > 1 and 3 -> frozen", "E403", "3", "the right side of `and`"),
-        ("** where size or ndim > 1 -> frozen", "E403", "size", "the left side of `or`"),
-        ("** where not ndim -> frozen", "E403", "ndim", "the operand of `not`"),
+        ("** where ndim -> frozen", "E417", "ndim", "a `where` condition must be true or false"),
+        ("** where dtype -> frozen", "E417", "dtype", "must be true or false, got a string"),
+        ("** where shape == 3 -> frozen", "E418", "shape == 3", "cannot compare a list with"),
+        ("** where dtype == 1 -> frozen", "E418", "dtype == 1", "cannot compare a string with"),
+        ('** where dtype == "bf16" -> frozen', "E419", '"bf16"', 'unknown dtype "bf16"'),
+        ('** where dtype in ["bf16"] -> frozen', "E419", '"bf16"', 'unknown dtype "bf16"'),
+        ('** where "a" < 1 -> frozen', "E418", '"a" < 1', "cannot compare a string with"),
+        ('** where "a" < "b" -> frozen', "E418", '"a" < "b"', "`<` compares numbers"),
+        ("** where shape < [3] -> frozen", "E418", "shape < [3]", "`<` compares numbers"),
+        ("** where ndim in 1 -> frozen", "E420", "1", "the right side of `in` must be a list"),
+        ('** where dtype in "float32" -> frozen', "E420", '"float32"', "must be a list"),
+        ("** where shape in [3] -> frozen", "E418", "shape in [3", "cannot compare a list"),
+        ("** where ndim[0] == 1 -> frozen", "E421", "ndim", "cannot index an integer"),
+        ("** where shape[0.5] == 1 -> frozen", "E421", "0.5", "a list index must be an integer"),
+        ("** where ndim > 1 and 3 -> frozen", "E417", "3", "the right side of `and`"),
+        ("** where size or ndim > 1 -> frozen", "E417", "size", "the left side of `or`"),
+        ("** where not ndim -> frozen", "E417", "ndim", "the operand of `not`"),
         # type errors are found in both branches, even where `or` would short-circuit
-        ("** where ndim == 1 or dtype == 1 -> frozen", "E403", "dtype == 1", "cannot compare"),
+        ("** where ndim == 1 or dtype == 1 -> frozen", "E418", "dtype == 1", "cannot compare"),
         ("let x = ndim", "E301", "ndim", "`ndim` is a property of a leaf"),
         ("** -> sgd(size)", "E301", "size", "`size` is a property of a leaf"),
-        ("** where shape[0] -> frozen", "E403", "shape[0]", "true or false, got an integer"),
+        ("** where shape[0] -> frozen", "E417", "shape[0]", "true or false, got an integer"),
         ("let size = 1", "E302", "size", "`size` names a property of a leaf"),
         ("param dtype = 1", "E302", "dtype", "`dtype` names a property of a leaf"),
         ("layer/<ndim>/** -> frozen", "E302", "layer/<ndim>/**", "capture `<ndim>` hides"),
@@ -1014,12 +1014,12 @@ def test_checking_never_evaluates_what_a_guard_skips(
 @pytest.mark.parametrize(
     ("cond", "code"),
     [
-        ('size > 1 or size + "a" > 1', "E403"),  # a type error behind a guard is still one
-        ("ndim > 1 and shape[1.5] == 2", "E403"),
-        ('size > 1 and dtype == "float33"', "E403"),
-        ("size > 1 and shape == 3", "E403"),
+        ('size > 1 or size + "a" > 1', "E415"),  # a type error behind a guard is still one
+        ("ndim > 1 and shape[1.5] == 2", "E421"),
+        ('size > 1 and dtype == "float33"', "E419"),
+        ("size > 1 and shape == 3", "E418"),
         ("ndim > 0 and 1 / 0 > 1", "E406"),  # constants have values when checking
-        ("size > 1 and (size - 1)", "E403"),  # not a boolean
+        ("size > 1 and (size - 1)", "E417"),  # not a boolean
     ],
 )
 def test_guarded_parts_are_still_type_checked(cond: str, code: str) -> None:

@@ -211,7 +211,7 @@ def _for_leaf(
         parts.append(f"shape {list(leaf.shape)}, dtype {leaf.dtype}")
     where = f" ({'; '.join(parts)})" if parts else ""
     hint = diag.hint
-    if any(isinstance(v, str) for v in captures.values()) and diag.code == "E403":
+    if any(isinstance(v, str) for v in captures.values()) and diag.code in ("E415", "E418"):
         hint = (
             "a capture is an integer only where its text is all digits: keep these paths "
             "out of the rule with `except`, or give them a rule of their own above it"
@@ -311,7 +311,7 @@ class _Checker(Evaluator):
             return value
         if not _is_transform(value):
             raise _diag(
-                "E403",
+                "E413",
                 f"`global` takes a transform, such as `clip_by_global_norm(1.0)`, got "
                 f"{type_name(value)}",
                 stmt.value.span,
@@ -359,7 +359,7 @@ class _Checker(Evaluator):
                 default = self.eval(stmt.default)
                 if _is_number(default) and not _is_number(value) and not isinstance(value, Unset):
                     raise _diag(
-                        "E403",
+                        "E416",
                         f"param `{stmt.name}` expects a number (its default is "
                         f"{format_expr(stmt.default)}), got {type_name(value)} {raw!r}",
                         stmt.name_span,
@@ -451,7 +451,7 @@ class _Checker(Evaluator):
         node = self._count_use(where)
         if node is not None:
             raise _diag(
-                "E403",
+                "E422",
                 "a `where` condition cannot use `count(...)`: the count depends on "
                 "which leaves the rules own, which the conditions decide",
                 node.span,

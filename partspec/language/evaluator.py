@@ -100,14 +100,14 @@ class Evaluator:
                 if not ok or not isinstance(fixed, int) or fixed < 0:
                     shown = f" `{at}`" if _is_number(at) else ""
                     raise _diag(
-                        "E403",
+                        "E414",
                         "`until` takes a number of updates (a non-negative integer), got "
                         f"{type_name(at)}{shown}",
                         act.until.span,
                     )
                 if fixed > _MAX_STEP:
                     raise _diag(
-                        "E403",
+                        "E414",
                         f"`until {fixed}` is beyond the step counter's range (at most "
                         f"{_MAX_STEP:,} updates, as optax counts in int32)",
                         act.until.span,
@@ -126,7 +126,7 @@ class Evaluator:
             if _is_schedule(value):
                 hint = "pass the schedule as a learning rate, for example `adam(schedule)`"
             raise _diag(
-                "E403",
+                "E412",
                 f"a rule's action must be `frozen` or an optimizer, got {type_name(value)}",
                 e.span,
                 hint=hint,
@@ -137,7 +137,7 @@ class Evaluator:
     def _want_bool(self, v: Value, e: ast.Expr, what: str) -> None:
         if not isinstance(v, (bool, Unset)) and v != _BOOL:
             raise _diag(
-                "E403",
+                "E417",
                 f"{what} must be true or false, got {type_name(v)}",
                 e.span,
                 hint='compare it: `ndim == 1`, `dtype == "float32"`, `shape[-1] > 256`',
@@ -186,10 +186,10 @@ class Evaluator:
         if isinstance(seq, Unset) or isinstance(idx, Unset):
             return seq if isinstance(seq, Unset) else idx
         if not isinstance(seq, tuple):
-            raise _diag("E403", f"cannot index {type_name(seq)}", e.value.span)
+            raise _diag("E421", f"cannot index {type_name(seq)}", e.value.span)
         if idx != _INT and (not isinstance(idx, int) or isinstance(idx, bool)):
             raise _diag(
-                "E403", f"a list index must be an integer, got {type_name(idx)}", e.index.span
+                "E421", f"a list index must be an integer, got {type_name(idx)}", e.index.span
             )
         if isinstance(seq, _SampleShape):
             return _INT  # an item of a shape: an integer, whichever it is
@@ -219,7 +219,7 @@ class Evaluator:
         if e.op == "in":
             if not isinstance(b, tuple):
                 raise _diag(
-                    "E403",
+                    "E420",
                     f"the right side of `in` must be a list, got {type_name(b)}",
                     e.right.span,
                     hint='for example `dtype in ["bfloat16", "float16"]`',
@@ -238,7 +238,7 @@ class Evaluator:
             return not _equal(a, b)
         if not (_numeric(a) and _numeric(b)):
             raise _diag(
-                "E403",
+                "E418",
                 f"`{e.op}` compares numbers, got {type_name(a)} and {type_name(b)}",
                 e.span,
             )
@@ -251,7 +251,7 @@ class Evaluator:
         for x, y, span in ((a, b, b_span), (b, a, a_span)):
             if isinstance(x, DTypeName) and isinstance(y, str) and y not in LEAF_DTYPES:
                 raise _diag(
-                    "E403",
+                    "E419",
                     f'unknown dtype "{y}"',
                     span,
                     hint=did_you_mean(y, LEAF_DTYPES)
@@ -261,7 +261,7 @@ class Evaluator:
         kinds = {_kind(a), _kind(b)}
         if len(kinds) > 1 and "none" not in kinds:
             raise _diag(
-                "E403",
+                "E418",
                 f"cannot compare {type_name(a)} with {type_name(b)}",
                 a_span.to(b_span),
                 hint='shape is a list (`shape == [768]`), dtype a string (`dtype == "float32"`)'
@@ -356,7 +356,7 @@ class Evaluator:
                 raise _diag("E406", "division by zero", e.span)
             return _scale(float(b) if op == "*" else 1.0 / float(b), a)
         raise _diag(
-            "E403",
+            "E415",
             f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}",
             e.span,
             hint="arithmetic works on numbers; a schedule can only be multiplied or "
@@ -491,7 +491,7 @@ class Evaluator:
         types = p["types"]
         if types is None:
             raise _diag(
-                "E403",
+                "E411",
                 f"argument `{p['name']}` of `{func}` cannot be set from a spec "
                 "(optax expects a Python function or pytree there)",
                 span,
