@@ -14,11 +14,13 @@ Call(func='adam', args=(Num(value=0.005),), kwargs=())
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from partspec.diagnostics import Diagnostic, Span
+from partspec.diagnostics.text import line_of
 
 __all__ = [
     "Alt",
@@ -417,11 +419,22 @@ class Spec:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def attach(self, diagnostic: Diagnostic) -> Diagnostic:
-        """``diagnostic`` with its file name and source line filled in from this spec."""
+        """``diagnostic`` with its file name and source lines filled in from this spec
+        (and from the included files it was read with, for spans in them)."""
         name = diagnostic.filename
         if name is not None and name != self.filename and name in self.sources:
-            return diagnostic.with_source(self.sources[name], name)
-        return diagnostic.with_source(self.source, self.filename)
+            attached = diagnostic.with_source(self.sources[name], name)
+        else:
+            attached = diagnostic.with_source(self.source, self.filename)
+        if not any(a.file for a in attached.annotations):
+            return attached
+        notes = tuple(
+            dataclasses.replace(a, source_line=line_of(self.sources[a.file], a.line))
+            if a.file is not None and a.file in self.sources and a.source_line is None
+            else a
+            for a in attached.annotations
+        )
+        return dataclasses.replace(attached, annotations=notes)
 
     @property
     def rules(self) -> tuple[Rule, ...]:

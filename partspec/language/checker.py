@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from partspec.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError, did_you_mean
 from partspec.language import ast
 from partspec.language._gc import no_gc
 from partspec.language._optax_table import TABLE
@@ -260,7 +260,7 @@ class _Checker(Evaluator):
                 )
         rules: list[CheckedRule] = []
         actions: dict[str, Action] = {}
-        label_source: dict[str, tuple[str, int]] = {}
+        label_source: dict[str, tuple[str, Span]] = {}
         globals_: list[OptaxCall | Unset] = []
         for stmt in self.spec.statements:
             try:
@@ -382,7 +382,7 @@ class _Checker(Evaluator):
         rule: ast.Rule,
         index: int,
         actions: dict[str, Action],
-        label_source: dict[str, tuple[str, int]],
+        label_source: dict[str, tuple[str, Span]],
     ) -> CheckedRule:
         names = rule.captures
         for name in names:
@@ -434,14 +434,18 @@ class _Checker(Evaluator):
                 hint="choose another label",
             )
         if label in label_source and label_source[label][0] != text:
-            raise _diag(
-                "E407",
-                f"label `{label}` names two different actions: "
-                f"`{label_source[label][0]}` (line {label_source[label][1]}) and `{text}`",
-                where,
-                hint="give each action its own label",
+            other_text, other = label_source[label]
+            raise Fail(
+                Diagnostic.at(
+                    "E407",
+                    f"label `{label}` names two different actions: "
+                    f"`{other_text}` (line {other.line}) and `{text}`",
+                    where,
+                    hint="give each action its own label",
+                    annotations=(Annotation.at(other, f"`{label}` first names `{other_text}`"),),
+                )
             )
-        label_source.setdefault(label, (text, rule.span.line))
+        label_source.setdefault(label, (text, where))
         actions.setdefault(label, action)
         return CheckedRule(index, rule, label, action, captures, where_captures)
 

@@ -40,7 +40,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from partspec.diagnostics import Diagnostic, Span, SpecError
+from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError
+from partspec.diagnostics.text import line_of
 from partspec.language import ast
 from partspec.language.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
 
@@ -241,6 +242,7 @@ class _Frame:
     real: str | None  # its real path, for cycles (None: a string spec)
     source: str | None  # its text, for source lines
     include_line: int = 0  # the line of the `include` (in the parent) that read it
+    include_span: Span | None = None  # and its span
 
 
 class _Resolver:
@@ -268,6 +270,17 @@ class _Resolver:
             notes.append(f"included from {parent.display or '<string>'}:{child.include_line}")
         return tuple(notes)
 
+    def _chain(self) -> tuple[Annotation, ...]:
+        """The ``include`` statements that led here, innermost first, with their source."""
+        out: list[Annotation] = []
+        for child, parent in zip(reversed(self.stack[1:]), reversed(self.stack[:-1])):
+            if child.include_span is None:  # pragma: no cover - every child has one
+                continue
+            a = Annotation.at(child.include_span, "included here")
+            src = line_of(parent.source, a.line) if parent.source is not None else None
+            out.append(dataclasses.replace(a, file=parent.display or "<string>", source_line=src))
+        return tuple(out)
+
     def _fail(
         self,
         code: str,
@@ -279,7 +292,11 @@ class _Resolver:
     ) -> SpecError:
         frame = self.stack[-1]
         d = Diagnostic.at(code, message, stmt.span, hint=hint, label=label)
-        d = dataclasses.replace(d.with_source(frame.source, frame.display), notes=self._notes())
+        d = dataclasses.replace(
+            d.with_source(frame.source, frame.display),
+            notes=self._notes(),
+            annotations=self._chain(),
+        )
         return SpecError([d])
 
     # -- the walk
@@ -345,7 +362,7 @@ class _Resolver:
                 label="includes a file that is already being included",
             )
         text = self._read(real, display, stmt)
-        child = _Frame(display, os.path.dirname(location), real, text, stmt.span.line)
+        child = _Frame(display, os.path.dirname(location), real, text, stmt.span.line, stmt.span)
         own = self.parsed.get((real, display))
         if own is None:  # each file is parsed once per load, however often it is included
             from partspec.language.parser import parse_syntax
@@ -355,11 +372,16 @@ class _Resolver:
             except SpecError as err:
                 self.stack.append(child)
                 try:
-                    notes = self._notes()
+                    notes, chain = self._notes(), self._chain()
                 finally:
                     self.stack.pop()
                 raise SpecError(
-                    [dataclasses.replace(d, notes=d.notes + notes) for d in err.diagnostics]
+                    [
+                        dataclasses.replace(
+                            d, notes=d.notes + notes, annotations=d.annotations + chain
+                        )
+                        for d in err.diagnostics
+                    ]
                 ) from None
             assert included.source is not None
             self.sources[display] = included.source

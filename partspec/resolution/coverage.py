@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from partspec.diagnostics import Diagnostic, Span
+from partspec.diagnostics import Annotation, Diagnostic, Span
 from partspec.language.checker import CheckedSpec
 
 __all__ = ["MAX_LISTED_PATHS", "rule_diagnostics"]
 
 #: How many uncovered paths an error lists before summarising.
 MAX_LISTED_PATHS = 20
+
+
+def _first_line(span: Span) -> Span:
+    """The part of a rule's span on its first line."""
+    end = span.end_column if span.end_line == span.line else span.column + 1
+    return Span(span.line, span.column, span.line, end, span.file)
 
 
 def rule_diagnostics(
@@ -63,13 +69,7 @@ def rule_diagnostics(
     warns: list[Diagnostic] = []
     for cr in checked.rules:
         span = cr.rule.span
-        first_line = Span(
-            span.line,
-            span.column,
-            span.line,
-            span.end_column if span.end_line == span.line else span.column + 1,
-            span.file,
-        )
+        first_line = _first_line(span)
         if cr.index not in matched:
             warns.append(
                 Diagnostic.at(
@@ -95,6 +95,9 @@ def rule_diagnostics(
                     first_line,
                     severity="warning",
                     hint="move the more specific rule first (the first matching rule wins)",
+                    annotations=tuple(
+                        Annotation.at(_first_line(s), "takes its parameters first") for s in spans
+                    ),
                 )
             )
     return ([spec.attach(d) for d in errors], [spec.attach(d) for d in warns])
