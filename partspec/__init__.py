@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from partspec._caches import cache_info, clear_caches
 from partspec._extras import needs
 from partspec._version import __version__
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
@@ -48,7 +49,9 @@ __all__ = [
     "TransferReport",
     "__version__",
     "apply_updates",
+    "cache_info",
     "check",
+    "clear_caches",
     "compile",
     "format",
     "format_expr",

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "partspec"
 ORDER: list[tuple[str, list[str]]] = [
     ("partspec._version", []),
     ("partspec._extras", []),
+    ("partspec._caches", []),
     (
         "partspec.diagnostics",
         ["text", "render", "model", "errors", "suggest", "__init__"],

@@ -87,3 +87,25 @@ def test_one_spec_compiled_from_8_threads_labels_like_a_serial_run() -> None:
         got = _compile_in_threads(partspec.parse(_spec(trial)), trees)
         coverage._matcher.cache_clear()
         assert got == _labels(partspec.parse(_spec(trial)), trees)
+
+
+def test_every_module_cache_has_an_owner_a_bound_and_a_way_to_clear_it() -> None:
+    import warnings
+
+    import partspec.tools.surgery
+
+    tree = {"enc": {f"layer_{i}": {"w": jnp.ones(2)} for i in range(3)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        partspec.compile("enc/layer_<i>/** -> sgd(0.1 * i)\n** -> frozen", tree)
+    partspec.select("enc/**", tree)
+    infos = {c.name: c for c in partspec.cache_info()}
+    assert {"language.parser", "matching.extractors", "resolution.matchers"} <= set(infos)
+    assert {"surgery.selectors", "jax.leaf_kinds", "jax.leaf_infos"} <= set(infos)
+    for c in infos.values():
+        assert c.owner.startswith("partspec.") and c.bound >= 1 and 0 <= c.size <= c.bound
+    assert infos["resolution.matchers"].size >= 1
+    partspec.clear_caches()
+    assert all(c.size == 0 or c.name == "jax.leaf_kinds" for c in partspec.cache_info())
+    plan = partspec.compile("** -> sgd(0.1)", tree)  # everything is rebuilt on demand
+    assert plan.labels["enc"]["layer_0"]["w"] == "sgd(0.1)"

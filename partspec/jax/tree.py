@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from partspec._caches import register
 from partspec.diagnostics import SpecError
 from partspec.language.values import LeafInfo
 from partspec.resolution.resolver import DYNAMIC, Resolver
@@ -71,8 +72,7 @@ def _kind(x: Any) -> int:
             k = _LEAF if is_leaf else _NODE
         if k != _LEAF or issubclass(t, _ARRAY_TYPES):
             if len(_kind_cache) >= MAX_KIND_CACHE:
-                _kind_cache.clear()
-                _kind_cache.update(_PERMANENT)
+                _clear_kinds()
             _kind_cache[t] = k
     return k
 
@@ -124,12 +124,37 @@ def leaf_info(leaf: Any) -> LeafInfo:
         key, info = None, None
     if info is None:
         info = LeafInfo(tuple(int(d) for d in shape), np.dtype(dtype).name)
-        if key is not None and len(_infos) < 10_000:
+        if key is not None and len(_infos) < MAX_INFOS:
             _infos[key] = info
     return info
 
 
 _infos: dict[tuple[Any, Any], LeafInfo] = {}
+#: Shapes and dtypes whose LeafInfo is kept.
+MAX_INFOS = 10_000
+
+
+def _clear_kinds() -> None:
+    _kind_cache.clear()
+    _kind_cache.update(_PERMANENT)
+
+
+register(
+    "jax.leaf_kinds",
+    owner=__name__,
+    bound=MAX_KIND_CACHE,
+    what="whether a type is a leaf, a node or an NNX Variable",
+    size=lambda: len(_kind_cache),
+    clear=_clear_kinds,
+)
+register(
+    "jax.leaf_infos",
+    owner=__name__,
+    bound=MAX_INFOS,
+    what="the LeafInfo of a shape and dtype",
+    size=lambda: len(_infos),
+    clear=_infos.clear,
+)
 
 
 _UNCOVERED: Any = type("_Uncovered", (), {"__repr__": lambda self: "UNCOVERED"})()

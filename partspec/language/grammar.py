@@ -27,6 +27,8 @@ from lark import Lark, Token, Tree, __version__
 from lark.grammar import Rule
 from lark.lexer import TerminalDef
 
+from partspec._caches import register_lru
+
 __all__ = [
     "LARK_OPTIONS",
     "MAX_NESTING",
@@ -292,3 +294,6 @@ def load_tables(text: str) -> dict[str, Any]:
     """The tables from the text of ``parser_tables.json``."""
     doc: dict[str, Any] = json.loads(text, object_pairs_hook=_int_keys)
     return doc
+
+
+register_lru("language.parser", lark_parser, owner=__name__, what="the Lark parser, built once")

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from partspec._caches import register_lru
 from partspec.language import ast
 from partspec.matching.globs import (
     _class_has,
@@ -220,6 +221,14 @@ MAX_EXTRACTORS = 256
 @functools.lru_cache(maxsize=MAX_EXTRACTORS)
 def _extractor(pattern: ast.Pattern) -> _Extractor:
     return _Extractor(pattern)
+
+
+register_lru(
+    "matching.extractors",
+    _extractor,
+    owner=__name__,
+    what="capture programs and their memos, per pattern",
+)
 
 
 def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from partspec._caches import register_lru
 from partspec.diagnostics import SpecError
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec
@@ -25,6 +26,14 @@ __all__ = ["DYNAMIC", "Resolver", "matcher_for"]
 @functools.lru_cache(maxsize=64)
 def _matcher(rules: tuple[tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]], ...]) -> Matcher:
     return compile_rules(rules)
+
+
+register_lru(
+    "resolution.matchers",
+    _matcher,
+    owner=__name__,
+    what="a compiled matcher per rule set (with the DFA states it has built)",
+)
 
 
 def matcher_for(checked: CheckedSpec) -> Matcher:

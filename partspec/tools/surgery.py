@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from partspec._caches import register_lru
 from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
 from partspec.jax.plan import GateState, Plan
 from partspec.jax.tree import leaf_info, leaf_segments
@@ -108,6 +109,11 @@ def _compile_cached(pattern: str) -> _Selector:
         raise _pattern_error(pattern, 'empty pattern: `**` matches every leaf, `""` the root')
     rule = parse_selector(pattern, filename=_PATTERN_FILE)
     return _Selector(ast.Spec((rule,), source=pattern, filename=_PATTERN_FILE))
+
+
+register_lru(
+    "surgery.selectors", _compile_cached, owner=__name__, what="a compiled selector per pattern"
+)
 
 
 def _pattern_error(pattern: str, message: str, code: str = "E100") -> SpecError:
