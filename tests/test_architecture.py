@@ -35,6 +35,7 @@ ORDER: list[tuple[str, list[str]]] = [
             "ast",
             "formatter",
             "grammar",
+            "syntax_errors",
             "parser",
             "includes",
             "values",

@@ -18,13 +18,10 @@ from typing import Any
 from lark import Token, Tree
 from lark.exceptions import (
     LarkError,
-    UnexpectedCharacters,
-    UnexpectedEOF,
     UnexpectedInput,
-    UnexpectedToken,
 )
 
-from partspec.diagnostics import Diagnostic, Span, SpecError, clip, source_lines
+from partspec.diagnostics import Diagnostic, Span, SpecError, source_lines
 from partspec.language import ast
 from partspec.language._gc import no_gc
 from partspec.language.grammar import (
@@ -34,6 +31,7 @@ from partspec.language.grammar import (
     grammar_text,
     lark_parser,
 )
+from partspec.language.syntax_errors import _tok_span, syntax_diagnostic
 from partspec.language.vocabulary import KEYWORDS
 
 __all__ = [
@@ -58,9 +56,6 @@ MAX_CLASS_CHARS = 1_000
 
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEYWORD_SEGMENT = re.compile(
-    r"/(where|except|as|until|then)(?![A-Za-z0-9_])|^\s*(include|global|let|param)/"
-)
 
 
 # ---------------------------------------------------------------- grammar factory
@@ -131,7 +126,7 @@ def _lark_parse(text: str, start: str) -> Tree:
             label="too deep",
         ) from None
     except UnexpectedInput as exc:
-        raise SpecError([_syntax_diagnostic(exc, text)]) from None
+        raise SpecError([syntax_diagnostic(exc, text)]) from None
     except LarkError as exc:  # pragma: no cover - defensive: any other parser failure
         raise SpecError([Diagnostic("E100", "error", f"syntax error: {exc}")]) from None
 
@@ -146,14 +141,6 @@ def _comment_nodes(tokens: list[Token], text: str) -> Iterator[ast.Comment]:
 
 
 # ---------------------------------------------------------------- errors
-
-
-def _tok_span(tok: Token) -> Span:
-    line = tok.line or 1
-    col = tok.column or 1
-    end_line = tok.end_line or line
-    end_col = tok.end_column or col + max(1, len(str(tok)))
-    return Span(line, col, end_line, end_col)
 
 
 def _meta_span(tree: Tree | Token) -> Span:
@@ -173,229 +160,6 @@ def _error(
     code: str, message: str, span: Span, *, hint: str | None = None, label: str | None = None
 ) -> SpecError:
     return SpecError([Diagnostic.at(code, message, span, hint=hint, label=label)])
-
-
-_PATTERN_START = {
-    "LITERAL",
-    "STRING",
-    "ESCAPED",
-    "STAR",
-    "GLOBSTAR",
-    "QMARK",
-    "CLASS",
-    "SLASH",
-    "LBRACE",
-    "LANGLE",
-}
-_EXPR_START = {
-    "NUMBER",
-    "STRING",
-    "NAME",
-    "TRUE",
-    "FALSE",
-    "NONE",
-    "MINUS",
-    "PLUS",
-    "_LPAR",
-    "_LSQB",
-    "_NOT",
-}
-_OPERATORS = {
-    "PLUS",
-    "MINUS",
-    "STAR",
-    "SLASH",
-    "GLOBSTAR",
-    "EQEQ",
-    "NOTEQ",
-    "LE",
-    "GE",
-    "LANGLE",
-    "RANGLE",
-    "IN",
-    "_AND",
-    "_OR",
-    "_LSQB",
-}
-_DESCR = {
-    "_WHERE": "`where`",
-    "_UNTIL": "`until`",
-    "_THEN": "`then`",
-    "_INCLUDE": "`include`",
-    "_GLOBAL": "`global`",
-    "_AND": "`and`",
-    "_OR": "`or`",
-    "_NOT": "`not`",
-    "IN": "`in`",
-    "EQEQ": "`==`",
-    "NOTEQ": "`!=`",
-    "LE": "`<=`",
-    "GE": "`>=`",
-    "_SEP": "a newline or `;`",
-    "_ARROW": "`->`",
-    "_EXCEPT": "`except`",
-    "_AS": "`as`",
-    "_LET": "`let`",
-    "_PARAM": "`param`",
-    "FROZEN": "`frozen`",
-    "TRUE": "`true`",
-    "FALSE": "`false`",
-    "NONE": "`none`",
-    "LITERAL": "a path segment",
-    "STRING": "a string",
-    "ESCAPED": "an escaped character",
-    "CLASS": "a character class",
-    "GLOBSTAR": "`**`",
-    "STAR": "`*`",
-    "QMARK": "`?`",
-    "SLASH": "`/`",
-    "LBRACE": "`{`",
-    "RBRACE": "`}`",
-    "COMMA": "`,`",
-    "LANGLE": "`<`",
-    "RANGLE": "`>`",
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "PLUS": "`+`",
-    "MINUS": "`-`",
-    "_EQUAL": "`=`",
-    "_LPAR": "`(`",
-    "_RPAR": "`)`",
-    "_LSQB": "`[`",
-    "_RSQB": "`]`",
-    "$END": "the end of the spec",
-}
-
-
-def _describe_expected(expected: set[str]) -> str:
-    names = set(expected)
-    parts: list[str] = []
-    if "LITERAL" in names and len(names & _PATTERN_START) >= 4:
-        names -= _PATTERN_START
-        parts.append("a pattern")
-    if len(names & _EXPR_START) >= 4:
-        names -= _EXPR_START
-        parts.append("an expression")
-    if len(names & _OPERATORS) >= 6:
-        names -= _OPERATORS
-        parts.append("an operator")
-    parts += sorted(_DESCR.get(n, f"`{n}`") for n in names)
-    if len(parts) > 8:
-        parts = [*parts[:8], "..."]
-    if len(parts) == 1:
-        return parts[0]
-    return "one of " + ", ".join(parts)
-
-
-def _describe_token(tok: Token) -> str:
-    if tok.type == "$END":
-        return "end of the spec"
-    if tok.type == "_SEP":
-        return "`;`" if tok.value == ";" else "end of line"
-    return f"`{clip(str(tok.value), 40)}`"
-
-
-def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
-    lines = source_lines(text)
-    if isinstance(exc, UnexpectedCharacters):
-        line, col = exc.line, exc.column
-        pos = exc.pos_in_stream or 0
-        char = text[pos] if pos < len(text) else ""
-        before = lines[line - 1][: col - 1] if line <= len(lines) else ""
-        hint: str | None = None
-        message = f"unexpected character `{char}`"
-        allowed = set(exc.allowed or ())
-        if char == '"':
-            message = "unterminated string"
-            hint = 'close the string with `"` on the same line'
-        elif char == "[" and "CLASS" in allowed:
-            message = "unterminated or empty character class"
-            hint = 'write a class as `[abc]`, `[a-z]` or `[!abc]`; quote a literal `[` as `"["`'
-        elif char == "." and re.search(r"[A-Za-z_][A-Za-z0-9_]*$", before):
-            message = "attribute access is not allowed in a spec"
-            hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
-        elif char == "\\":
-            message = "a `\\` must be followed by the character it escapes"
-        elif char in "=(" and allowed & _PATTERN_START:
-            hint = "a rule is `PATTERN -> ACTION`; bind a name with `let NAME = VALUE`"
-        elif allowed & _PATTERN_START and char.isspace() is False:
-            hint = 'quote keys that contain special characters: `"my key"/**`'
-        if allowed and char != '"':
-            message += f"; expected {_describe_expected(allowed)}"
-        return Diagnostic("E100", "error", message, line, col, line, col + 1, hint=hint)
-
-    if isinstance(exc, UnexpectedToken):
-        tok = exc.token
-        expected = set(exc.expected or ())
-        span = _tok_span(tok) if tok.type != "$END" else _end_span(lines)
-        if tok.type == "_SEP" and tok.value != ";":
-            span = Span(span.line, span.column, span.line, span.column + 1)
-        message = f"unexpected {_describe_token(tok)}; expected {_describe_expected(expected)}"
-        hint = None
-        if str(tok.value).startswith(".") and expected & {
-            "_LPAR",
-            "_RPAR",
-            "_SEP",
-            "$END",
-            "COMMA",
-            "_AS",
-        }:
-            message = "attribute access is not allowed in a spec"
-            hint = "call optax functions by their optax name: `adam(...)`, not `optax.adam(...)`"
-            span = Span(span.line, span.column, span.line, span.column + 1)
-        elif "_ARROW" in expected and tok.type in ("_SEP", "$END"):
-            message = "this rule has no `->` and no action"
-            hint = "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`"
-        elif (
-            (tok.line or 0) >= 1
-            and re.fullmatch(r"\s*(let|param)", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1])
-            and tok.type in _PATTERN_START
-        ):
-            word = lines[(tok.line or 1) - 1].split()[0][:5].rstrip("/")
-            word = "param" if word.startswith("param") else "let"
-            hint = (
-                f"`{word}` starts a definition; to match a key named {word}, quote it: "
-                f'`"{word}"{tok.value}...`'
-            )
-        elif (
-            expected & _PATTERN_START
-            and (tok.line or 0) >= 1
-            and re.search(r"except\s*$", lines[(tok.line or 1) - 1][: (tok.column or 1) - 1])
-        ):
-            message = "`except` needs patterns after it"
-            hint = 'to match a key named except, quote it: `"except"`'
-        elif tok.type in ("_EXCEPT", "_AS", "_LET", "_PARAM") and expected & _PATTERN_START:
-            hint = (
-                f'`{tok.value}` is a keyword; quote it to match a key of that name: `"{tok.value}"`'
-            )
-        elif tok.type == "NAME" and tok.value in ("True", "False", "None"):
-            hint = f"write `{tok.value.lower()}`"
-        elif "_RPAR" in expected and tok.type in ("_SEP", "$END"):
-            message = "unclosed `(`"
-            hint = "close every `(` with `)`"
-        if hint is None and (tok.line or 0) >= 1:
-            # A keyword used as a path segment (`x/where`, `include/**`) ends the pattern.
-            m = _KEYWORD_SEGMENT.search(lines[(tok.line or 1) - 1])
-            if m:
-                word = m.group(1) or m.group(2)
-                hint = f'`{word}` is a keyword; to match a key named {word}, quote it: `"{word}"`'
-        return Diagnostic.at("E100", message, span, hint=hint)
-
-    if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports UnexpectedToken($END)
-        span = _end_span(lines)
-        return Diagnostic.at("E100", "unexpected end of the spec", span)
-    return Diagnostic("E100", "error", f"syntax error: {exc}")  # pragma: no cover
-
-
-def _end_span(lines: list[str]) -> Span:
-    if len(lines) > 1 and not lines[-1]:
-        lines = lines[:-1]  # the end of a text that ends with a newline: its last line
-    line = max(1, len(lines))
-    col = len(lines[-1]) + 1 if lines else 1
-    return Span(line, col, line, col + 1)
-
-
-# ---------------------------------------------------------------- tree -> AST
 
 
 def _unescape(body: str) -> str:
