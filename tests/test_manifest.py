@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from partspec.language.vocabulary import LEAF_DTYPES
@@ -897,10 +897,13 @@ def test_every_reader_refuses_shapes_no_array_can_have(tmp_path: Path, shape: li
 
 
 @given(st.lists(st.integers(-3, 2**64), max_size=4))
+@example([0, 2**63])  # no elements, but no int64 holds the second dimension
 def test_a_shape_is_read_iff_an_int64_can_count_its_elements(dims: list[int]) -> None:
     from partspec.tools.manifest import leaves_from_json
 
-    ok = all(d >= 0 for d in dims) and math.prod(dims) <= MAX_LEAF_SIZE
+    # Every dimension must itself fit in an int64 (numpy keeps shapes as int64s), even
+    # when another dimension is 0 and the element count is 0.
+    ok = all(0 <= d <= MAX_LEAF_SIZE for d in dims) and math.prod(dims) <= MAX_LEAF_SIZE
     try:
         got = leaves_from_json([{"path": "w", "shape": dims}])
     except TreeInputError:

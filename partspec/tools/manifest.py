@@ -342,10 +342,17 @@ def _shape(source: str, value: Any, where: str | _Where) -> tuple[int, ...]:
         _fail(
             source, f"{where}: shape must be a list of non-negative integers, got {_brief(value)}"
         )
+    for d in value:
+        if d > MAX_LEAF_SIZE:
+            _fail(
+                source,
+                f"{where}: shape {_brief(list(value))} has a dimension of {d:,}, more than "
+                f"{MAX_LEAF_SIZE:,} (the most an int64 can hold)",
+            )
     size = 1
     for d in value:
         size *= d
-        if d > MAX_LEAF_SIZE or size > MAX_LEAF_SIZE:
+        if size > MAX_LEAF_SIZE:
             _fail(
                 source,
                 f"{where}: shape {_brief(list(value))} is too large (more than "
