@@ -392,6 +392,7 @@ LABEL_KEYS = [
     "parameters",
     "bytes",
     "optimizer_state_bytes",
+    "optimizer",
 ]
 TOTAL_KEYS = [
     "parameters",
@@ -532,3 +533,34 @@ def test_itemsizes_follow_numpy() -> None:
         == 3 * (1 + 2 + 1 + 4)
         == sum(3 * np.dtype(leaf.dtype).itemsize for leaf in leaves)
     )
+
+
+def test_labels_show_the_evaluated_action_params_and_arithmetic_done() -> None:
+    """The report shows what the optimizer gets, not only the text of the rule."""
+    text = (
+        "param base = 1e-3\n"
+        "backbone/** -> frozen\n"
+        "head/* -> adamw(base * 10, weight_decay=base / 10)\n"
+    )
+    leaves = [Leaf(("backbone", "w"), (2, 2), "float32"), Leaf(("head", "w"), (2,), "float32")]
+    labels = {lab["label"]: lab for lab in explain(partspec.parse(text), leaves)["labels"]}
+    assert labels["frozen"]["optimizer"] is None
+    (head,) = [lab for lab in labels.values() if not lab["frozen"]]
+    assert head["action"] == "adamw(base * 10, weight_decay=base / 10)"
+    opt = head["optimizer"]
+    assert opt["name"] == "adamw"
+    assert opt["args"] == [pytest.approx(1e-2)]
+    assert opt["kwargs"] == {"weight_decay": pytest.approx(1e-4)}
+    labels = explain(partspec.parse(text), leaves, values={"base": 0.5})["labels"]
+    assert [lab["optimizer"]["args"] for lab in labels if not lab["frozen"]] == [[5.0]]
+
+
+def test_a_schedule_is_shown_as_data() -> None:
+    text = "** -> adam(0.5 * cosine_decay_schedule(1e-3, 100))"
+    report = explain(partspec.parse(text), [Leaf(("w",), (3,), "float32")])
+    (lab,) = report["labels"]
+    sched = lab["optimizer"]["args"][0]
+    assert sched["scale"] == 0.5
+    assert sched["schedule"]["name"] == "cosine_decay_schedule"
+    assert sched["schedule"]["args"] == [1e-3, 100]
+    json.dumps(report)  # plain JSON values all the way down

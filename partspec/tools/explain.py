@@ -58,7 +58,12 @@ are only ever added within a version, never removed or retyped::
           "leaves": int,
           "parameters": int,
           "bytes": int,
-          "optimizer_state_bytes": int   # 0 for frozen labels
+          "optimizer_state_bytes": int,  # 0 for frozen labels
+          "optimizer": null | {      # the evaluated action (null when frozen): every
+            "name": str,             #   argument's value, params and arithmetic done;
+            "args": [value],         #   a schedule is itself {"name", "args", "kwargs"},
+            "kwargs": {str: value}   #   a scaled one {"scale": float, "schedule": ...}
+          }
         }
       ],
       "totals": {
@@ -90,7 +95,6 @@ gets ``float32`` state.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -108,8 +112,8 @@ from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.formatter import format_expr, format_pattern
 from partspec.language.load import parse
 from partspec.language.parser import parse_selector
-from partspec.language.values import LeafInfo
-from partspec.resolution.resolver import Resolver
+from partspec.language.values import LeafInfo, OptaxCall, ScaledSchedule
+from partspec.resolution.result import Resolution, resolve_paths
 from partspec.tools.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
 __all__ = [
@@ -235,10 +239,19 @@ def _counted_state_bytes(
 
 
 def _plain(v: Any) -> Any:
+    """A value of the spec as JSON: calls as ``{"name", "args", "kwargs"}``, tuples as lists."""
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, tuple):
         return [_plain(x) for x in v]
+    if isinstance(v, OptaxCall):
+        return {
+            "name": v.name,
+            "args": [_plain(a) for a in v.args],
+            "kwargs": {k: _plain(a) for k, a in v.kwargs},
+        }
+    if isinstance(v, ScaledSchedule):
+        return {"scale": v.factor, "schedule": _plain(v.schedule)}
     return str(v)
 
 
@@ -248,6 +261,16 @@ def _selector(glob: str) -> CheckedSpec:
     return check_spec(ast.Spec((rule,), source=glob, filename="--leaves"))
 
 
+class _Sizes:
+    """Scalars and bytes of each leaf, in input order."""
+
+    def __init__(self, leaves: Sequence[Leaf]) -> None:
+        dtypes = _itemsizes(leaves)
+        self.params = [math.prod(leaf.shape) for leaf in leaves]
+        self.bytes = [n * dtypes[leaf.dtype].itemsize for n, leaf in zip(self.params, leaves)]
+        self.keys = [(tuple(leaf.shape), dtypes[leaf.dtype]) for leaf in leaves]
+
+
 def explain(
     spec: ast.Spec | str,
     leaves: list[Leaf],
@@ -255,6 +278,10 @@ def explain(
     leaves_glob: str | None = None,
 ) -> dict[str, Any]:
     """What ``spec`` does to the parameters ``leaves`` describe: a JSON-able report.
+
+    Every figure comes from one :class:`~partspec.resolution.Resolution` of the spec
+    over the leaves (owner and label of each leaf, each label's evaluated action), the
+    data the backends build from, plus the optimizer state the optax plan allocates.
 
     Args:
       spec: the spec (text is parsed).
@@ -272,144 +299,30 @@ def explain(
     if isinstance(spec, str):
         spec = parse(spec)
     tree = leaves_to_shape_tree(leaves)  # validates paths and dtypes
-    np_dtypes = _itemsizes(leaves)
+    sizes = _Sizes(leaves)
     selector = _selector(leaves_glob) if leaves_glob is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
         given: dict[str, Any] = dict(values or {})
         plan = compile_plan(spec, tree, **given)
-
-    checked = plan.checked
-    crules = checked.rules
-    sizes = [math.prod(leaf.shape) for leaf in leaves]
-    nbytes = [n * np_dtypes[leaf.dtype].itemsize for n, leaf in zip(sizes, leaves)]
-
-    # Owner and label of every leaf, and every rule that matches it.
-    resolver = Resolver(checked)
-    owner: list[int] = []
-    leaf_labels: list[str] = []
-    for leaf in leaves:
-        info = functools.partial(LeafInfo, tuple(leaf.shape), leaf.dtype)
-        o, lab = resolver.locate(leaf.path, info)
-        assert lab is not None  # compile() succeeded, so every leaf has an owner
-        owner.append(o)
-        leaf_labels.append(lab)
-    matched: set[int] = set()
-    shadowers: dict[int, set[int]] = {}
-    for m in resolver.match_sets:
-        matched.update(m)
-        for r in m[1:]:
-            shadowers.setdefault(r, set()).add(m[0])
-
-    n_rules = len(crules)
-    rule_leaves = [0] * n_rules
-    rule_params = [0] * n_rules
-    rule_bytes = [0] * n_rules
-    label_counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
-    label_totals: dict[str, list[int]] = {}
-    label_rules: dict[str, set[int]] = {}
-    for o, lab, n, nb, leaf in zip(owner, leaf_labels, sizes, nbytes, leaves):
-        # compile() succeeded, so every leaf has an owner.
-        rule_leaves[o] += 1
-        rule_params[o] += n
-        rule_bytes[o] += nb
-        counts = label_counts.get(lab)
-        if counts is None:
-            counts = label_counts[lab] = Counter()
-            label_totals[lab] = [0, 0, 0]
-            label_rules[lab] = set()
-        counts[(tuple(leaf.shape), np_dtypes[leaf.dtype])] += 1
-        tot = label_totals[lab]
-        tot[0] += 1
-        tot[1] += n
-        tot[2] += nb
-        label_rules[lab].add(o)
-
-    rules: list[dict[str, Any]] = []
-    for cr in crules:
-        i = cr.index
-        status = "ok" if rule_leaves[i] else ("shadowed" if i in matched else "unused")
-        rules.append(
-            {
-                "index": i,
-                "line": cr.rule.span.line,
-                "pattern": _lhs(cr.rule),
-                "patterns": [format_pattern(p) for p in cr.rule.patterns],
-                "excepts": [format_pattern(p) for p in cr.rule.excepts],
-                "label": cr.label,
-                "action": format_expr(cr.rule.action),
-                "frozen": cr.action is None,
-                "leaves": rule_leaves[i],
-                "parameters": rule_params[i],
-                "bytes": rule_bytes[i],
-                "status": status,
-                "shadowed_by": sorted(crules[r].rule.span.line for r in shadowers.get(i, ()))
-                if status == "shadowed"
-                else [],
-            }
-        )
-
-    state_bytes = _state_bytes(plan, tree, label_counts, len(leaves))
-    labels: list[dict[str, Any]] = []
-    for lab in plan.transforms:
-        owners_of = [rules[r] for r in sorted(label_rules[lab])]
-        n_leaves, n_params, n_bytes = label_totals[lab]
-        labels.append(
-            {
-                "label": lab,
-                "action": owners_of[0]["action"],
-                "frozen": lab in plan.frozen_labels,
-                "unfreeze_at": plan.unfreeze_steps.get(lab),
-                "rules": [r["line"] for r in owners_of],
-                "leaves": n_leaves,
-                "parameters": n_params,
-                "bytes": n_bytes,
-                "optimizer_state_bytes": state_bytes[lab],
-            }
-        )
-
-    frozen_params = sum(lab["parameters"] for lab in labels if lab["frozen"])
-    frozen_bytes = sum(lab["bytes"] for lab in labels if lab["frozen"])
-    total_params, total_bytes = sum(sizes), sum(nbytes)
-    totals = {
-        "parameters": total_params,
-        "trainable_parameters": total_params - frozen_params,
-        "frozen_parameters": frozen_params,
-        "frozen_until_parameters": sum(
-            lab["parameters"] for lab in labels if lab["unfreeze_at"] is not None
-        ),
-        "parameter_bytes": total_bytes,
-        "trainable_parameter_bytes": total_bytes - frozen_bytes,
-        "frozen_parameter_bytes": frozen_bytes,
-        "optimizer_state_bytes": sum(state_bytes.values()),
-    }
-
-    owners: list[dict[str, Any]] | None = None
-    if selector is not None:
-        chosen = Resolver(selector)  # selects as a rule owns: patterns, except, where
-        owners = [
-            {
-                "path": "/".join(leaf.path),
-                "shape": list(leaf.shape),
-                "dtype": leaf.dtype,
-                "parameters": n,
-                "rule": crules[o].rule.span.line,
-                "label": lab,
-            }
-            for leaf, n, o, lab in zip(leaves, sizes, owner, leaf_labels)
-            if chosen.locate(leaf.path, functools.partial(LeafInfo, leaf.shape, leaf.dtype))[0] == 0
-        ]
-
+    # compile() succeeded, so every leaf has an owner and a label.
+    res = resolve_paths(
+        plan.checked,
+        [leaf.path for leaf in leaves],
+        [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves],
+    )
+    rules = _rule_rows(res, sizes)
+    labels = _label_rows(plan, tree, res, sizes, rules)
     return {
         "version": SCHEMA_VERSION,
         "spec": spec.filename,
         "leaves": len(leaves),
-        "parameters": total_params,
-        "bytes": total_bytes,
-        "params": {p.name: _plain(checked.values.get(p.name)) for p in spec.params},
+        "parameters": sum(sizes.params),
+        "bytes": sum(sizes.bytes),
+        "params": {p.name: _plain(res.checked.values.get(p.name)) for p in spec.params},
         "rules": rules,
         "labels": labels,
-        "totals": totals,
+        "totals": _totals(labels, sizes),
         "diagnostics": [
             {
                 "code": d.code,
@@ -421,8 +334,126 @@ def explain(
             for d in plan.diagnostics
         ],
         "leaves_glob": leaves_glob,
-        "owners": owners,
+        "owners": None if selector is None else _selected(selector, leaves, res, sizes),
     }
+
+
+def _rule_rows(res: Resolution, sizes: _Sizes) -> list[dict[str, Any]]:
+    """One row per rule: what it owns and whether it is used, unused or shadowed."""
+    crules = res.checked.rules
+    owned = [[0, 0, 0] for _ in crules]  # leaves, scalars, bytes
+    for o, n, nb in zip(res.owners, sizes.params, sizes.bytes):
+        row = owned[o]
+        row[0] += 1
+        row[1] += n
+        row[2] += nb
+    matched: set[int] = set()
+    shadowers: dict[int, set[int]] = {}
+    for m in res.match_sets:
+        matched.update(m)
+        for r in m[1:]:
+            shadowers.setdefault(r, set()).add(m[0])
+    rows = []
+    for cr, (n_leaves, n_params, n_bytes) in zip(crules, owned):
+        i = cr.index
+        status = "ok" if n_leaves else ("shadowed" if i in matched else "unused")
+        rows.append(
+            {
+                "index": i,
+                "line": cr.rule.span.line,
+                "pattern": _lhs(cr.rule),
+                "patterns": [format_pattern(p) for p in cr.rule.patterns],
+                "excepts": [format_pattern(p) for p in cr.rule.excepts],
+                "label": cr.label,
+                "action": format_expr(cr.rule.action),
+                "frozen": cr.action is None,
+                "leaves": n_leaves,
+                "parameters": n_params,
+                "bytes": n_bytes,
+                "status": status,
+                "shadowed_by": sorted(crules[r].rule.span.line for r in shadowers.get(i, ()))
+                if status == "shadowed"
+                else [],
+            }
+        )
+    return rows
+
+
+def _label_rows(
+    plan: Any, tree: Any, res: Resolution, sizes: _Sizes, rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per label in use: its evaluated action, what it owns, its optimizer state."""
+    counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
+    totals: dict[str, list[int]] = {}
+    for lab, n, nb, key in zip(res.labels, sizes.params, sizes.bytes, sizes.keys):
+        assert lab is not None
+        counts.setdefault(lab, Counter())[key] += 1
+        tot = totals.setdefault(lab, [0, 0, 0])
+        tot[0] += 1
+        tot[1] += n
+        tot[2] += nb
+    state_bytes = _state_bytes(plan, tree, counts, len(sizes.params))
+    rows = []
+    for lab, act in res.actions.items():
+        n_leaves, n_params, n_bytes = totals[lab]
+        rows.append(
+            {
+                "label": lab,
+                "action": rules[act.rules[0]]["action"],
+                "frozen": act.frozen,
+                "unfreeze_at": act.unfreeze_at,
+                "rules": [rules[r]["line"] for r in act.rules],
+                "leaves": n_leaves,
+                "parameters": n_params,
+                "bytes": n_bytes,
+                "optimizer_state_bytes": state_bytes[lab],
+                "optimizer": _plain(act.optimizer),
+            }
+        )
+    return rows
+
+
+def _totals(labels: list[dict[str, Any]], sizes: _Sizes) -> dict[str, int]:
+    def total(key: str, which: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(lab[key] for lab in labels if which(lab))
+
+    frozen_params = total("parameters", lambda lab: lab["frozen"])
+    frozen_bytes = total("bytes", lambda lab: lab["frozen"])
+    all_params, all_bytes = sum(sizes.params), sum(sizes.bytes)
+    return {
+        "parameters": all_params,
+        "trainable_parameters": all_params - frozen_params,
+        "frozen_parameters": frozen_params,
+        "frozen_until_parameters": total("parameters", lambda lab: lab["unfreeze_at"] is not None),
+        "parameter_bytes": all_bytes,
+        "trainable_parameter_bytes": all_bytes - frozen_bytes,
+        "frozen_parameter_bytes": frozen_bytes,
+        "optimizer_state_bytes": total("optimizer_state_bytes", lambda lab: True),
+    }
+
+
+def _selected(
+    selector: CheckedSpec, leaves: Sequence[Leaf], res: Resolution, sizes: _Sizes
+) -> list[dict[str, Any]]:
+    """The leaves ``--leaves`` selects (as a rule would own them), with their owners."""
+    crules = res.checked.rules
+    chosen = resolve_paths(
+        selector,
+        [leaf.path for leaf in leaves],
+        [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves],
+    )
+    return [
+        {
+            "path": "/".join(leaf.path),
+            "shape": list(leaf.shape),
+            "dtype": leaf.dtype,
+            "parameters": n,
+            "rule": crules[o].rule.span.line,
+            "label": lab,
+        }
+        for leaf, n, o, lab, hit in zip(leaves, sizes.params, res.owners, res.labels, chosen.owners)
+        if hit == 0
+    ]
 
 
 def _lhs(rule: ast.Rule) -> str:
