@@ -593,8 +593,53 @@ def transfer(
     """
     where = "partspec.transfer"
     selector = _compile(pattern)
-    renamer = _renamer(rename)
+    sources, dropped = _sources(src, _renamer(rename), where)
+    leaves, treedef, segs_list = _flat(dst)
+    paths = ["/".join(s) for s in segs_list]
+    selected = selector.flags(list(zip(segs_list, leaves)))
+    if not any(selected):
+        raise _no_match(pattern, paths)
+    new = list(leaves)
+    copied: list[tuple[str, str]] = []
+    missing: list[str] = []
+    mismatches: list[str] = []
+    values = 0
+    seen: set[str] = set()
+    for i, path in enumerate(paths):
+        if not selected[i]:
+            continue
+        if path in seen:
+            raise _duplicate(where, path)
+        seen.add(path)
+        got = sources.get(path)
+        if got is None:
+            missing.append(path)
+        elif (bad := _mismatch(path, got[0], got[1], leaves[i])) is not None:
+            mismatches.append(bad)
+        else:
+            new[i] = got[1]
+            copied.append((got[0], path))
+            values += int(np.prod(_shape_dtype(got[1])[0], dtype=np.int64))
+    if mismatches:
+        raise _mismatches(where, mismatches)
+    used = {d for _, d in copied}
+    report = TransferReport(
+        tuple(copied),
+        tuple(missing),
+        tuple(p for p, s in zip(paths, selected) if not s),
+        tuple(sorted([s for t, (s, _) in sources.items() if t not in used] + dropped)),
+        values,
+    )
+    _check_transfer(report, where, pattern, sources, [p for p, s in zip(paths, selected) if s])
+    if strict and (report.missing or report.unused):
+        raise _strict_error(report, where)
+    return jax.tree_util.tree_unflatten(treedef, new), report
 
+
+def _sources(
+    src: Any, renamer: Callable[[str], str | None], where: str
+) -> tuple[dict[str, tuple[str, Any]], list[str]]:
+    """Destination path -> (source path, leaf), and the source paths renamed to ``None``."""
     sources: dict[str, tuple[str, Any]] = {}
     dropped: list[str] = []
     for segs, leaf in leaf_segments(src):
@@ -613,95 +658,71 @@ def transfer(
                 hint="check `rename`, or leave one of them out with a rename function",
             )
         sources[target] = (path, leaf)
+    return sources, dropped
 
-    leaves, treedef, segs_list = _flat(dst)
-    paths = ["/".join(s) for s in segs_list]
-    selected = selector.flags(list(zip(segs_list, leaves)))
-    if not any(selected):
-        raise _no_match(pattern, paths)
 
-    new = list(leaves)
-    copied: list[tuple[str, str]] = []
-    missing: list[str] = []
-    skipped: list[str] = []
-    used: set[str] = set()
-    seen: set[str] = set()
-    mismatches: list[str] = []
-    values = 0
-    for i, path in enumerate(paths):
-        if not selected[i]:
-            skipped.append(path)
-            continue
-        if path in seen:
-            raise _duplicate(where, path)
-        seen.add(path)
-        got = sources.get(path)
-        if got is None:
-            missing.append(path)
-            continue
-        src_path, leaf = got
-        s_shape, s_dtype = _shape_dtype(leaf)
-        d_shape, d_dtype = _shape_dtype(leaves[i])
-        if s_shape != d_shape or s_dtype != d_dtype:
-            what = " and ".join(
-                w
-                for w, bad in (("shapes", s_shape != d_shape), ("dtypes", s_dtype != d_dtype))
-                if bad
-            )
-            frm = f" (from `{src_path or '<root>'}`)" if src_path != path else ""
-            mismatches.append(
-                f"`{path or '<root>'}`{frm}: {what} differ: source "
-                f"{_describe(s_shape, s_dtype)}, destination {_describe(d_shape, d_dtype)}"
-            )
-            continue
-        new[i] = leaf
-        used.add(path)
-        copied.append((src_path, path))
-        values += int(np.prod(s_shape, dtype=np.int64))
-    if mismatches:
-        hint = (
-            "cast or reshape the source first (partspec.replace helps), or leave these "
-            "leaves out with `pattern` or `rename`"
-        )
-        raise SpecError(
-            [
-                Diagnostic(
-                    "E702",
-                    "error",
-                    m,
-                    filename=where,
-                    hint=hint if i == len(mismatches) - 1 else None,
-                )
-                for i, m in enumerate(mismatches)
-            ]
-        )
-    unused = tuple(
-        sorted(
-            [s for t, (s, _) in sources.items() if t not in used] + dropped,
-        )
+def _mismatch(path: str, src_path: str, leaf: Any, dst_leaf: Any) -> str | None:
+    """Why ``leaf`` cannot replace ``dst_leaf`` (shapes or dtypes differ), or ``None``."""
+    s_shape, s_dtype = _shape_dtype(leaf)
+    d_shape, d_dtype = _shape_dtype(dst_leaf)
+    what = " and ".join(
+        w for w, bad in (("shapes", s_shape != d_shape), ("dtypes", s_dtype != d_dtype)) if bad
     )
-    report = TransferReport(tuple(copied), tuple(missing), tuple(skipped), unused, values)
-    if not copied:
-        src_paths = [s for s, _ in sources.values()]
-        raise _error(
-            "E703",
-            where,
-            f"nothing to copy: no source path equals a destination path matching `{pattern}`",
-            notes=(
-                "source paths: " + ", ".join(_listed(src_paths, 5)),
-                "destination paths: "
-                + ", ".join(_listed([p for p, s in zip(paths, selected) if s], 5)),
-            ),
-            hint="rewrite source paths with rename=(old_prefix, new_prefix)",
-        )
-    if strict and (missing or unused):
-        notes = [f"missing: {p}" for p in missing] + [f"unused: {p}" for p in unused]
-        raise _error(
-            "E703",
-            where,
-            f"strict transfer: {_plural(len(missing), 'destination leaf', 'destination leaves')} "
-            f"not filled, {_plural(len(unused), 'source leaf', 'source leaves')} unused",
-            notes=tuple(_listed(notes)),
-            hint="narrow `pattern`, fix `rename`, or pass strict=False and read the report",
-        )
-    return jax.tree_util.tree_unflatten(treedef, new), report
+    if not what:
+        return None
+    frm = f" (from `{src_path or '<root>'}`)" if src_path != path else ""
+    return (
+        f"`{path or '<root>'}`{frm}: {what} differ: source "
+        f"{_describe(s_shape, s_dtype)}, destination {_describe(d_shape, d_dtype)}"
+    )
+
+
+def _mismatches(where: str, mismatches: list[str]) -> SpecError:
+    """``E702``, one diagnostic per leaf whose shape or dtype differs."""
+    hint = (
+        "cast or reshape the source first (partspec.replace helps), or leave these "
+        "leaves out with `pattern` or `rename`"
+    )
+    last = len(mismatches) - 1
+    return SpecError(
+        [
+            Diagnostic("E702", "error", m, filename=where, hint=hint if i == last else None)
+            for i, m in enumerate(mismatches)
+        ]
+    )
+
+
+def _check_transfer(
+    report: TransferReport,
+    where: str,
+    pattern: str,
+    sources: dict[str, tuple[str, Any]],
+    selected: list[str],
+) -> None:
+    """``E703`` when nothing would be copied: both sides' paths, to compare."""
+    if report.copied:
+        return
+    raise _error(
+        "E703",
+        where,
+        f"nothing to copy: no source path equals a destination path matching `{pattern}`",
+        notes=(
+            "source paths: " + ", ".join(_listed([s for s, _ in sources.values()], 5)),
+            "destination paths: " + ", ".join(_listed(selected, 5)),
+        ),
+        hint="rewrite source paths with rename=(old_prefix, new_prefix)",
+    )
+
+
+def _strict_error(report: TransferReport, where: str) -> SpecError:
+    """``E703`` for ``strict=True``: every missing and unused leaf, named."""
+    missing, unused = report.missing, report.unused
+    notes = [f"missing: {p}" for p in missing] + [f"unused: {p}" for p in unused]
+    return _error(
+        "E703",
+        where,
+        f"strict transfer: {_plural(len(missing), 'destination leaf', 'destination leaves')} "
+        f"not filled, {_plural(len(unused), 'source leaf', 'source leaves')} unused",
+        notes=tuple(_listed(notes)),
+        hint="narrow `pattern`, fix `rename`, or pass strict=False and read the report",
+    )
