@@ -124,3 +124,52 @@ def test_no_module_imports_a_later_stage(module: str, path: Path) -> None:
 def test_every_module_has_a_place_in_the_order() -> None:
     for module, _ in _modules():
         _rank(module)
+
+
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def test_the_architecture_page_lists_the_stages_in_this_order() -> None:
+    """docs/architecture.md is the picture a contributor reads first: keep it true."""
+    text = DOC.read_text(encoding="utf-8")
+    listed = text.split("<!-- stages:", 1)[1]
+    numbered = [
+        line for line in listed.splitlines() if line[:1].isdigit() and ". `partspec" in line
+    ]
+    first_named = []
+    for line in numbered:
+        for name in line.split("`")[1::2]:
+            if name.startswith("partspec"):
+                first_named.append(name)
+    packages = [package for package, _ in ORDER]
+    assert [p for p in first_named if p in packages] == packages
+
+
+#: Stages that must import no framework (the light install has none of them).
+CORE = ("partspec._", "partspec.diagnostics", "partspec.language", "partspec.matching")
+CORE += ("partspec.resolution",)
+FRAMEWORKS = ("jax", "optax", "numpy", "ml_dtypes", "flax", "torch", "rich")
+#: Regenerates the optax table from the installed optax (a maintainer's tool, not run
+#: by partspec itself).
+GENERATORS = {"partspec.language._tablegen"}
+
+
+def _third_party(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [(m, p) for m, p in _modules() if m.startswith(CORE) and m not in GENERATORS],
+    ids=lambda x: str(x),
+)
+def test_the_core_stages_import_no_framework(module: str, path: Path) -> None:
+    for line, name in _third_party(path):
+        assert name not in FRAMEWORKS, f"{path.name}:{line}: {module} imports {name}"
