@@ -13,6 +13,7 @@ backbone/** -> frozen
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from partspec.language import ast
 from partspec.language.vocabulary import KEYWORDS
@@ -199,38 +200,57 @@ def _statement(stmt: ast.Statement, width: int = 0) -> str:
     return f"param {stmt.name} = {_source_expr(stmt.default)}"
 
 
+_Item = tuple[int, str, "ast.Statement | ast.Comment"]  # (line, "stmt" | "comment", node)
+
+
+@dataclass
+class _Layout:
+    """Statements and comments in output order, and where each comment goes."""
+
+    items: list[_Item]
+    #: whether line numbers place comments and blank lines (every statement is from
+    #: the spec's own text, not from an include)
+    has_lines: bool
+    #: ``id(statement)`` -> comments inside a multi-line statement, written above it
+    before: dict[int, list[ast.Comment]] = field(default_factory=dict)
+    #: ``id(statement)`` -> the comment that trails it
+    trailing: dict[int, ast.Comment] = field(default_factory=dict)
+
+
 def format_spec(spec: ast.Spec) -> str:
     """The canonical text of a whole spec, comments included, ending in a newline.
 
     A spec whose includes were resolved (statements from other files, with
     ``span.file`` set) is written flattened, in statement order, without comments.
     """
+    layout = _layout(spec)
+    return _align_comments(_lines(layout, _rule_widths(layout)))
+
+
+def _layout(spec: ast.Spec) -> _Layout:
     stmts = spec.statements
     # Comments and blank lines are placed by line number, which only means something
     # when every statement comes from the spec's own text.
-    has_lines = all(s.span.line > 0 and s.span.file is None for s in stmts)
-    # Line ranges of statements, to place comments and keep blank lines.
-    items: list[tuple[int, str, ast.Statement | ast.Comment]] = []  # (line, kind, payload)
+    if not all(s.span.line > 0 and s.span.file is None for s in stmts):
+        return _Layout([(0, "stmt", s) for s in stmts], has_lines=False)
+    layout = _Layout([], has_lines=True)
     # A statement written over several lines is written on one: the comments inside it
     # go on lines of their own above it, in order, but for the last, which trails it.
-    before: dict[int, list[ast.Comment]] = {}
-    trailing: dict[int, ast.Comment] = {}
-    if has_lines:
-        inside = _comments_inside(stmts, spec.comments)
-        for s in stmts:
-            items.append((s.span.line, "stmt", s))
-            found = inside.get(id(s), [])
-            if found:
-                before[id(s)], trailing[id(s)] = found[:-1], found[-1]
-        taken = {id(c) for found in inside.values() for c in found}
-        for c in spec.comments:
-            if id(c) not in taken:
-                items.append((c.line, "comment", c))
-        items.sort(key=lambda it: (it[0], {"stmt": 0, "comment": 1}[it[1]]))
-    else:
-        items = [(0, "stmt", s) for s in stmts]
+    inside = _comments_inside(stmts, spec.comments)
+    for s in stmts:
+        layout.items.append((s.span.line, "stmt", s))
+        found = inside.get(id(s), [])
+        if found:
+            layout.before[id(s)], layout.trailing[id(s)] = found[:-1], found[-1]
+    taken = {id(c) for found in inside.values() for c in found}
+    layout.items += [(c.line, "comment", c) for c in spec.comments if id(c) not in taken]
+    layout.items.sort(key=lambda it: (it[0], {"stmt": 0, "comment": 1}[it[1]]))
+    return layout
 
-    # Alignment width per block of consecutive rules (no blank line or comment between).
+
+def _rule_widths(layout: _Layout) -> dict[int, int]:
+    """``id(rule)`` -> the width its left-hand side is padded to: one per block of
+    consecutive rules (no blank line, comment or other statement between)."""
     widths: dict[int, int] = {}
     block: list[ast.Rule] = []
     prev_end = -10
@@ -242,37 +262,40 @@ def format_spec(spec: ast.Spec) -> str:
             widths[id(r)] = w if len(_lhs(r)) <= _ALIGN_MAX else 0
         block.clear()
 
-    for line, kind, payload in items:
+    for line, kind, payload in layout.items:
         if kind == "stmt" and isinstance(payload, ast.Rule):
-            if block and has_lines and (line - prev_end > 1 or before.get(id(payload))):
+            gap = line - prev_end > 1 or layout.before.get(id(payload))
+            if block and layout.has_lines and gap:
                 close_block()
             block.append(payload)
-            prev_end = payload.span.end_line if has_lines else 0
-        elif kind == "stmt" or kind == "comment":
+            prev_end = payload.span.end_line if layout.has_lines else 0
+        else:
             close_block()
-            if kind == "stmt":
-                assert not isinstance(payload, (ast.Rule, ast.Comment))
+            if not isinstance(payload, ast.Comment):
                 prev_end = payload.span.end_line
     close_block()
+    return widths
 
-    # Lines as [code, trailing comment]; a blank line or a comment line is code alone.
+
+def _lines(layout: _Layout, widths: dict[int, int]) -> list[list[str | None]]:
+    """Lines as ``[code, trailing comment]``; a blank line or a comment line is code alone."""
     lines: list[list[str | None]] = []
     last_line = None
-    for line, kind, payload in items:
-        if has_lines and last_line is not None and line - last_line > 1 and lines:
+    for line, kind, payload in layout.items:
+        if layout.has_lines and last_line is not None and line - last_line > 1 and lines:
             lines.append(["", None])
         if kind == "comment":
             assert isinstance(payload, ast.Comment)
             lines.append([payload.text, None])
             last_line = line
-        else:
-            assert not isinstance(payload, ast.Comment)
-            lines += [[c.text, None] for c in before.get(id(payload), ())]
-            tail = trailing.get(id(payload))
-            text = _statement(payload, widths.get(id(payload), 0))
-            lines.append([text, tail.text if tail is not None else None])
-            last_line = payload.span.end_line if has_lines else None
-    return _align_comments(lines)
+            continue
+        assert not isinstance(payload, ast.Comment)
+        lines += [[c.text, None] for c in layout.before.get(id(payload), ())]
+        tail = layout.trailing.get(id(payload))
+        text = _statement(payload, widths.get(id(payload), 0))
+        lines.append([text, tail.text if tail is not None else None])
+        last_line = payload.span.end_line if layout.has_lines else None
+    return lines
 
 
 def _comments_inside(
