@@ -1,0 +1,216 @@
+"""partspec.jax.partition: optax.partition's updates, with a single optimizer's state layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from partspec.jax.optimizers import frozen, frozen_until
+from partspec.jax.partition import (
+    GroupState,
+    Leaves,
+    PerLabel,
+    label_states,
+    partition,
+    with_label_states,
+)
+
+#: Label actions: same-shaped ones (adam at two rates, frozen_until at two steps) share
+#: a group; clip_by_global_norm checks each label still sees only its own leaves.
+ACTIONS: dict[str, Any] = {
+    "adam1": lambda: optax.adam(1e-2),
+    "adam2": lambda: optax.adam(3e-3, b1=0.8),
+    "adamw": lambda: optax.adamw(1e-2, weight_decay=0.1),
+    "sgdm": lambda: optax.sgd(0.1, momentum=0.9),
+    "sgdm2": lambda: optax.sgd(0.05, momentum=0.5, nesterov=True),
+    "clip": lambda: optax.chain(optax.clip_by_global_norm(0.01), optax.sgd(1.0)),
+    "frozen": frozen,
+    "until1": lambda: frozen_until(1, optax.adam(1e-2)),
+    "until2": lambda: frozen_until(2, optax.adam(2e-2)),
+    "sched": lambda: optax.adam(optax.linear_schedule(1e-2, 0.0, 4)),
+    # Two schedules of one shape in one group: under jit, each label's scalar work must
+    # round as optax.partition's does.
+    "cos": lambda: optax.adam(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 9)),
+    "cos10": lambda: optax.adam(
+        lambda c: 10 * optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 9)(c)
+    ),
+}
+
+
+@st.composite
+def labelled_trees(draw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A nested dict of small float arrays and a label for each leaf."""
+    n = draw(st.integers(1, 8))
+    labels = draw(st.lists(st.sampled_from(sorted(ACTIONS)), min_size=n, max_size=n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    params: dict[str, Any] = {}
+    label_tree: dict[str, Any] = {}
+    for i, lab in enumerate(labels):
+        depth = draw(st.integers(0, 2))
+        path = [f"m{draw(st.integers(0, 2))}" for _ in range(depth)] + [f"w{i}"]
+        node, lnode = params, label_tree
+        for seg in path[:-1]:
+            node = node.setdefault(seg, {})
+            lnode = lnode.setdefault(seg, {})
+        shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        node[path[-1]] = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        lnode[path[-1]] = lab
+    return params, label_tree
+
+
+def _run(tx: optax.GradientTransformation, params: Any, steps: int, seed: int) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    state = tx.init(params)
+    out = []
+    for _ in range(steps):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        updates, state = jax.jit(tx.update)(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        out.append(updates)
+    return out
+
+
+@given(labelled_trees(), st.integers(0, 1000))
+def test_updates_equal_optax_partition_bit_for_bit(tree: Any, seed: int) -> None:
+    params, labels = tree
+    used = set(jax.tree_util.tree_leaves(labels))
+    transforms = {lab: ACTIONS[lab]() for lab in sorted(used)}
+    ours = _run(partition(transforms, lambda _: labels), params, 8, seed)
+    theirs = _run(optax.partition(transforms, lambda _: labels), params, 8, seed)
+    for a, b in zip(ours, theirs):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+            assert np.signbit(np.asarray(x)).tolist() == np.signbit(np.asarray(y)).tolist()
+
+
+@given(labelled_trees(), st.integers(0, 1000))
+def test_init_and_update_in_one_jit_equal_optax_partition_bit_for_bit(tree: Any, seed: int) -> None:
+    """A first step jitted with its init (a TrainState made inside the step): the counts
+    are constants to XLA, which folds each label's scalar work at compile time. With
+    stacked counts split behind an optimization barrier it could not, and the head's
+    first Adam step differed from optax.partition's in the last bit."""
+    params, labels = tree
+    used = set(jax.tree_util.tree_leaves(labels))
+    transforms = {lab: ACTIONS[lab]() for lab in sorted(used)}
+    rng = np.random.default_rng(seed)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+    @jax.jit
+    def first(grads: Any) -> Any:
+        out = []
+        for tx in (partition(transforms, lambda _: labels), optax.partition(transforms, labels)):
+            updates, _ = tx.update(grads, tx.init(params), params)
+            out.append(updates)
+        return out
+
+    ours, theirs = first(grads)
+    for x, y in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@given(labelled_trees())
+def test_each_leaf_is_held_once_and_labels_of_one_shape_share_a_group(tree: Any) -> None:
+    params, labels = tree
+    used = sorted(set(jax.tree_util.tree_leaves(labels)))
+    transforms = {lab: ACTIONS[lab]() for lab in used}
+    state = partition(transforms, lambda _: labels).init(params)
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    mu_entries = 0
+    for group in state.groups.values():
+        assert isinstance(group, GroupState)
+        for x in jax.tree_util.tree_leaves(group.inner, is_leaf=lambda x: isinstance(x, Leaves)):
+            if isinstance(x, Leaves):
+                mu_entries += len(jax.tree_util.tree_leaves(x))
+    # No placeholders: the state's leaves are at most a fixed number per parameter leaf
+    # (adam: mu and nu) plus one scalar per label per counter.
+    assert mu_entries <= 2 * n_leaves
+    shapes = {
+        lab: jax.tree_util.tree_structure(tx.init(Leaves({})), is_leaf=None)
+        for lab, tx in transforms.items()
+    }
+    # adam1, adam2 and sched have the same state structure only if the schedule's
+    # count is part of it: what matters is that equal structures share.
+    groups_of = {lab: name for name, g in state.groups.items() for lab in g.labels}
+    for a in used:
+        for b in used:
+            if shapes[a] == shapes[b] and a in groups_of and b in groups_of:
+                assert groups_of[a] == groups_of[b], (a, b)
+
+
+def test_a_hundred_adam_labels_have_one_state_like_one_adam() -> None:
+    params = {f"layer_{i}": {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)} for i in range(100)}
+    labels = {f"layer_{i}": {"w": f"l{i}", "b": f"l{i}"} for i in range(100)}
+    transforms = {f"l{i}": optax.adam(1e-3 * 0.9**i) for i in range(100)}
+    ours = partition(transforms, lambda _: labels).init(params)
+    one = optax.adam(1e-3).init(params)
+    theirs = optax.partition(transforms, lambda _: labels).init(params)
+
+    def nodes(t: Any) -> int:
+        return int(jax.tree_util.tree_structure(t).num_nodes)
+
+    assert nodes(ours) <= 2 * nodes(one)
+    assert nodes(theirs) > 50 * nodes(one)  # what optax.partition costs
+    (group,) = ours.groups.values()
+    assert isinstance(group.inner[0].count, PerLabel) and len(group.inner[0].count) == 100
+
+
+def test_label_states_are_what_optax_partition_holds_without_placeholders() -> None:
+    params = {"a": {"w": jnp.ones(2)}, "b": jnp.ones(3), "c": jnp.ones(1)}
+    labels = {"a": {"w": "x"}, "b": "y", "c": "x"}
+    transforms = {"x": optax.adam(0.1), "y": optax.adam(0.2)}
+    tx = partition(transforms, lambda _: labels)
+    state = tx.init(params)
+    _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    mine = label_states(state, params, lambda _: labels)
+    assert set(mine) == {"x", "y"}
+    assert mine["x"][0].mu.tree == {
+        "a": {"w": pytest.approx(np.full(2, 0.1))},
+        "c": 0.1 * jnp.ones(1),
+    }
+    assert int(mine["y"][0].count) == 1
+    # Reset one label: its moments and its count, not the other's.
+    fresh = transforms["y"].init(Leaves({"b": jnp.ones(3)}))
+    state2 = with_label_states(state, {"y": fresh})
+    again = label_states(state2, params, lambda _: labels)
+    assert int(again["y"][0].count) == 0 and int(again["x"][0].count) == 1
+    np.testing.assert_array_equal(again["y"][0].mu.tree["b"], np.zeros(3))
+    np.testing.assert_array_equal(again["x"][0].mu.tree["c"], mine["x"][0].mu.tree["c"])
+
+
+def test_paths_into_the_state_read_as_parameter_paths() -> None:
+    params = {"enc": {"layer_0": {"kernel": jnp.ones(2)}}}
+    tx = partition({"x": optax.adam(0.1)}, lambda t: jax.tree.map(lambda _: "x", t))
+    state = tx.init(params)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+    assert "['enc']['layer_0']['kernel']" in paths[1]
+
+
+def test_a_label_without_a_transformation_is_an_error() -> None:
+    tx = partition({"x": optax.sgd(0.1)}, lambda t: {"a": "x", "b": "nope"})
+    with pytest.raises(ValueError, match="nope"):
+        tx.init({"a": jnp.ones(1), "b": jnp.ones(1)})
+
+
+def test_scheduled_labels_sharing_a_group_round_as_optax_partition_under_jit() -> None:
+    """examples/param_groups.py: adam(sched) and adam(10 * sched) share a group. When
+    their counts were one stacked array, XLA computed both schedules as one vector
+    operation, and some steps differed from optax.partition in the last bit."""
+    sched = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 5, 50)
+    params = {
+        "backbone": {"w": jnp.full((4, 4), 0.3), "b": jnp.zeros(4)},
+        "head": {"w": jnp.full((4, 1), 0.1), "b": jnp.zeros(1)},
+    }
+    labels = {"backbone": {"w": "base", "b": "base"}, "head": {"w": "head", "b": "head"}}
+    transforms = {"base": optax.adam(sched), "head": optax.adam(lambda c: 10 * sched(c))}
+    ours = _run(partition(transforms, lambda _: labels), params, 30, 0)
+    theirs = _run(optax.partition(transforms, labels), params, 30, 0)
+    for a, b in zip(ours, theirs):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
