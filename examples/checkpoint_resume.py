@@ -98,7 +98,7 @@ def main() -> None:
     state = create_state(p0, partspec.compile(old_spec, p0).tx)
     state, losses = train(state, x, y, 30)
     print(f"trained 30 steps under {SPEC.name}: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    print("optimizer-state labels:", sorted(state.opt_state.inner_states))
+    print("optimizer-state groups:", sorted(state.opt_state.groups))
 
     with tempfile.TemporaryDirectory() as tmp:
         mngr = ocp.CheckpointManager(Path(tmp) / "ckpt")

@@ -142,14 +142,14 @@ def main() -> None:
 
     # 4. Surgery mid-training: start the head again from zeros, and reset its optimizer state
     #    alone (Adam moments and step count), keeping the backbone's moments bit for bit.
-    backbone_state = bits(partspec.select("inner_states/backbone/**", state.opt_state))
+    backbone_state = bits(plan.label_states(state.opt_state)["backbone"])
     new_params = partspec.replace("head/**", state.params, jnp.zeros_like)
     opt_state = partspec.reset_state(plan, state.opt_state, new_params, label="head")
     state = state.replace(params=new_params, opt_state=opt_state)
 
-    head_state = partspec.select("inner_states/head/**", state.opt_state)
-    assert all(not np.any(np.asarray(v)) for v in head_state.values())  # mu, nu, count: 0
-    assert bits(partspec.select("inner_states/backbone/**", state.opt_state)) == backbone_state
+    head_state = jax.tree_util.tree_leaves(plan.label_states(state.opt_state)["head"])
+    assert head_state and not any(np.any(np.asarray(v)) for v in head_state)  # mu, nu, count
+    assert bits(plan.label_states(state.opt_state)["backbone"]) == backbone_state
     print(f"reset the head's optimizer state ({len(head_state)} leaves); the backbone's is kept")
 
     state, losses = train(state, 40)
@@ -163,7 +163,7 @@ def main() -> None:
     assert len(reset) == 2 and not any(np.any(v) for v in reset.values())
     kept = partspec.select("**/{mu,nu}/head/kernel", opt_state)
     assert bits(kept) == bits(partspec.select("**/{mu,nu}/head/kernel", state.opt_state))
-    (count,) = partspec.select("inner_states/head/**/count", opt_state).values()
+    (count,) = partspec.select("**/count", plan.label_states(opt_state)["head"]).values()
     print(f"reset head/bias's moments by pattern; the head's step count stays {int(count)}")
 
 

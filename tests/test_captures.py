@@ -425,7 +425,7 @@ def test_two_patterns_of_one_rule_capture_the_same_name() -> None:
         assert labels[f"encoder/layer_{i}/w"] == labels[f"decoder/block_{i}/w"] == f"s[i={i}]"
     assert set(plan.transforms) == {"s[i=0]", "s[i=1]", "s[i=2]"}
     # One group, one optimizer state per binding, shared by both subtrees.
-    assert set(plan.tx.init(params).inner_states) == set(plan.transforms)
+    assert set(plan.label_states(plan.tx.init(params))) == set(plan.transforms)
 
 
 def test_first_match_wins_between_rules_with_and_without_captures() -> None:

@@ -1,11 +1,11 @@
 """Orbax checkpoints of train states whose optimizer comes from a spec (docs/checkpoints.md).
 
-The optimizer state of a spec is an ``optax.PartitionState`` keyed by label. These tests
+The optimizer state of a spec is a partspec ``PartitionState`` of label groups. These tests
 pin down what Orbax does with it: a round trip is bit-identical; a label named with `as`
 survives an edit of its learning rate, and the restored Adam moments are used; an edit
 that changes the state's structure makes Orbax raise, and ``partspec.tools.diff`` predicts it
-without a checkpoint; two changes Orbax accepts silently (a dtype change, state that is
-no longer needed) are flagged by ``partspec.tools.diff`` all the same.
+without a checkpoint (a leaf that loses its state included); a change Orbax accepts
+silently (a dtype change) is flagged by ``partspec.tools.diff`` all the same.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 from flax.training import train_state
 
 import partspec
+from partspec.jax.partition import GroupState, PartitionState
 from partspec.tools.diff import diff
 
 
@@ -120,7 +121,7 @@ def test_train_state_round_trip_is_bit_identical(saved: Any) -> None:
     assert bits(restored.params) == bits(state.params)
     assert bits(restored.opt_state) == bits(state.opt_state)
     assert jax.tree.structure(restored.opt_state) == jax.tree.structure(state.opt_state)
-    assert sorted(restored.opt_state.inner_states) == ["head", "sgd(0.1, momentum=0.9)"]
+    assert sorted(restored.opt_state.groups) == ["head", "sgd(0.1, momentum=0.9)"]
     # Training goes on exactly as if it had never stopped.
     assert bits(train(restored, 3).params) == bits(train(state, 3).params)
 
@@ -139,9 +140,9 @@ def test_plain_dict_round_trip_with_standard_checkpointer(tmp_path: Path) -> Non
         }
         restored = ckpt.restore(tmp_path / "dict", abstract)
     assert bits(restored) == bits(item)
-    assert isinstance(restored["opt_state"], optax.PartitionState)
+    assert isinstance(restored["opt_state"], PartitionState)
     # Frozen leaves have no optimizer state, in memory or on disk.
-    assert restored["opt_state"].inner_states["frozen"] == optax.MaskedState(optax.EmptyState())
+    assert restored["opt_state"].groups["frozen"] == GroupState(("frozen",), optax.EmptyState())
 
 
 # ---------------------------------------------------------------- (b) named labels
@@ -155,12 +156,12 @@ def test_named_label_survives_a_learning_rate_edit(saved: Any) -> None:
     new_tx = tx_of(NAMED_EDITED)
     restored = restore(directory, jax.eval_shape(lambda: create(new_tx)))
     assert bits(restored.opt_state) == bits(state.opt_state)
-    adam = restored.opt_state.inner_states["head"].inner_state[0]
+    adam = restored.opt_state.groups["head"].inner[0]
     assert int(adam.count) == 5
 
     # Training continues from the saved moments, at the new learning rate.
     resumed = step(restored)
-    assert int(resumed.opt_state.inner_states["head"].inner_state[0].count) == 6
+    assert int(resumed.opt_state.groups["head"].inner[0].count) == 6
     assert bits(resumed.params) == bits(step(state.replace(tx=new_tx)).params)
     fresh = step(create(new_tx).replace(params=restored.params, step=restored.step))
     assert bits(resumed.params["head"]) != bits(fresh.params["head"])  # moments were used
@@ -217,7 +218,8 @@ def test_structure_change_is_predicted_and_orbax_raises(saved: Any, old: str, ne
     message = str(info.value)
     # Orbax names a mismatched key path; the label in it is one diff() reported.
     assert "mismatch" in message or "do not match" in message, message
-    assert any(f"'{lab}'" in message or f".{lab}." in message for lab in involved), (
+    # (a group of several labels is named by its first label and a digest of them all).
+    assert any(f"'{lab}" in message or f".{lab}." in message for lab in involved), (
         involved,
         message,
     )
@@ -240,25 +242,26 @@ def test_orbax_casts_a_dtype_change_silently_and_diff_flags_it(saved: Any) -> No
 
     directory, state = saved(NAMED)
     restored = restore(directory, jax.eval_shape(lambda: create(tx_of(new))))  # no error
-    mu = restored.opt_state.inner_states["head"].inner_state[0].mu["head"]["kernel"]
-    saved_mu = state.opt_state.inner_states["head"].inner_state[0].mu["head"]["kernel"]
+    mu = restored.opt_state.groups["head"].inner[0].mu["head"]["kernel"]
+    saved_mu = state.opt_state.groups["head"].inner[0].mu["head"]["kernel"]
     assert mu.dtype == jnp.bfloat16 and saved_mu.dtype == jnp.float32
     assert mu.tobytes() != saved_mu.astype(jnp.float32).tobytes()  # precision is lost
 
 
-def test_orbax_drops_unneeded_state_silently_and_diff_flags_it(saved: Any) -> None:
+def test_state_no_longer_needed_is_flagged_by_diff_and_orbax_raises(saved: Any) -> None:
+    """Under optax.partition a leaf that lost its state restored silently (its saved moments
+    dropped into a MaskedNode); with no placeholders in the state, Orbax now raises too."""
     new = "backbone/** -> frozen\nhead/bias -> frozen\nhead/** -> adam(1e-3) as head"
     report = diff(NAMED, new, SHAPES)
     assert not report.restorable
     assert {(x.path, x.kind) for x in report.state_differences} == {
-        ("inner_state/0/mu/head/bias", "only_old"),
-        ("inner_state/0/nu/head/bias", "only_old"),
+        ("0/mu/head/bias", "only_old"),
+        ("0/nu/head/bias", "only_old"),
     }
 
     directory, _ = saved(NAMED)
-    restored = restore(directory, jax.eval_shape(lambda: create(tx_of(new))))  # no error
-    mu = restored.opt_state.inner_states["head"].inner_state[0].mu["head"]
-    assert isinstance(mu["bias"], optax.MaskedNode)  # the saved moments of head/bias: gone
+    with pytest.raises(ValueError, match=r"head\.bias"):
+        restore(directory, jax.eval_shape(lambda: create(tx_of(new))))
 
 
 # ---------------------------------------------------------------- diff agrees with Orbax
@@ -288,15 +291,16 @@ def test_restorable_means_orbax_restores_bit_for_bit(saved: Any, old: str, new: 
 # ---------------------------------------------------------------- carrying state over
 
 
-def carry_over(report: Any, old_opt_state: Any, new_opt_state: Any) -> Any:
+def carry_over(
+    report: Any, old_plan: Any, old_opt_state: Any, new_plan: Any, new_opt_state: Any
+) -> Any:
     """The recipe of docs/checkpoints.md: NEW's fresh state, with OLD's state where it fits."""
-    inner = dict(new_opt_state.inner_states)
-    for lab in report.kept:
-        inner[lab] = old_opt_state.inner_states[lab]
+    old = old_plan.label_states(old_opt_state)
+    carried = {lab: old[lab] for lab in report.kept}
     for rename in report.renamed:
         if rename.state_compatible:
-            inner[rename.new] = old_opt_state.inner_states[rename.old]
-    return new_opt_state._replace(inner_states=inner)
+            carried[rename.new] = old[rename.old]
+    return new_plan.with_label_states(new_opt_state, carried)
 
 
 @pytest.mark.parametrize(
@@ -318,14 +322,62 @@ def test_carry_over_kept_labels_after_a_breaking_edit(
     assert not report.restorable
     directory, state = saved(old)
     restored = restore(directory, jax.eval_shape(lambda: create(tx_of(old))))  # under OLD
-    new_tx = tx_of(new)
-    opt_state = carry_over(report, restored.opt_state, new_tx.init(restored.params))
+    old_plan, new_plan = partspec.compile(old, PARAMS), partspec.compile(new, PARAMS)
+    new_tx = new_plan.tx
+    opt_state = carry_over(
+        report, old_plan, restored.opt_state, new_plan, new_tx.init(restored.params)
+    )
     resumed = restored.replace(tx=new_tx, opt_state=opt_state)
     assert jax.tree.structure(opt_state) == jax.tree.structure(new_tx.init(PARAMS))
-    for lab, sub in opt_state.inner_states.items():
+    saved_states = old_plan.label_states(state.opt_state)
+    for lab, sub in new_plan.label_states(opt_state).items():
         if lab in carried:
             assert jax.tree.leaves(sub), lab
             old_lab = next((r.old for r in report.renamed if r.new == lab), lab)
-            assert bits(sub) == bits(state.opt_state.inner_states[old_lab])
+            assert bits(sub) == bits(saved_states[old_lab])
     trained = step(resumed)  # and training goes on under NEW
     assert bits(trained.params["head"]) != bits(resumed.params["head"])
+
+
+# ---------------------------------------------------------------- partspec 0.1's layout
+
+
+def test_a_checkpoint_of_the_old_layout_restores_and_upgrades_bit_for_bit(tmp_path: Path) -> None:
+    """partspec 0.1 saved optax.partition states; they restore under plan.legacy_tx() and
+    convert with plan.upgrade_state, and training goes on as it would have."""
+    plan = partspec.compile(NAMED, PARAMS)
+    old_tx = plan.legacy_tx()
+    old = train(create(old_tx), 3)
+    assert isinstance(old.opt_state, optax.PartitionState)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp_path / "old", old)
+        ckpt.wait_until_finished()
+        # Today's target: Orbax reports the mismatch (no silent restore)...
+        with pytest.raises(ValueError, match=r"groups|inner_states"):
+            ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(plan.tx)))
+        # ... and the old layout restores.
+        restored = ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(old_tx)))
+    with pytest.raises(TypeError, match="upgrade_state"):
+        plan.partition_state(restored.opt_state)
+    upgraded = plan.upgrade_state(restored.opt_state, restored.params)
+    assert jax.tree.structure(upgraded) == jax.tree.structure(plan.tx.init(PARAMS))
+    head = plan.label_states(upgraded)["head"][0]
+    old_head = restored.opt_state.inner_states["head"].inner_state[0]
+    assert int(head.count) == 3
+    assert bits(head.mu["head"]) == bits(old_head.mu["head"])
+    resumed = train(restored.replace(tx=plan.tx, opt_state=upgraded), 2)
+    assert bits(resumed.params) == bits(train(old, 2).params)
+
+
+def test_docs_checkpoints_code_blocks_run() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "checkpoints.md").read_text(
+        encoding="utf-8"
+    )
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 3
+    for i, block in enumerate(blocks):
+        if "def carry_over" in block:
+            continue  # a recipe whose use is in comments; test_carry_over_* runs it
+        exec(compile(block, f"docs/checkpoints.md block {i}", "exec"), {})

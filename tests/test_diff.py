@@ -122,7 +122,7 @@ def test_frozen_to_trainable_is_not_restorable():
     missing = {(x.path, x.kind) for x in r.state_differences}
     for p in BACKBONE:
         for moment in ("mu", "nu"):
-            assert (f"inner_state/0/{moment}/{p}", "only_new") in missing
+            assert (f"0/{moment}/{p}", "only_new") in missing
     assert len(r.state_differences) == 8
     text = render_diff(r)
     assert "label `frozen` is removed; the state of `adam(0.001)` changes" in text
@@ -144,8 +144,8 @@ def test_trainable_to_frozen_drops_state():
     assert not r.restorable and r.changed == ("head",)
     assert r.leaf_changes == (LeafChange("head/bias", "head", "frozen"),)
     assert {(x.path, x.kind, x.old, x.new) for x in r.state_differences} == {
-        ("inner_state/0/mu/head/bias", "only_old", "float32[4]", None),
-        ("inner_state/0/nu/head/bias", "only_old", "float32[4]", None),
+        ("0/mu/head/bias", "only_old", "float32[4]", None),
+        ("0/nu/head/bias", "only_old", "float32[4]", None),
     }
     assert "note: Orbax restores dtype changes" in render_diff(r)
 
@@ -166,7 +166,7 @@ def test_new_rule_splits_a_group():
 
 def test_a_split_group_with_stateless_optimizer_keeps_its_state():
     r = d("** -> sgd(0.1)", "head/** -> sgd(0.01)\n** -> sgd(0.1)")
-    assert not r.restorable  # a new key in inner_states, even with an empty state
+    assert not r.restorable  # a new label, even with an empty state
     assert r.added == ("sgd(0.01)",) and r.kept == ("sgd(0.1)",) and r.changed == ()
 
 
@@ -174,8 +174,8 @@ def test_optimizer_change_under_a_name_changes_the_state():
     r = d(NAMED, "backbone/** -> frozen\nhead/** -> sgd(0.1, momentum=0.9) as head\n")
     assert not r.restorable and r.changed == ("head",)
     kinds = {(x.path, x.kind) for x in r.state_differences}
-    assert ("inner_state/0/mu/head/kernel", "only_old") in kinds
-    assert ("inner_state/0/trace/head/kernel", "only_new") in kinds
+    assert ("0/mu/head/kernel", "only_old") in kinds
+    assert ("0/trace/head/kernel", "only_new") in kinds
     assert r.action_changes == (("head", "adam(0.001)", "sgd(0.1, momentum=0.9)"),)
 
 
@@ -192,8 +192,8 @@ def test_dtype_change_is_reported():
     r = d(NAMED, 'backbone/** -> frozen\nhead/** -> adam(1e-3, mu_dtype="bfloat16") as head\n')
     assert not r.restorable
     assert {(x.path, x.kind, x.old, x.new) for x in r.state_differences} == {
-        ("inner_state/0/mu/head/bias", "dtype", "float32[4]", "bfloat16[4]"),
-        ("inner_state/0/mu/head/kernel", "dtype", "float32[32, 4]", "bfloat16[32, 4]"),
+        ("0/mu/head/bias", "dtype", "float32[4]", "bfloat16[4]"),
+        ("0/mu/head/kernel", "dtype", "float32[32, 4]", "bfloat16[32, 4]"),
     }
 
 
@@ -302,7 +302,7 @@ def test_json_report():
     }
     assert doc["state_differences"][0] == {
         "label": "adam(0.001)",
-        "path": "inner_state/0/mu/backbone/Dense_0/bias",
+        "path": "0/mu/backbone/Dense_0/bias",
         "kind": "only_new",
         "old": None,
         "new": "float32[32]",
@@ -329,7 +329,7 @@ def test_json_rename_is_one_row():
 
 
 def test_state_difference_fields():
-    x = StateDifference("head", "inner_state/0/mu/w", "only_old", "float32[2]", None)
+    x = StateDifference("head", "0/mu/w", "only_old", "float32[2]", None)
     assert (x.label, x.kind) == ("head", "only_old")
 
 

@@ -64,10 +64,10 @@ def _state_truth(spec: str, leaves: list[Leaf], **values: Any) -> dict[str, int]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", partspec.SpecWarning)
         plan = partspec.compile(spec, tree, **values)
-    state = jax.eval_shape(plan.tx.init, tree)
+    states = jax.eval_shape(lambda t: plan.label_states(plan.tx.init(t)), tree)
     return {
         lab: sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(inner))
-        for lab, inner in state.inner_states.items()
+        for lab, inner in states.items()
     }
 
 

@@ -129,7 +129,7 @@ def test_linen_differential_lr_labels():
     assert plan.checked.values["lr"] == LINEN_LR
     # Both groups get Adam moments: nothing is frozen.
     state = plan.tx.init(params)
-    mu = {g: s.inner_state[0].mu for g, s in state.inner_states.items()}
+    mu = {g: s[0].mu for g, s in plan.label_states(state).items()}
     assert {p for p, _ in leaf_paths(mu["adam(lr / 10)"])} == {
         p for p, lab in labels_by_path(plan).items() if lab == "adam(lr / 10)"
     }
@@ -274,8 +274,8 @@ def test_nnx_optimizer_labels_variables_at_init_and_arrays_at_update():
 
     # init got Variable-wrapped parameters: Adam's moments exist for exactly the adam leaves,
     # and the frozen and sgd leaves have none.
-    inner = optimizer.opt_state.inner_states
-    assert {p for p, _ in leaf_paths(inner["adam(0.01)"].inner_state[0].mu)} == NNX_ADAM
+    inner = plan.label_states(optimizer.opt_state)
+    assert {p for p, _ in leaf_paths(inner["adam(0.01)"][0].mu)} == NNX_ADAM
     assert not jax.tree.leaves(inner["frozen"]) and not jax.tree.leaves(inner["sgd(lr)"])
 
     # update gets plain arrays (nnx.as_pure): the same labels, step by step.

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
+from partspec.jax.partition import PartitionState
 from tests import strategies as S
 from tests.assertions import assert_bitwise_equal, assert_format_round_trip, bits
 from tests.models import Classifier
@@ -316,8 +317,7 @@ def test_without_global_tx_is_exactly_the_partition(text: str) -> None:
     plan = partspec.compile(text, PARAMS)
     partition = optax.partition(plan.transforms, plan.labels)
     state = plan.tx.init(PARAMS)
-    assert isinstance(state, optax.PartitionState)
-    assert jax.tree.structure(state) == jax.tree.structure(partition.init(PARAMS))
+    assert isinstance(state, PartitionState)  # no gate, no masked chain
     g = grads()
     assert_bitwise_equal(update(plan.tx, g), update(partition, g))
 

@@ -99,12 +99,14 @@ def test_reset_state_of_one_capture_label_under_a_global_chain() -> None:
     for _ in range(3):
         _, state = plan.tx.update(grads, state, p)
     fresh = partspec.reset_state(plan, state, p, label="layer[i=1]")
-    old_inner = plan.partition_state(state).inner_states
-    new_inner = plan.partition_state(fresh).inner_states
+    old_inner = plan.label_states(state)
+    new_inner = plan.label_states(fresh)
     assert jax.tree.leaves(new_inner["layer[i=1]"])[0] == 0  # Adam's count starts again
     for lab in ("layer[i=0]", "sgd(0.1)"):
+        # Kept bit for bit (the two layer labels share a group: their counts are one
+        # stacked array, rebuilt with the reset label's entry zeroed).
         for a, b in zip(jax.tree.leaves(old_inner[lab]), jax.tree.leaves(new_inner[lab])):
-            assert a is b
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     # The globals' state (the clip is stateless; the gate counts updates) is kept.
     assert jax.tree.leaves(fresh[0]) == jax.tree.leaves(state[0])
 

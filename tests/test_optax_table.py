@@ -97,7 +97,7 @@ def test_dtype_arguments_reach_optax_as_dtypes() -> None:
     params = {"w": jnp.ones(3)}
     plan = partspec.compile('** -> adam(1e-3, mu_dtype="bfloat16")', params)
     state = plan.tx.init(params)
-    mu = state.inner_states['adam(0.001, mu_dtype="bfloat16")'].inner_state[0].mu["w"]
+    mu = plan.label_states(state)['adam(0.001, mu_dtype="bfloat16")'][0].mu["w"]
     assert mu.dtype == jnp.bfloat16
 
 

@@ -396,7 +396,7 @@ def test_plan_init_shards_state_like_params_and_replicates_counts(report):
     got = section(report, "plan_init")
     assert got["mismatches"] == []
     shardings = got["shardings"]
-    base = ".inner_states['{}'].inner_state[0]."
+    base = ".groups['{}'].inner[0]."
     decay, no_decay = base.format("decay"), base.format("no_decay")
     assert shardings[decay + "mu['adapter']['kernel']"] == "NamedSharding 8 ('data', 'model')"
     assert shardings[decay + "nu['head']['kernel']"] == "NamedSharding 8 ('model', None)"

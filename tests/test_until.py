@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import partspec
+from partspec.jax.partition import Leaves, PartitionState
 from partspec.jax.plan import UntilState
 from tests import strategies as S
 from tests.assertions import assert_bitwise_equal, assert_format_round_trip, bits
@@ -78,10 +79,17 @@ def make_step(tx: optax.GradientTransformation) -> Any:
 
 
 def until_state(state: Any, label: str) -> UntilState:
-    """The ``UntilState`` of ``label`` in a plan's state (with or without a ``global``)."""
-    if not isinstance(state, optax.PartitionState):
+    """The ``UntilState`` of ``label`` in a plan's state (with or without a ``global``):
+    its counters, and the moments of its group's leaves."""
+    if not isinstance(state, PartitionState):
         state = state[-1]
-    inner = state.inner_states[label].inner_state
+    (group,) = [g for g in state.groups.values() if label in g.labels]
+    i, n = group.labels.index(label), len(group.labels)
+
+    def mine(x: Any) -> Any:
+        return x if isinstance(x, Leaves) or n == 1 else x[i]
+
+    inner = jax.tree.map(mine, group.inner, is_leaf=lambda x: isinstance(x, Leaves))
     assert isinstance(inner, UntilState)
     return inner
 

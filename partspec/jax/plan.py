@@ -37,6 +37,13 @@ from partspec.jax.optimizers import (
     frozen_until,
     gate,
 )
+from partspec.jax.partition import (
+    PartitionState,
+    init_label,
+    label_states,
+    partition,
+    with_label_states,
+)
 from partspec.jax.tree import label_tree, leaf_info, leaf_segments
 from partspec.language import ast
 from partspec.language._optax_table import OPTAX_VERSION
@@ -67,7 +74,9 @@ class Plan:
       checked: the checked spec (names, labels, evaluated actions).
       labels: the label tree: same structure and container types as the params.
       transforms: label -> ``optax.GradientTransformation``, for every label in use.
-      tx: ``optax.partition(transforms, labels)``, ready for ``init``/``update``.
+      tx: :func:`partspec.jax.partition.partition` of ``transforms`` by ``labels``
+        (``optax.partition``'s updates, with each leaf's state held once and labels
+        of one optimizer shape sharing state), ready for ``init``/``update``.
       diagnostics: warnings (rules that match nothing or are shadowed).
       frozen_labels: labels whose action is ``frozen``.
       unfreeze_steps: label -> the first update that trains it, for ``frozen until``.
@@ -90,18 +99,101 @@ class Plan:
     actions: Mapping[str, Action] = field(default_factory=dict, repr=False)
     resolution: Resolution | None = field(default=None, repr=False)
 
-    def partition_state(self, state: Any) -> optax.PartitionState:
-        """The ``optax.PartitionState`` inside a state made by ``tx.init``.
+    def partition_state(self, state: Any) -> PartitionState:
+        """The :class:`~partspec.jax.partition.PartitionState` inside a state of ``tx``.
 
         That is the state itself, or, with ``global`` transforms, the last part of
         the chain's state.
         """
-        if isinstance(state, optax.PartitionState):
+        if isinstance(state, PartitionState):
             return state
         last = state[-1] if isinstance(state, tuple) and state else None
-        if isinstance(last, optax.PartitionState):
+        if isinstance(last, PartitionState):
             return last
+        if isinstance(state, optax.PartitionState) or isinstance(last, optax.PartitionState):
+            raise TypeError(
+                "an optax.PartitionState: a state of partspec 0.1's layout, every label's "
+                "state over the whole tree; restore it under plan.legacy_tx() and convert it "
+                "with plan.upgrade_state(old_state, params), or start afresh with "
+                "plan.init(params) (docs/checkpoints.md)"
+            )
         raise TypeError(f"not a state made by this plan's tx.init: {type(state).__name__}")
+
+    def label_states(self, state: Any) -> dict[str, Any]:
+        """Each label's own optimizer state, over that label's leaves only.
+
+        What ``optax.partition`` kept for the label, without the placeholders for
+        other labels' leaves: its transformation's state, with every parameter mirror
+        holding just the label's leaves (paths as in the parameters).
+
+        >>> import jax.numpy as jnp, partspec
+        >>> params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+        >>> plan = partspec.compile("a -> adam(0.1); b -> adam(0.2)", params)
+        >>> states = plan.label_states(plan.tx.init(params))
+        >>> sorted(states), states["adam(0.2)"][0].mu
+        (['adam(0.1)', 'adam(0.2)'], Leaves({'b': Array([0., 0., 0.], dtype=float32)}))
+        """
+        return label_states(self.partition_state(state), self.labels, self.labels_for)
+
+    def with_label_states(self, state: Any, new: Mapping[str, Any]) -> Any:
+        """``state`` with the states of the labels in ``new`` replaced (each shaped as
+        :meth:`label_states` gives it)."""
+        part = self.partition_state(state)
+        replaced = with_label_states(part, new)
+        if state is part:
+            return replaced
+        return (*state[:-1], replaced)
+
+    def legacy_tx(self) -> optax.GradientTransformation:
+        """The optimizer partspec 0.1 built for this plan: ``optax.partition`` (every label's
+        state over the whole tree, with placeholders), to restore a checkpoint saved then;
+        convert its state with :meth:`upgrade_state`."""
+        if self.label_fn is None:  # pragma: no cover - every compiled plan has one
+            raise TypeError("this plan was not made by partspec.compile")
+        return _with_globals(
+            self.checked,
+            optax.partition(self.transforms, self.label_fn),
+            self.label_fn,
+            self.unfreeze_steps,
+            frozenset(self.frozen_labels),
+        )
+
+    def upgrade_state(self, old_state: Any, params: Any) -> Any:
+        """A state of :meth:`legacy_tx` (an ``optax.PartitionState``), as a state of ``tx``.
+
+        Every array keeps its value: each label's state is read by path (``0/mu/head/w``)
+        from the old layout, whose placeholders have no arrays.
+
+        Raises:
+          TypeError: ``old_state`` is not a state of :meth:`legacy_tx`.
+          ValueError: the old state lacks an array the new layout needs (made by another
+            spec or for other parameters).
+        """
+        old_part = old_state if isinstance(old_state, optax.PartitionState) else None
+        if old_part is None and isinstance(old_state, tuple) and old_state:
+            last = old_state[-1]
+            old_part = last if isinstance(last, optax.PartitionState) else None
+        if old_part is None or set(old_part.inner_states) != set(self.transforms):
+            raise TypeError("not a state of this plan's legacy_tx() (an optax.PartitionState)")
+        fresh = self.partition_state(self.tx.init(params))
+        states = {}
+        for label, tx in self.transforms.items():
+            new = init_label(tx, params, self.labels_for, label)
+            inner = old_part.inner_states[label]
+            old = dict(leaf_segments(getattr(inner, "inner_state", inner)))
+            values = []
+            for segs, _ in leaf_segments(new):
+                if segs not in old:
+                    raise ValueError(
+                        f"partspec: the old state of `{label}` has no array at "
+                        f"{'/'.join(segs)!r}; was it saved for this spec and these parameters?"
+                    )
+                values.append(old[segs])
+            states[label] = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(new), values)
+        upgraded = with_label_states(fresh, states)
+        if old_state is old_part:
+            return upgraded
+        return (*old_state[:-1], upgraded)
 
     def labels_for(self, tree: Any) -> Any:
         """The label tree of another tree with these parameters' paths (NNX state, grads)."""
@@ -199,7 +291,7 @@ class Plan:
         used = {k: v for k, v in self.transforms.items() if k not in fl}
         inner = _with_globals(
             self.checked,
-            optax.partition(used, labels_for),
+            partition(used, labels_for),
             labels_for,
             self.unfreeze_steps,
             frozenset(fl),
@@ -216,7 +308,7 @@ class Plan:
         """The optimizer for the ``trainable`` half of :meth:`split` alone."""
         trainable_labels, _ = self.split(self.labels)
         used = {k: v for k, v in self.transforms.items() if k not in self.frozen_labels}
-        part = optax.partition(used, lambda _: trainable_labels)
+        part = partition(used, lambda _: trainable_labels)
         return _with_globals(self.checked, part, lambda _: trainable_labels, self.unfreeze_steps)
 
 
@@ -240,12 +332,12 @@ def _sharding_of(leaf: Any) -> jax.sharding.Sharding | None:
 def _state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     """``out_shardings`` for ``jax.jit(tx.init)``, or ``None`` when no parameter is sharded.
 
-    ``optax.tree_map_params`` finds the parts of the state that mirror the parameter tree
-    (it runs ``tx.init`` on a placeholder; ``optax.partition`` and ``optax.masked`` pass
-    it through). With ``is_leaf`` always true it hands each mirror over whole, so the
-    mapping below walks the *parameters* and maps each one's part of the mirror: a
-    ``MaskedNode`` (a leaf another group owns, no leaves), an array shaped like the
-    parameter (its sharding) or anything else (replicated).
+    A state leaf mirrors a parameter when its path ends with the parameter's path (the
+    longest such parameter) and it has the parameter's shape: partspec's partition keys
+    its mirrors by parameter path (``.../mu/head/kernel``), and so do the ``global``
+    transforms' masked mirrors. A mirror gets its parameter's sharding; everything else
+    (step counts, noise keys, mirrors of unsharded parameters, and mirrors shaped unlike
+    their parameter, such as Adafactor's factored moments) is replicated.
     """
     shardings = [_sharding_of(x) for x in jax.tree_util.tree_leaves(params)]
     if all(s is None for s in shardings):
@@ -255,28 +347,24 @@ def _state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     replicated = (
         jax.sharding.NamedSharding(named[0].mesh, jax.sharding.PartitionSpec()) if named else None
     )
-
-    def for_param(param: Any, part: Any) -> Any:
-        sharding = _sharding_of(param)
-
-        def for_leaf(leaf: jax.ShapeDtypeStruct) -> Any:
-            if sharding is not None and tuple(leaf.shape) == tuple(param.shape):
-                return sharding
-            return replicated
-
-        return jax.tree_util.tree_map(for_leaf, part)
-
-    def for_mirror(mirror: Any, params: Any) -> Any:
-        return jax.tree_util.tree_map(for_param, params, mirror)
-
-    return optax.tree_map_params(
-        tx,
-        for_mirror,
-        jax.eval_shape(tx.init, params),
-        params,
-        transform_non_params=lambda _: replicated,
-        is_leaf=lambda _: True,
-    )
+    by_path = {
+        segs: (sharding, tuple(getattr(leaf, "shape", ())))
+        for (segs, leaf), sharding in zip(leaf_segments(params), shardings)
+    }
+    longest = max((len(s) for s in by_path), default=0)
+    abstract = jax.eval_shape(tx.init, params)
+    out: list[jax.sharding.Sharding | None] = []
+    for segs, leaf in leaf_segments(abstract):
+        found = None
+        for k in range(min(len(segs), longest), 0, -1):
+            found = by_path.get(segs[-k:])
+            if found is not None:
+                break
+        if found is not None and found[0] is not None and tuple(leaf.shape) == found[1]:
+            out.append(found[0])
+        else:
+            out.append(replicated)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract), out)
 
 
 def _labeler(resolver: Resolver, known_tree: Any, known: Any) -> Callable[[Any], Any]:
@@ -379,7 +467,7 @@ def compile(
         warnings.warn(w.render(), SpecWarning, stacklevel=3)
     transforms, frozen_set, unfreeze = _transforms(spec, resolution)
     labels_for = _labeler(resolver, params, labels)
-    part = optax.partition(transforms, labels_for)
+    part = partition(transforms, labels_for)
     tx = _with_globals(resolution.checked, part, labels_for, unfreeze, frozen_set)
     return Plan(
         spec,

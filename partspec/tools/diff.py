@@ -1,13 +1,15 @@
 """``pspec diff``: will a checkpoint made under one spec restore under another?
 
-The optimizer state of a compiled spec is an ``optax.PartitionState`` whose
-``inner_states`` dict is keyed by label, and each label's state is masked to that
-label's leaves. A checkpoint of it (Orbax, ``flax.serialization``) restores into the
-state of another spec only when both states have the same structure: the same
-labels, the same kind of state under each label, over the same leaves, with the same
-shapes and dtypes. :func:`diff` compiles both specs against one parameter structure,
-computes both abstract states with ``jax.eval_shape(plan.tx.init, tree)`` (nothing is
-allocated) and compares them, label by label and leaf by leaf.
+The optimizer state of a compiled spec is a
+:class:`~partspec.jax.partition.PartitionState`: each label's state over that label's
+leaves, the labels whose states have one structure sharing a group (see
+:func:`~partspec.jax.partition.group_name`). A checkpoint of it (Orbax,
+``flax.serialization``) restores into the state of another spec only when both states
+have the same structure: the same labels, the same kind of state under each label, over
+the same leaves, with the same shapes and dtypes. :func:`diff` compiles both specs
+against one parameter structure, computes both abstract states with
+``jax.eval_shape(plan.tx.init, tree)`` (nothing is allocated) and compares them, label
+by label and leaf by leaf.
 
 >>> import partspec
 >>> from partspec.tools.manifest import Leaf
@@ -49,7 +51,7 @@ JSON schema (``"version": 1``), as :meth:`DiffReport.to_json` returns it::
       "added": [str], "removed": [str], "kept": [str], "changed": [str],
       "leaf_changes": [{"path": str, "old": str, "new": str}],
       "state_differences": [                  # inside labels both specs have
-        {"label": str, "path": str,           # path inside inner_states[label]
+        {"label": str, "path": str,           # path inside plan.label_states(s)[label]
          "kind": "only_old" | "only_new" | "shape" | "dtype" | "structure",
          "old": str | null, "new": str | null}   # "float32[32, 4]", or a structure
       ]
@@ -119,7 +121,7 @@ class Rename:
 class StateDifference:
     """One difference inside the state of a label both specs have.
 
-    ``path`` is inside ``inner_states[label]`` (``inner_state/0/mu/head/kernel``);
+    ``path`` is inside ``plan.label_states(state)[label]`` (``0/mu/head/kernel``);
     ``kind`` is ``only_old`` (in a checkpoint made under OLD, not expected by NEW),
     ``only_new`` (expected by NEW, not in the checkpoint), ``shape``, ``dtype``, or
     ``structure`` (same arrays, different containers, e.g. ``adam`` -> ``adamw``).
@@ -431,8 +433,8 @@ def diff(
       TreeInputError: ``leaves`` that do not form a tree, or an unknown dtype.
     """
     import jax
-    import optax
 
+    from partspec.jax.partition import PartitionState
     from partspec.jax.tree import leaf_paths
 
     old = parse(old) if isinstance(old, str) else old
@@ -441,6 +443,8 @@ def diff(
     old_plan, new_plan = _compile_both(old, new, tree, old_values, new_values)
     old_state = jax.eval_shape(old_plan.tx.init, tree)
     new_state = jax.eval_shape(new_plan.tx.init, tree)
+    old_inner = jax.eval_shape(lambda t: old_plan.label_states(old_plan.tx.init(t)), tree)
+    new_inner = jax.eval_shape(lambda t: new_plan.label_states(new_plan.tx.init(t)), tree)
 
     old_leaf_labels = leaf_paths(old_plan.labels)
     new_leaf_labels = leaf_paths(new_plan.labels)
@@ -456,8 +460,6 @@ def diff(
 
     old_labels = tuple(old_plan.transforms)
     new_labels = tuple(new_plan.transforms)
-    old_inner = old_plan.partition_state(old_state).inner_states
-    new_inner = new_plan.partition_state(new_state).inner_states
 
     only_old = [lab for lab in old_labels if lab not in new_plan.transforms]
     only_new = [lab for lab in new_labels if lab not in old_plan.transforms]
@@ -484,8 +486,8 @@ def diff(
         differences += found
 
     # The state of the `global` transforms (before the partition in a chain), if any.
-    old_rest = () if isinstance(old_state, optax.PartitionState) else tuple(old_state[:-1])
-    new_rest = () if isinstance(new_state, optax.PartitionState) else tuple(new_state[:-1])
+    old_rest = () if isinstance(old_state, PartitionState) else tuple(old_state[:-1])
+    new_rest = () if isinstance(new_state, PartitionState) else tuple(new_state[:-1])
     global_diffs = _differences(GLOBAL_LABEL, old_rest, new_rest)
     differences += global_diffs
 

@@ -84,8 +84,8 @@ are only ever added within a version, never removed or retyped::
     }
 
 Optimizer state is what ``jax.eval_shape(plan.tx.init, shape_tree)`` allocates: for a
-label, the bytes of every array leaf of ``state.inner_states[label]`` (step counters
-and other scalars included). For large trees the state of each label is computed from
+label, the bytes of every array leaf of ``plan.label_states(state)[label]`` (step
+counters and other scalars included). For large trees the state of each label is computed from
 one leaf per distinct ``(shape, dtype)`` and checked by doubling (see
 :func:`optimizer_state_bytes`), so the figures stay exact and a 100,000-leaf model
 takes a second, not minutes of tracing. The state bytes are those JAX would allocate
@@ -473,8 +473,7 @@ def _state_bytes(
 ) -> dict[str, int]:
     """Optimizer-state bytes per label (0 for frozen labels)."""
     if n_leaves <= DIRECT_EVAL_MAX_LEAVES:
-        state = jax.eval_shape(plan.tx.init, tree)
-        inner = plan.partition_state(state).inner_states
+        inner = jax.eval_shape(lambda t: plan.label_states(plan.tx.init(t)), tree)
         return {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}
     return {
         lab: 0

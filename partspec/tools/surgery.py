@@ -15,13 +15,12 @@ users who want to reset part of an ``optax.partition`` state rebuild it by hand
 >>> new["head"]["kernel"].tolist(), new["backbone"]["kernel"].tolist()
 ([0.0, 0.0, 0.0], [1.0, 1.0])
 
-Optimizer states have paths too. A state of ``plan.tx`` (an ``optax.partition``) is a
-``PartitionState`` holding one ``MaskedState`` per label; named tuples and dataclasses
-contribute their field names, tuples (``optax.chain``) their indices, and ``MaskedNode``
-placeholders (the parameters of other labels) have no leaves. Adam's first moment of
-``head/kernel`` under the label ``adam(0.001)`` is at
-``inner_states/adam(0.001)/inner_state/0/mu/head/kernel``, so ``**/mu/head/**`` selects
-the head's first moments whatever the labels and chains around them.
+Optimizer states have paths too. A state of ``plan.tx`` is a
+:class:`~partspec.jax.partition.PartitionState` of groups of labels; named tuples and
+dataclasses contribute their field names, tuples (``optax.chain``) their indices, and
+parameter mirrors the parameters' own paths. Adam's first moment of ``head/kernel`` under
+the label ``head`` is at ``groups/head/inner/0/mu/head/kernel``, so ``**/mu/head/**``
+selects the head's first moments whatever the labels and chains around them.
 """
 
 from __future__ import annotations
@@ -34,10 +33,16 @@ from typing import Any, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from partspec._caches import register_lru
 from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
+from partspec.jax.partition import (
+    PartitionState,
+    init_label,
+    label_states,
+    refresh_leaves,
+    with_label_states,
+)
 from partspec.jax.plan import GateState, Plan
 from partspec.jax.tree import leaf_info, leaf_segments
 from partspec.language import ast
@@ -191,7 +196,7 @@ def select(pattern: str, tree: Any) -> dict[str, Any]:
       pattern: globs as on the left of a rule: ``head/**``, ``**/mu/{head,neck}/**``,
         ``a/**, b/** except **/bias``.
       tree: any pytree: parameters, an optimizer state (a ``plan.tx`` state has paths
-        such as ``inner_states/LABEL/inner_state/0/mu/head/kernel``), a ``TrainState``.
+        such as ``groups/GROUP/inner/0/mu/head/kernel``), a ``TrainState``.
 
     Returns:
       A dict from path to leaf, in ``jax.tree_util`` leaf order; empty if nothing
@@ -269,7 +274,11 @@ def replace(pattern: str, tree: Any, fn: Callable[..., Any], *, with_path: bool 
 
 
 def _is_partition(x: Any) -> bool:
-    return isinstance(x, optax.PartitionState)
+    return isinstance(x, PartitionState)
+
+
+def _labels_of(x: PartitionState) -> set[str]:
+    return {lab for g in x.groups.values() for lab in g.labels}
 
 
 def reset_state(
@@ -285,14 +294,14 @@ def reset_state(
     Give exactly one of:
 
     - ``label``: that label's whole state is replaced by what ``plan.tx.init(params)``
-      gives for it (its ``MaskedState``, counts and schedule steps included), as if the
-      label's parameters had just been created.
+      gives for it (counts and schedule steps included), as if the label's parameters
+      had just been created; labels that share its state group keep theirs.
     - ``pattern``: only the state leaves that mirror parameters matching the pattern
       (Adam's ``mu`` and ``nu`` of those parameters, momentum buffers...) are
       re-initialised, in every label that owns such a parameter. State that is not per
       parameter, such as Adam's ``count`` or a schedule's step, is kept: it is shared by
-      all parameters of the label. Which leaves mirror which parameter is found with
-      ``optax.tree_map_params``.
+      all parameters of the label. The state's parameter mirrors are keyed by
+      parameter path, so which leaf belongs to which parameter is known exactly.
 
     Args:
       plan: the compiled plan whose ``tx`` made ``state``.
@@ -308,9 +317,8 @@ def reset_state(
     Raises:
       TypeError: neither or both of ``label`` and ``pattern``.
       SpecError: ``E705`` for an unknown label, a state without exactly one
-        ``PartitionState`` of this plan, or an optimizer whose per-parameter state
-        ``optax.tree_map_params`` cannot find; ``E701`` if ``pattern`` matches no
-        parameter.
+        ``PartitionState`` of this plan, or an optimizer with per-parameter state
+        outside its parameter mirrors; ``E701`` if ``pattern`` matches no parameter.
 
     >>> import jax.numpy as jnp, optax, partspec
     >>> params = {"body": jnp.ones(2), "head": jnp.ones(2)}
@@ -319,8 +327,8 @@ def reset_state(
     >>> _, state = plan.tx.update(grads, plan.init(params), params)
     >>> state = partspec.reset_state(plan, state, params, pattern="head")
     >>> partspec.select("**/mu/**", state)
-    {'inner_states/adam(0.1)/inner_state/0/mu/body': Array([0.1, 0.1], dtype=float32),
-     'inner_states/adam(0.1)/inner_state/0/mu/head': Array([0., 0.], dtype=float32)}
+    {'groups/adam(0.1)/inner/0/mu/body': Array([0.1, 0.1], dtype=float32),
+     'groups/adam(0.1)/inner/0/mu/head': Array([0., 0.], dtype=float32)}
     """
     where = "partspec.reset_state"
     if (label is None) == (pattern is None):
@@ -332,33 +340,30 @@ def reset_state(
         state, is_leaf=lambda x: _is_partition(x) or isinstance(x, GateState)
     )
     keys = set(plan.transforms)
-    at = [i for i, x in enumerate(leaves) if _is_partition(x) and set(x.inner_states) == keys]
+    at = [i for i, x in enumerate(leaves) if _is_partition(x) and _labels_of(x) == keys]
     if len(at) != 1:
         found = "no" if not at else f"{len(at)}"
         raise _error(
             "E705",
             where,
-            f"the state holds {found} optax.PartitionState with this plan's labels "
+            f"the state holds {found} partition state with this plan's labels "
             f"({', '.join(f'`{k}`' for k in plan.transforms)}); expected one",
             hint="pass the state made by plan.tx.init(params) (or a pytree holding it)",
         )
-    partition: optax.PartitionState = leaves[at[0]]
+    part: PartitionState = leaves[at[0]]
     try:
-        labels = plan.labels_for(params)
+        plan.labels_for(params)
     except (ValueError, SpecError):
-        labels = None
-    if labels is None:
         raise _error(
             "E705",
             where,
             "`params` has leaves that no rule of the plan covers",
             hint="pass the parameters the plan was compiled for",
-        )
+        ) from None
 
-    def mask_of(lab: str) -> Any:
-        return jax.tree.map(lambda x: x == lab, labels)
+    def fresh(lab: str) -> Any:
+        return init_label(plan.transforms[lab], params, plan.labels_for, lab)
 
-    inner = dict(partition.inner_states)
     if label is not None:
         if label not in plan.transforms:
             raise _error(
@@ -368,70 +373,47 @@ def reset_state(
                 hint=did_you_mean(label, plan.transforms)
                 or f"the plan's labels are {', '.join(f'`{k}`' for k in plan.transforms)}",
             )
-        inner[label] = optax.masked(plan.transforms[label], mask_of(label)).init(params)
+        new = {label: fresh(label)}
         # A `frozen until` label that waits again must be gated again before the globals.
         for i, x in enumerate(leaves):
             if isinstance(x, GateState) and label in x.counts:
-                fresh = jnp.zeros_like(x.counts[label])
-                leaves[i] = GateState({**x.counts, label: fresh})
+                zero = jnp.zeros_like(x.counts[label])
+                leaves[i] = GateState({**x.counts, label: zero})
     else:
         assert pattern is not None
-        selector = _compile(pattern)
-        p_leaves, p_def, segs = _flat(params)
-        flags = selector.flags(list(zip(segs, p_leaves)))
-        if not any(flags):
-            raise _no_match(pattern, ["/".join(s) for s in segs], "parameter")
-        label_leaves = jax.tree_util.tree_leaves(labels)
-        touched = [
-            lab
-            for lab in plan.transforms
-            if lab not in plan.frozen_labels
-            and any(f and lab == x for f, x in zip(flags, label_leaves))
-        ]
-        for lab in touched:
-            inner[lab] = _reset_masked(
-                plan.transforms[lab],
-                inner[lab],
-                params,
-                mask_of(lab),
-                jax.tree_util.tree_unflatten(p_def, flags),
-                lab,
-            )
-    leaves[at[0]] = optax.PartitionState(inner_states=inner)
+        new = _reset_pattern(plan, part, params, pattern, fresh)
+    leaves[at[0]] = with_label_states(part, new)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _reset_masked(
-    tx: optax.GradientTransformation,
-    old: optax.MaskedState,
-    params: Any,
-    mask: Any,
-    flags: Any,
-    label: str,
-) -> optax.MaskedState:
-    """``old`` with the state leaves mirroring flagged parameters taken from a fresh init."""
-    fresh = optax.masked(tx, mask).init(params)
-    masked_flags = jax.tree.map(lambda m, f: f if m else optax.MaskedNode(), mask, flags)
-    try:
-        chosen = optax.tree_map_params(
-            tx,
-            lambda _, flag: flag,
-            old.inner_state,
-            masked_flags,
-            transform_non_params=lambda v: jax.tree.map(lambda _: False, v),
-        )
-        new = jax.tree.map(
-            lambda c, o, n: n if c else o, chosen, old.inner_state, fresh.inner_state
-        )
-    except Exception as exc:  # any failure means the mirror is unknown
-        raise _error(
-            "E705",
-            "partspec.reset_state",
-            f"cannot tell which state of `{label}` belongs to which parameter ({exc})",
-            hint="reset the whole label instead: "
-            f"reset_state(plan, state, params, label={label!r})",
-        ) from None
-    return optax.MaskedState(inner_state=new)
+def _reset_pattern(
+    plan: Plan, part: PartitionState, params: Any, pattern: str, fresh: Callable[[str], Any]
+) -> dict[str, Any]:
+    """The new states of the labels owning parameters that ``pattern`` selects."""
+    selector = _compile(pattern)
+    p_leaves, _, segs = _flat(params)
+    flags = selector.flags(list(zip(segs, p_leaves)))
+    if not any(flags):
+        raise _no_match(pattern, ["/".join(s) for s in segs], "parameter")
+    chosen = {s or ("",) for s, f in zip(segs, flags) if f}
+    label_leaves = jax.tree_util.tree_leaves(plan.labels_for(params))
+    touched = {lab for f, lab in zip(flags, label_leaves) if f} - plan.frozen_labels
+    current = label_states(part, params, plan.labels_for)
+    new = {}
+    for lab in plan.transforms:
+        if lab not in touched:
+            continue
+        try:
+            new[lab] = refresh_leaves(current[lab], fresh(lab), chosen.__contains__)
+        except ValueError as exc:
+            raise _error(
+                "E705",
+                "partspec.reset_state",
+                f"cannot tell which state of `{lab}` belongs to which parameter ({exc})",
+                hint="reset the whole label instead: "
+                f"reset_state(plan, state, params, label={lab!r})",
+            ) from None
+    return new
 
 
 # ---------------------------------------------------------------- transfer
