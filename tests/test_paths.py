@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
 
 import partspec
 from partspec.jax.tree import leaf_paths
@@ -193,3 +194,41 @@ def test_the_kind_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for cls in classes:
         assert [p for p, _ in leaf_paths({"k": cls(jnp.ones(1))})] == ["k/x"]
     assert len(tree_mod._kind_cache) <= 20
+
+
+class _Pair(NamedTuple):
+    left: object
+    right: object
+
+
+def _mixed_trees() -> object:
+    from hypothesis import strategies as st
+
+    from tests.strategies import keys
+
+    def extend(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+        return st.one_of(
+            st.dictionaries(keys, children, max_size=4),
+            st.dictionaries(st.integers(-3, 3), children, max_size=3),  # non-str keys
+            st.lists(children, max_size=3),
+            st.lists(children, max_size=3).map(tuple),
+            st.tuples(children, children).map(lambda p: _Pair(*p)),
+        )
+
+    leaves = st.one_of(st.just(None), st.just(np.zeros(2, np.float32)), st.floats(0, 1))
+    return st.recursive(leaves, extend, max_leaves=16)
+
+
+@given(_mixed_trees())
+def test_leaf_segments_are_jax_key_paths_in_jax_order(tree: object) -> None:
+    """The inline walk of plain containers (a dict's keys sorted, None empty) gives
+    exactly what ``jax.tree_util.tree_flatten_with_path`` does, leaf for leaf."""
+    from partspec.jax.tree import key_text, leaf_segments
+
+    expected = [
+        (tuple(key_text(k) for k in path), leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+    got = leaf_segments(tree)
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert all(a is b for (_, a), (_, b) in zip(got, expected))

@@ -88,9 +88,27 @@ def leaf_segments(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
     out: list[tuple[tuple[str, ...], Any]] = []
 
     def rec(node: Any, path: tuple[str, ...]) -> None:
+        # Plain containers inline, in JAX's order (a dict's keys sorted), without a
+        # flatten call per node: most of a model's nodes are dicts.
+        t = type(node)
+        if t is dict:
+            try:
+                keys = sorted(node)
+            except TypeError:  # keys JAX cannot order either: its error, below
+                keys = None
+            if keys is not None:
+                for k in keys:
+                    rec(node[k], (*path, k if type(k) is str else str(k)))
+                return
+        elif t is list or t is tuple:
+            for i, child in enumerate(node):
+                rec(child, (*path, str(i)))
+            return
         if node is None:
             return
-        kind = _kind(node) if type(node) not in (dict, list, tuple) else _NODE
+        kind = _kind_cache.get(t)
+        if kind is None:
+            kind = _kind(node)
         if kind == _LEAF:
             out.append((path, node))
             return
