@@ -8,6 +8,7 @@ evaluated arguments, a scaled schedule) into the optax object; :func:`frozen`,
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -189,17 +190,27 @@ class OptaxMismatch(ValueError):
     """The installed optax lacks a function or keyword of partspec's allow-list table."""
 
 
+@functools.lru_cache(maxsize=512)
+def _keywords(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments ``fn`` accepts; ``None`` for any (``**kwargs``, or no
+    signature). Cached: a spec with a label per layer builds the same function often."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return frozenset(params)
+
+
 def _optax_function(name: str, kwargs: Mapping[str, Any]) -> Callable[..., Any]:
     """``optax.<name>``, checked against the installed optax (the table may be newer)."""
     fn = getattr(optax, name, None)
     made = f"partspec's allow-list was generated from optax {OPTAX_VERSION}"
     if fn is None:
         raise OptaxMismatch(f"the installed optax {optax.__version__} has no `{name}` ({made})")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
-        return fn
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    params = _keywords(fn)
+    if params is not None:
         for kw in kwargs:
             if kw not in params:
                 raise OptaxMismatch(
