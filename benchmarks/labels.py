@@ -19,7 +19,8 @@ Usage::
     python benchmarks/labels.py --check          # exit 1 if a target is missed
 
 Targets: labels / path_aware_map <= 0.5x, labels / floor <= 3x,
-labels(1,000 rules) / labels(10 rules) <= 2x.
+labels(1,000 rules) / labels(10 rules) <= 2x, and at most 0.5x path_aware_map for a
+cold parse + compile of the 200-rule spec and for the captures/where/until spec.
 """
 
 from __future__ import annotations
@@ -445,9 +446,9 @@ def main(argv: list[str] | None = None) -> int:
             "parse + cold compile / path_aware_map",
             (t["parse", 200] + t["cold_full", 200]) / pam,
             0.5,
-            False,
+            True,
         ),
-        ("captures/where/until compile / path_aware_map", t["features", 0] / pam, 0.5, False),
+        ("captures/where/until compile / path_aware_map", t["features", 0] / pam, 0.5, True),
         (
             "cold(1,000 rules) / cold(10 rules)",
             t["cold_full", 1000] / t["cold_full", 10],

@@ -16,7 +16,7 @@ process:
 
 Usage::
 
-    python benchmarks/step.py                   # GPT-like (48 layers) and ViT-like trees
+    python benchmarks/step.py                   # GPT-like (48, 96 layers), ViT-like trees
     python benchmarks/step.py --labels 10 100   # fewer label counts
     python benchmarks/step.py --check           # exit 1 if a target is missed
 
@@ -103,7 +103,11 @@ def vit_tree(layers: int = 12, width: int = WIDTH) -> dict[str, Any]:
     }
 
 
-TREES: dict[str, Callable[[], dict[str, Any]]] = {"gpt48": gpt_tree, "vit12": vit_tree}
+TREES: dict[str, Callable[[], dict[str, Any]]] = {
+    "gpt48": gpt_tree,
+    "vit12": vit_tree,
+    "gpt96": lambda: gpt_tree(96),  # enough leaves for 1,000 labels
+}
 
 
 # ------------------------------------------------------------------ the spec and the baseline
