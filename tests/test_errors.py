@@ -47,6 +47,26 @@ CASES: dict[str, tuple[str, dict[str, object] | None, dict[str, object]]] = {
         {"backbone": {"w": 0}, "head": {"w": 0, "b": 0}, "extra": [0, 0]},
         {},
     ),
+    "syntax_fat_arrow": ("head/** => adam(1e-3)\n", None, {}),
+    "syntax_slash_comment": ("head/** -> adam(1e-3)  // the head\n", None, {}),
+    "syntax_frozen_call": ("backbone/** -> frozen()\n", None, {}),
+    "syntax_no_arrow_before_action": ("head/** adam(1e-3)\n", None, {}),
+    "freeze_for_frozen": ("backbone/** -> freeze\n", None, {}),
+    "dotted_names_nothing_trains": (
+        "head.kernel -> adam(1e-3)\n** -> frozen\n",
+        {"head": {"kernel": np.zeros(2, np.float32)}, "body": {"w": np.zeros(2, np.float32)}},
+        {},
+    ),
+    "wrong_prefix": (
+        "backbone/** -> frozen\nhead/** -> adam(1e-3)\n",
+        {"params": {"backbone": {"w": np.zeros(2, np.float32)}, "head": {"w": np.zeros(2)}}},
+        {},
+    ),
+    "integer_leaf_trained": (
+        "** -> adam(1e-3)\n",
+        {"bn": {"scale": np.ones(2, np.float32), "num_batches_tracked": np.zeros((), np.int64)}},
+        {},
+    ),
     "unknown_param": ("param lr = 1e-3\n** -> adam(lr)\n", {"w": 0}, {"lrr": 0.1}),
     "missing_param": ("param lr\n** -> adam(lr)\n", {"w": 0}, {}),
 }
@@ -70,6 +90,8 @@ def _arrays(tree: object) -> object:
         return {k: _arrays(v) for k, v in tree.items()}
     if isinstance(tree, list):
         return [_arrays(v) for v in tree]
+    if isinstance(tree, np.ndarray):  # a leaf whose dtype matters (an integer counter)
+        return tree
     return np.zeros(2, np.float32)
 
 

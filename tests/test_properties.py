@@ -255,6 +255,21 @@ def test_token_soup_parses_or_raises_spec_error(text: str) -> None:
 # ---------------------------------------------------------------- labels mirror trees
 
 
+def _first_match_owners(spec: ast.Spec, tree: object) -> list[int | None]:
+    checked = partspec.check(spec)
+    out: list[int | None] = []
+    for segs, _ in leaf_segments(tree):
+        owner = None
+        for cr in checked.rules:
+            if any(S.naive_match(p, segs) for p in cr.rule.patterns) and not any(
+                S.naive_match(p, segs) for p in cr.rule.excepts
+            ):
+                owner = cr.index
+                break
+        out.append(owner)
+    return out
+
+
 def _first_match_labels(spec: ast.Spec, tree: object) -> list[str | None]:
     checked = partspec.check(spec)
     out: list[str | None] = []
@@ -285,6 +300,15 @@ def test_label_tree_mirrors_params_and_follows_first_match(data: st.DataObject) 
         assume(False)
     import warnings
 
+    checked = partspec.check(spec)
+    owners = _first_match_owners(spec, tree)
+    frozen = [cr.action is None for cr in checked.rules]
+    expected = _expected_error([cr.rule for cr in checked.rules], frozen, owners, tree)
+    if expected is not None:
+        with pytest.raises(partspec.SpecError) as info:
+            partspec.compile(spec, tree)
+        assert [d.code for d in info.value.diagnostics][:1] == [expected]
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", partspec.SpecWarning)
         plan = partspec.compile(spec, tree)
@@ -355,6 +379,47 @@ def _reference_owners(
     return out
 
 
+def _literal_last(pattern: ast.Pattern) -> bool:
+    """Whether the pattern's last segment is literal text (a rule that names its leaves)."""
+    seps = [i for i, n in enumerate(pattern.nodes) if isinstance(n, ast.Sep)]
+    last = pattern.nodes[(seps[-1] + 1 if seps else 0) :]
+    return bool(last) and all(isinstance(n, ast.Lit) for n in last)
+
+
+def _expected_error(
+    rules: list[ast.Rule], frozen: list[bool], owners: list[int | None], tree: object
+) -> str | None:
+    """The error a spec gives over ``tree`` by the documented rules, from each leaf's
+    reference owner: E501 (a leaf uncovered), else E502 (every leaf frozen, yet some rule
+    gives an optimizer), else E503 (an integer or boolean array leaf given an optimizer by
+    a rule with a wildcard last segment and no condition)."""
+    if any(o is None for o in owners):
+        return "E501"
+    if owners and all(frozen[o] for o in owners if o is not None) and not all(frozen):
+        return "E502"
+    for (_, leaf), o in zip(leaf_segments(tree), owners):
+        assert o is not None
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            continue
+        if np.dtype(leaf.dtype).kind not in "iub" or frozen[o]:
+            continue
+        if rules[o].where is None and not any(_literal_last(p) for p in rules[o].patterns):
+            return "E503"
+    return None
+
+
+def _compile_or_expected_error(
+    spec: ast.Spec, tree: object, expected: str | None
+) -> partspec.Plan | None:
+    """The plan, or ``None`` after checking that compiling raises exactly ``expected``."""
+    if expected is None:
+        return _compile_quietly(spec, tree)
+    with pytest.raises(partspec.SpecError) as info:
+        _compile_quietly(spec, tree)
+    assert [d.code for d in info.value.diagnostics][:1] == [expected], info.value
+    return None
+
+
 #: Trees of leaves with assorted shapes and dtypes (built once: building is slow).
 _SHAPED_TREES = S.param_trees(leaves=S.shaped_leaves(), max_leaves=8)
 _CONDITIONS = st.one_of(st.none(), S.leaf_conditions())
@@ -363,13 +428,16 @@ _CONDITIONS = st.one_of(st.none(), S.leaf_conditions())
 @given(_SHAPED_TREES)
 def test_label_tree_mirrors_params_under_leaf_conditions(tree: object) -> None:
     spec = "** where ndim == 1 -> sgd(0.1)\n** where size > 2 -> adam(1e-3)\n** -> frozen"
-    plan = _compile_quietly(partspec.parse(spec), tree)
-    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
     want = []
     for _, leaf in leaf_segments(tree):
         shape, _ = S.naive_leaf_info(leaf)
         size = int(np.prod(shape, dtype=np.int64))
         want.append("sgd(0.1)" if len(shape) == 1 else "adam(0.001)" if size > 2 else "frozen")
+    expected = "E502" if all(w == "frozen" for w in want) else None
+    plan = _compile_or_expected_error(partspec.parse(spec), tree, expected)
+    if plan is None:
+        return
+    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
     assert jax.tree.leaves(plan.labels) == want
 
 
@@ -393,8 +461,15 @@ def test_label_tree_mirrors_params_under_generated_conditions(data: st.DataObjec
     ]
     if data.draw(st.booleans()):
         rules.append(_CATCH_ALL)
-    want = [owner[0] if owner else None for owner in _reference_owners(rules, tree)]
+    owners = _reference_owners(rules, tree)
+    want = [owner[0] if owner else None for owner in owners]
     event("uncovered" if None in want else "covered")
+    frozen = [isinstance(r.action, ast.Frozen) for r in rules]
+    expected = _expected_error(rules, frozen, [o[1] if o else None for o in owners], tree)
+    if expected in ("E502", "E503"):
+        event(expected)
+        _compile_or_expected_error(ast.Spec(tuple(rules)), tree, expected)
+        return
     if None in want:
         with pytest.raises(partspec.SpecError) as info:
             _compile_quietly(ast.Spec(tuple(rules)), tree)
@@ -462,7 +537,12 @@ def test_label_tree_mirrors_params_with_captures(data: st.DataObject) -> None:
         assert diag.code == "E415"
         assert any(diag.message.startswith(f"for `{p}` (k = ") for p in bad), diag.message
         return
-    plan = _compile_quietly(ast.Spec(tuple(rules)), tree)
+    frozen = [isinstance(r.action, ast.Frozen) for r in rules]
+    expected = _expected_error(rules, frozen, [o[1] if o else None for o in owners], tree)
+    plan = _compile_or_expected_error(ast.Spec(tuple(rules)), tree, expected)
+    if plan is None:
+        event(f"{expected}")
+        return
     assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(tree)
     want = [
         None

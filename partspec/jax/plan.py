@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from partspec.diagnostics import Diagnostic, SpecError, SpecWarning
@@ -49,7 +50,7 @@ from partspec.language import ast
 from partspec.language._optax_table import OPTAX_VERSION
 from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.load import parse
-from partspec.language.values import Action
+from partspec.language.values import Action, LeafInfo
 from partspec.resolution.resolver import Resolver, matcher_for
 from partspec.resolution.result import Resolution, collect_counts, finish
 
@@ -425,6 +426,26 @@ def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], A
     ]
 
 
+def _integer_leaves(params: Any) -> list[tuple[tuple[str, ...], LeafInfo]]:
+    """The array leaves of integer or boolean dtype, with their paths (a quick look at
+    the dtypes first: most trees have none)."""
+    dtypes = {getattr(x, "dtype", None) for x in jax.tree_util.tree_leaves(params)}
+    if not any(_is_integer(d) for d in dtypes):
+        return []
+    return [
+        (segs, leaf_info(x))
+        for segs, x in leaf_segments(params)
+        if _is_array_like(x) and _is_integer(x.dtype)
+    ]
+
+
+def _is_integer(dtype: Any) -> bool:
+    try:
+        return dtype is not None and np.dtype(dtype).kind in "iub"
+    except TypeError:  # an extended dtype, such as a PRNG key's
+        return False
+
+
 def _is_array_like(leaf: Any) -> bool:
     """An array, NumPy scalar or ``jax.ShapeDtypeStruct``: something with a shape and a dtype."""
     return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
@@ -514,7 +535,14 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             ]
             return tuple(o for o, _ in found), tuple(lab for _, lab in found)
 
-        resolution = finish(checked, resolver, uncovered_paths, per_leaf)
+        resolution = finish(
+            checked,
+            resolver,
+            uncovered_paths,
+            per_leaf,
+            lambda: [segs for segs, _ in leaves or leaf_segments(params)],
+            _integer_leaves(params),
+        )
     except SpecError as err:
         raise SpecError(err.diagnostics) from None
     # A whole Equinox module has leaves that are not parameters (activation functions,

@@ -1,20 +1,39 @@
 """Coverage and shadowing: what the outcome of resolving every leaf says about a spec.
 
-An uncovered leaf is an error (``E501``); a rule that matches nothing (``W601``) or
-whose every match an earlier rule takes (``W602``) is a warning.
+An uncovered leaf is an error (``E501``), and so is a spec under which nothing trains
+though some rule gives an optimizer (``E502``), and an integer or boolean leaf (a
+BatchNorm counter, a step) that a wildcard hands an optimizer (``E503``); a rule that
+matches nothing (``W601``) or whose every match an earlier rule takes (``W602``) is a
+warning. A rule that matches
+nothing, and a tree none of whose leaves is covered, get the likely slip named
+(:mod:`partspec.resolution.hints`): dotted names, a module without ``/**``, a missing or
+extra leading segment; never the advice to add a catch-all, which would make such a
+spec pass and train nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 
 from partspec.diagnostics import Annotation, Diagnostic, Span
+from partspec.language import ast
 from partspec.language.checker import CheckedSpec
+from partspec.language.values import LeafInfo
+from partspec.resolution.hints import unmatched_hint
 
-__all__ = ["MAX_LISTED_PATHS", "rule_diagnostics"]
+__all__ = [
+    "MAX_HINTED_RULES",
+    "MAX_LISTED_PATHS",
+    "integer_leaf_errors",
+    "is_integer_dtype",
+    "rule_diagnostics",
+]
 
 #: How many uncovered paths an error lists before summarising.
 MAX_LISTED_PATHS = 20
+#: At most this many rules that match nothing get a correction searched for.
+MAX_HINTED_RULES = 20
 
 
 def _first_line(span: Span) -> Span:
@@ -27,34 +46,36 @@ def rule_diagnostics(
     checked: CheckedSpec,
     match_sets: Iterable[tuple[int, ...]],
     uncovered_paths: Callable[[], list[str]],
+    all_paths: Callable[[], Sequence[tuple[str, ...]]] | None = None,
 ) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    """Errors (uncovered leaves) and warnings (unused or shadowed rules).
+    """Errors (uncovered leaves, nothing trains) and warnings (unused or shadowed rules).
 
     Args:
       checked: the checked spec.
       match_sets: the distinct lists of rules that match some leaf of the tree.
       uncovered_paths: computes the paths of uncovered leaves (called only if any).
+      all_paths: computes every leaf's path as segments (called only for hints).
     """
     spec = checked.spec
     finals = list(match_sets)
-    errors: list[Diagnostic] = []
-    if any(not m for m in finals):
-        paths = uncovered_paths()
-        listed = paths[:MAX_LISTED_PATHS]
-        notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
-        if len(paths) > len(listed):
-            notes += (f"... and {len(paths) - len(listed)} more",)
-        errors.append(
-            Diagnostic(
-                "E501",
-                "error",
-                f"{len(paths)} parameter {'leaves are' if len(paths) != 1 else 'leaf is'} "
-                "not covered by any rule",
-                filename=spec.filename,
-                notes=notes,
-                hint="add rules for them, or a catch-all as the last rule: `** -> frozen`",
-            )
-        )
+    paths_cache: list[Sequence[tuple[str, ...]]] = []
+    hints: dict[int, str | None] = {}
+
+    def hint_for(index: int) -> str | None:
+        if index in hints:
+            return hints[index]
+        if all_paths is None or len(hints) >= MAX_HINTED_RULES:
+            return None
+        if not paths_cache:
+            paths_cache.append(all_paths())
+        found = None
+        for pattern in checked.rules[index].rule.patterns:
+            found = unmatched_hint(pattern, paths_cache[0])
+            if found is not None:
+                break
+        hints[index] = found
+        return found
+
     owned: set[int] = set()
     matched: set[int] = set()
     shadowers: dict[int, set[int]] = {}
@@ -66,6 +87,13 @@ def rule_diagnostics(
             matched.add(r)
             shadowers.setdefault(r, set()).add(m[0])
         matched.add(m[0])
+    errors: list[Diagnostic] = []
+    if any(not m for m in finals):
+        errors.append(_uncovered_error(checked, owned, matched, uncovered_paths, hint_for))
+    elif finals and not any(checked.rules[r].action is not None for r in owned):
+        meant = [cr for cr in checked.rules if cr.action is not None]
+        if meant:
+            errors.append(_nothing_trains(checked, meant[0].index, matched, hint_for))
     warns: list[Diagnostic] = []
     for cr in checked.rules:
         span = cr.rule.span
@@ -77,7 +105,8 @@ def rule_diagnostics(
                     "rule matches no parameter",
                     first_line,
                     severity="warning",
-                    hint="compare the pattern with the parameter paths "
+                    hint=hint_for(cr.index)
+                    or "compare the pattern with the parameter paths "
                     "(`partspec.jax.tree.leaf_paths(params)` lists them)",
                 )
             )
@@ -101,3 +130,138 @@ def rule_diagnostics(
                 )
             )
     return ([spec.attach(d) for d in errors], [spec.attach(d) for d in warns])
+
+
+def _uncovered_error(
+    checked: CheckedSpec,
+    owned: set[int],
+    matched: set[int],
+    uncovered_paths: Callable[[], list[str]],
+    hint_for: Callable[[int], str | None],
+) -> Diagnostic:
+    """``E501``: leaves no rule covers. When none is covered, the tree or its prefix is
+    wrong, and a catch-all would only hide that."""
+    paths = uncovered_paths()
+    listed = paths[:MAX_LISTED_PATHS]
+    notes = tuple(f"not covered: {p or '<root>'}" for p in listed)
+    if len(paths) > len(listed):
+        notes += (f"... and {len(paths) - len(listed)} more",)
+    n = len(paths)
+    if not owned:
+        hint = next((h for h in map(hint_for, range(len(checked.rules))) if h), None)
+        return Diagnostic(
+            "E501",
+            "error",
+            f"no rule covers any of the {n} parameter leaves: wrong tree, or wrong prefix?",
+            filename=checked.spec.filename,
+            notes=notes,
+            hint=hint
+            or "compare the patterns with the tree's paths (the notes list some); check "
+            "that the spec is compiled against the model it was written for",
+        )
+    # A rule that matches nothing was most likely meant for them: its correction first.
+    for cr in checked.rules:
+        if cr.index not in matched:
+            fix = hint_for(cr.index)
+            if fix is not None and not fix.startswith("the nearest"):
+                hint = f"the rule on line {cr.rule.span.line} matches no parameter; {fix}"
+                break
+    else:
+        hint = "add rules for them, or a catch-all as the last rule: `** -> frozen`"
+    return Diagnostic(
+        "E501",
+        "error",
+        f"{n} parameter {'leaves are' if n != 1 else 'leaf is'} not covered by any rule",
+        filename=checked.spec.filename,
+        notes=notes,
+        hint=hint,
+    )
+
+
+def _nothing_trains(
+    checked: CheckedSpec,
+    index: int,
+    matched: set[int],
+    hint_for: Callable[[int], str | None],
+) -> Diagnostic:
+    """``E502``: every leaf is frozen, yet rule ``index`` gives an optimizer."""
+    cr = checked.rules[index]
+    why = "matches no parameter" if index not in matched else "gets none of its parameters"
+    hint = hint_for(index) if index not in matched else None
+    return Diagnostic.at(
+        "E502",
+        f"nothing trains: every parameter is frozen, yet this rule gives an optimizer and {why}",
+        _first_line(cr.rule.span),
+        hint=hint
+        or "fix the rule's pattern, or move it before the rules that take its parameters; "
+        "if nothing should train, say `frozen` in every rule",
+    )
+
+
+#: dtype names of leaves that an optimizer must not get by a wildcard: counters, flags.
+_INTEGER_KINDS = ("int", "uint", "bool")
+
+
+def is_integer_dtype(name: str) -> bool:
+    """Whether a dtype name is an integer or boolean one (``int64``, ``uint8``, ``bool``).
+
+    >>> is_integer_dtype("int64"), is_integer_dtype("bool"), is_integer_dtype("bfloat16")
+    (True, True, False)
+    """
+    return name.startswith(_INTEGER_KINDS)
+
+
+def _names_leaf(rule: ast.Rule) -> bool:
+    """Whether a rule picks its leaves deliberately: a ``where`` condition, or a pattern
+    whose last segment is literal text (``bn/num_batches_tracked``, not ``**``)."""
+    if rule.where is not None:
+        return True
+    for pattern in rule.patterns:
+        last: list[ast.GlobNode] = []
+        for node in pattern.nodes:
+            last = [] if isinstance(node, ast.Sep) else [*last, node]
+        if last and all(isinstance(n, ast.Lit) for n in last):
+            return True
+    return False
+
+
+def integer_leaf_errors(
+    checked: CheckedSpec,
+    leaves: Iterable[tuple[tuple[str, ...], LeafInfo]],
+    locate: Callable[[tuple[str, ...], LeafInfo], tuple[int, str | None]],
+) -> list[Diagnostic]:
+    """``E503`` for each rule that gives integer or boolean ``leaves`` an optimizer
+    through a wildcard: an optimizer would round its float updates into them (a
+    BatchNorm ``num_batches_tracked`` would drift), so they must be frozen or named.
+
+    ``locate(path, info)`` gives a leaf's owner rule (or -1) and label.
+    """
+    by_rule: dict[int, list[str]] = {}
+    for segs, info in leaves:
+        if not is_integer_dtype(info.dtype):
+            continue
+        owner, label = locate(segs, info)
+        if owner < 0 or label is None:
+            continue
+        cr = checked.rules[owner]
+        if cr.action is None or _names_leaf(cr.rule):
+            continue
+        by_rule.setdefault(owner, []).append(f"{'/'.join(segs) or '<root>'} ({info.dtype})")
+    errors = []
+    for owner, found in sorted(by_rule.items()):
+        cr = checked.rules[owner]
+        listed = found[:MAX_LISTED_PATHS]
+        notes = tuple(f"integer leaf: {p}" for p in listed)
+        if len(found) > len(listed):
+            notes += (f"... and {len(found) - len(listed)} more",)
+        first = found[0].rsplit(" (", 1)[0].rsplit("/", 1)[-1]
+        diag = Diagnostic.at(
+            "E503",
+            f"this rule gives {len(found)} integer or boolean "
+            f"{'leaves' if len(found) != 1 else 'leaf'} an optimizer through a wildcard",
+            _first_line(cr.rule.span),
+            hint=f"freeze them with a rule before this one (`**/{first} -> frozen`), or "
+            "name them in a rule of their own if they really should train",
+        )
+        errors.append(checked.spec.attach(dataclasses.replace(diag, notes=notes)))
+    return errors

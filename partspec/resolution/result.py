@@ -18,14 +18,14 @@ read it, none recomputes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from partspec.diagnostics import Diagnostic, SpecError
 from partspec.language.checker import CheckedSpec
 from partspec.language.values import Action, LeafInfo, OptaxCall, Until
-from partspec.resolution.coverage import rule_diagnostics
+from partspec.resolution.coverage import integer_leaf_errors, rule_diagnostics
 from partspec.resolution.resolver import DYNAMIC, Resolver, matcher_for
 
 __all__ = ["LabelAction", "Resolution", "collect_counts", "finish", "resolve_paths"]
@@ -152,9 +152,19 @@ def finish(
     uncovered_paths: Callable[[], list[str]],
     per_leaf: tuple[tuple[int, ...], tuple[str | None, ...]]
     | Callable[[], tuple[tuple[int, ...], tuple[str | None, ...]]],
+    all_paths: Callable[[], Sequence[tuple[str, ...]]] | None = None,
+    integer_leaves: Iterable[tuple[tuple[str, ...], LeafInfo]] = (),
 ) -> Resolution:
-    """The :class:`Resolution` of the leaves ``resolver`` has decided."""
-    errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths)
+    """The :class:`Resolution` of the leaves ``resolver`` has decided.
+
+    ``all_paths`` gives every leaf's path, for the hints of rules that match nothing;
+    ``integer_leaves`` the leaves of integer or boolean dtype (others are skipped).
+    """
+    errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths, all_paths)
+    if not errors:
+        errors = integer_leaf_errors(
+            checked, integer_leaves, lambda segs, info: resolver.locate(segs, lambda: info)
+        )
     rules = resolver.owners_by_label
     actions = {
         lab: LabelAction(lab, act, tuple(sorted(rules.get(lab, ()))))
@@ -195,6 +205,8 @@ def resolve_paths(
         resolver,
         lambda: ["/".join(p) for p, lab in zip(paths, labels) if lab is None],
         (tuple(owners), tuple(labels)),
+        lambda: [tuple(p) for p in paths],
+        () if leaves is None else [(tuple(p), i) for p, i in zip(paths, leaves) if i is not None],
     )
 
 

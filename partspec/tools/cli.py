@@ -172,11 +172,13 @@ def _check_one(
     else:
         from partspec.language.values import LeafInfo
         from partspec.resolution import resolve_paths
+        from partspec.resolution.coverage import is_integer_dtype
 
-        # Shapes and dtypes matter only to `where` conditions.
+        # Shapes and dtypes matter to `where` conditions, and integer leaves to E503.
         infos = (
             [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
             if any(r.rule.where is not None for r in checked.rules)
+            or any(is_integer_dtype(leaf.dtype) for leaf in leaves)
             else None
         )
         try:
