@@ -45,6 +45,12 @@ from partspec.language.vocabulary import LEAF_DTYPES, LEAF_PROPERTIES
 
 __all__ = ["Evaluator", "Fail", "Scope"]
 
+#: Names a newcomer writes for `frozen` (PyTorch's `requires_grad = False`, Keras's
+#: `trainable = False`).
+_FROZEN_WORDS = frozenset(
+    {"freeze", "freezed", "frozen_", "fixed", "no_grad", "nograd", "untrainable", "fix"}
+)
+
 
 class Scope(NamedTuple):
     """What an expression is evaluated with besides the spec's names: a rule's captures
@@ -321,6 +327,8 @@ class Evaluator:
         hint = (
             f"write `{lowered[e.id]}`"
             if e.id in lowered
+            else "parameters that must not train are `frozen`: `backbone/** -> frozen`"
+            if e.id.casefold() in _FROZEN_WORDS
             else did_you_mean(
                 e.id,
                 [

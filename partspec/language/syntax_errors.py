@@ -240,6 +240,23 @@ def _token_rules(t: _Tok) -> tuple[str | None, str | None] | None:
             "this rule has no `->` and no action",
             "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`",
         )
+    after = t.line[len(t.before) :]
+    if after.startswith("=>") and "_ARROW" in expected:
+        return "`=>` is not an arrow", "a rule is `PATTERN -> ACTION`: write `->`"
+    slashes = t.line.find("//")
+    if 0 <= slashes <= len(t.before) <= slashes + 2 and "->" in t.line[:slashes]:
+        return "`//` does not start a comment", "comments start with `#`: `# a comment`"
+    if tok.type == "_LPAR" and re.search(r"\bfrozen\s*$", t.before):
+        return (
+            "`frozen` takes no arguments",
+            "write `frozen`, or `frozen until N then OPTIMIZER` for parameters that start "
+            "training at update N",
+        )
+    if "_ARROW" in expected and "->" not in t.line and not re.match(r"\s*(let|param)\b", t.line):
+        return (
+            "this rule has no `->` between its pattern and its action",
+            "a rule is `PATTERN -> ACTION`, for example `head/** -> adam(1e-3)`",
+        )
     if re.fullmatch(r"\s*(let|param)", t.before) and tok.type in _PATTERN_START:
         word = "param" if t.line.split()[0].startswith("param") else "let"
         return None, (
