@@ -47,9 +47,9 @@ ORDER: list[tuple[str, list[str]]] = [
         ],
     ),
     ("partspec.matching", ["globs", "captures", "__init__"]),
-    ("partspec.resolution", ["resolver", "hints", "coverage", "result", "__init__"]),
-    ("partspec.jax", ["tree", "optimizers", "partition", "plan", "__init__"]),
-    ("partspec.tools", ["manifest", "surgery", "explain", "diff", "cli", "__init__"]),
+    ("partspec.resolution", ["resolver", "hints", "coverage", "result", "hyper", "__init__"]),
+    ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
+    ("partspec.tools", ["manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"]),
     ("partspec", ["__init__", "__main__"]),
 ]
 

@@ -366,6 +366,8 @@ TOP_KEYS = [
     "diagnostics",
     "leaves_glob",
     "owners",
+    "globals",
+    "rates",
 ]
 RULE_KEYS = [
     "index",
@@ -393,6 +395,11 @@ LABEL_KEYS = [
     "bytes",
     "optimizer_state_bytes",
     "optimizer",
+    "learning_rate",
+    "schedule",
+    "weight_decay",
+    "peak_learning_rate",
+    "lr_scale",
 ]
 TOTAL_KEYS = [
     "parameters",
@@ -457,11 +464,11 @@ Rules
      3  **/bias      sgd(0.1)     sgd(0.1)          0        0  shadowed (lines 1, 2)
 
 Labels
-  label        leaves   params      bytes  opt-state bytes
-  frozen            2  131,584  514.0 KiB              0 B
-  adam(0.001)       2    5,130   10.0 KiB         20.1 KiB
+  label           lr   peak  x top  weight decay  leaves   params      bytes  opt-state bytes
+  frozen           -      -      -             -       2  131,584  514.0 KiB              0 B
+  adam(0.001)  0.001  0.001      1             -       2    5,130   10.0 KiB         20.1 KiB
 
-trainable: 5,130 params (10.0 KiB) · frozen: 131,584 params (514.0 KiB) · optimizer state: 20.1 KiB
+trainable: 5,130 params, 3.8% (10.0 KiB) · frozen: 131,584 params (514.0 KiB) · optimizer state: 20.1 KiB
 
 Warnings
   line 3: warning[W602]: rule is shadowed: every parameter it matches is taken by an earlier rule (lines 1, 2)
@@ -491,8 +498,9 @@ def test_render_text_plain_has_rows_and_no_ansi() -> None:
     assert "     6  head/* except head/bias  adam(lr)  adam(lr)       1     320  ok" in text
     assert "shadowed (lines 4, 7)" in text
     assert "     9  extra/**" in text and text.rstrip().count("unused") == 1
-    assert "  adam(lr)       2     330  1.3 KiB          2.6 KiB" in text
-    assert "trainable: 362 params (1.4 KiB) · frozen: 1,024 params (4.0 KiB)" in text
+    # lr 0.001 is a hundredth of the fastest label's (sgd(0.1) at line 5).
+    assert "  adam(lr)  0.001  0.001   0.01             -       2     330  1.3 KiB" in text
+    assert "trainable: 362 params, 26.1% (1.4 KiB) · frozen: 1,024 params (4.0 KiB)" in text
     assert "line 9: warning[W601]: rule matches no parameter" in text
     assert "Leaves matching nothing/**\n  (no leaf matches)\n" in text
     assert not any(line != line.rstrip() for line in text.splitlines())

@@ -45,6 +45,7 @@ from partspec.jax.partition import (
     partition,
     with_label_states,
 )
+from partspec.jax.rates import label_hyperparams
 from partspec.jax.tree import label_tree, leaf_info, leaf_segments
 from partspec.language import ast
 from partspec.language._optax_table import OPTAX_VERSION
@@ -119,6 +120,32 @@ class Plan:
                 "plan.init(params) (docs/checkpoints.md)"
             )
         raise TypeError(f"not a state made by this plan's tx.init: {type(state).__name__}")
+
+    def hyperparams(self, state: Any) -> dict[str, dict[str, Any]]:
+        """Each label's current learning rate, and whether it trains yet, read off a real
+        optimizer state: ``{label: {"learning_rate": ..., "trains": ...}}``, as arrays, so
+        that a jitted training step can return them for logging (TensorBoard, W&B).
+
+        The rate is the one the next update uses: the label's compiled schedule at the
+        count its optimizer has reached (``0`` while ``frozen``, or before a ``frozen
+        until N`` has waited ``N`` updates).
+
+        >>> import jax, jax.numpy as jnp, partspec
+        >>> params = {"body": jnp.ones(2), "head": jnp.ones(2)}
+        >>> plan = partspec.compile(
+        ...     "body -> frozen until 4 then sgd(0.1) as body; "
+        ...     "head -> sgd(linear_schedule(1.0, 0.0, 4)) as head",
+        ...     params,
+        ... )
+        >>> state = plan.tx.init(params)
+        >>> for _ in range(3):
+        ...     _, state = plan.tx.update(jax.tree.map(jnp.ones_like, params), state)
+        >>> hp = plan.hyperparams(state)
+        >>> float(hp["head"]["learning_rate"]), bool(hp["body"]["trains"])
+        (0.25, False)
+        """
+        actions = {lab: self.actions.get(lab) for lab in self.transforms}
+        return label_hyperparams(actions, self.label_states(state))
 
     def label_states(self, state: Any) -> dict[str, Any]:
         """Each label's own optimizer state, over that label's leaves only.

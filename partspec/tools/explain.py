@@ -48,6 +48,7 @@ are only ever added within a version, never removed or retyped::
         }                            #   (empty unless status is "shadowed")
       ],
       "labels": [                    # every label that owns a leaf, in order of first rule
+                                     #   (a capture rule's labels in natural order)
         {
           "label": str,
           "action": str,
@@ -63,8 +64,13 @@ are only ever added within a version, never removed or retyped::
             "name": str,             #   argument's value, params and arithmetic done;
             "args": [value],         #   a schedule is itself {"name", "args", "kwargs"},
             "kwargs": {str: value}   #   a scaled one {"scale": float, "schedule": ...}
-          }
-        }
+          },
+          "learning_rate": float | null,       # the rate of its first update (compiled)
+          "schedule": str | null,              # the rate in words ("constant 0.001")
+          "weight_decay": value | null,        # its optimizer's weight decay, if any
+          "peak_learning_rate": float | null,  # its highest rate over the schedules
+          "lr_scale": float | null             # that peak over the highest label's
+        }                            # (the rate fields are null for frozen labels)
       ],
       "totals": {
         "parameters": int, "trainable_parameters": int, "frozen_parameters": int,
@@ -80,7 +86,12 @@ are only ever added within a version, never removed or retyped::
         {"path": str, "shape": [int], "dtype": str, "parameters": int,
          "rule": int,                # line of the rule that owns the leaf
          "label": str}
-      ]
+      ],
+      "globals": [str],              # the `global` transforms, as written
+      "rates": null | {              # with steps (--steps): each label's learning rate
+        "steps": [int],              #   at each update number, from the compiled
+        "labels": {str: [float | null]}  # schedules (0 while frozen or waiting)
+      }
     }
 
 Optimizer state is what ``jax.eval_shape(plan.tx.init, shape_tree)`` allocates: for a
@@ -98,6 +109,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -107,12 +119,14 @@ import jax
 import numpy as np
 
 from partspec.diagnostics import SpecWarning, printable
+from partspec.jax.rates import rates_at
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.formatter import format_expr, format_pattern
 from partspec.language.load import parse
 from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo, OptaxCall, ScaledSchedule
+from partspec.resolution.hyper import describe, find_arg, number
 from partspec.resolution.result import Resolution, resolve_paths
 from partspec.tools.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
@@ -276,6 +290,7 @@ def explain(
     leaves: list[Leaf],
     values: dict[str, object] | None = None,
     leaves_glob: str | None = None,
+    steps: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What ``spec`` does to the parameters ``leaves`` describe: a JSON-able report.
 
@@ -289,6 +304,8 @@ def explain(
       values: values for the spec's ``param`` declarations (``--set``).
       leaves_glob: a glob (``head/**``, ``a/*, b/* except **/bias``); the report's
         ``"owners"`` then lists every leaf it matches with its owning rule and label.
+      steps: update numbers; the report's ``"rates"`` then gives every label's learning
+        rate at each, from the compiled schedules.
 
     Raises:
       SpecError: a bad spec or glob, a missing ``param``, leaves no rule covers.
@@ -335,6 +352,10 @@ def explain(
         ],
         "leaves_glob": leaves_glob,
         "owners": None if selector is None else _selected(selector, leaves, res, sizes),
+        "globals": [format_expr(g.value) for g in spec.globals],
+        "rates": None
+        if steps is None
+        else {"steps": list(steps), "labels": rates_at(res, list(steps))},
     }
 
 
@@ -393,9 +414,14 @@ def _label_rows(
         tot[1] += n
         tot[2] += nb
     state_bytes = _state_bytes(plan, tree, counts, len(sizes.params))
+    first_rate = rates_at(res, [0])
     rows = []
     for lab, act in res.actions.items():
         n_leaves, n_params, n_bytes = totals[lab]
+        lr = find_arg(act.action, "learning_rate")
+        wd = find_arg(act.action, "weight_decay")
+        # The rate of its first update (a `frozen until N` label's count starts at N).
+        start = rates_at(res, [act.unfreeze_at]) if act.unfreeze_at else first_rate
         rows.append(
             {
                 "label": lab,
@@ -408,9 +434,44 @@ def _label_rows(
                 "bytes": n_bytes,
                 "optimizer_state_bytes": state_bytes[lab],
                 "optimizer": _plain(act.optimizer),
+                "learning_rate": None if act.frozen else start[lab][0],
+                "schedule": None if act.frozen or lr is None else describe(lr),
+                "weight_decay": _plain(wd) if not act.frozen else None,
             }
         )
+    # Each label's peak rate, sampled over the schedules' horizon, and its share of the
+    # highest: the multiplier layer-wise decay or a 10x head gives it.
+    horizon = max(
+        (_horizon(find_arg(a.action, "learning_rate")) for a in res.actions.values()), default=0
+    )
+    samples = sorted({int(x) for x in np.linspace(0, horizon, 65)})
+    peaks = {
+        lab: max((v for v in vs if v is not None), default=None)
+        for lab, vs in rates_at(res, samples).items()
+    }
+    top = max((p or 0.0 for p in peaks.values()), default=0.0)
+    for r in rows:
+        peak = None if r["frozen"] else peaks.get(r["label"])
+        r["peak_learning_rate"] = peak
+        r["lr_scale"] = peak / top if peak is not None and top > 0 else None
+    # Rule order, then labels in natural order: layer[i=2] before layer[i=10].
+    rows.sort(key=lambda r: (min(r["rules"], default=0), _natural(r["label"])))
     return rows
+
+
+def _horizon(value: Any) -> int:
+    """The largest step count among a schedule's arguments (0 for a constant)."""
+    if isinstance(value, ScaledSchedule):
+        return _horizon(value.schedule)
+    if isinstance(value, OptaxCall):
+        ints = [a for a in (*value.args, *(v for _, v in value.kwargs)) if type(a) is int]
+        return max([0, *ints, *(_horizon(a) for a in value.args)])
+    return 0
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """A sort key that orders the numbers inside text by value: ``x[i=2] < x[i=10]``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
 def _totals(labels: list[dict[str, Any]], sizes: _Sizes) -> dict[str, int]:
@@ -515,8 +576,15 @@ def _status_text(rule: dict[str, Any]) -> str:
 
 def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
     """Each table: title, header, rows and the indices of right-aligned columns."""
-    # A "trains from" column only when some label is `frozen until` an update.
+    # A "trains from" column only when some label is `frozen until` an update, and a
+    # "schedule" column only when some learning rate changes over time.
     until = int(any(lab.get("unfreeze_at") is not None for lab in report["labels"]))
+    scheduled = int(
+        any(
+            not str(lab.get("schedule") or "-").startswith(("-", "constant"))
+            for lab in report["labels"]
+        )
+    )
     tables = [
         (
             "Rules",
@@ -537,10 +605,20 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         ),
         (
             "Labels",
-            ["label", "leaves", "params", "bytes", "opt-state bytes"] + (["trains from"] * until),
+            ["label", "lr", "peak", "x top", "weight decay"]
+            + (["schedule"] * scheduled)
+            + ["leaves", "params", "bytes", "opt-state bytes"]
+            + (["trains from"] * until),
             [
                 [
                     lab["label"],
+                    _num_cell(lab.get("learning_rate")),
+                    _num_cell(lab.get("peak_learning_rate")),
+                    "-" if lab.get("lr_scale") is None else f"{lab['lr_scale']:.3g}",
+                    _num_cell(lab.get("weight_decay")),
+                ]
+                + ([lab.get("schedule") or "-"] * scheduled)
+                + [
                     f"{lab['leaves']:,}",
                     f"{lab['parameters']:,}",
                     human_bytes(lab["bytes"]),
@@ -558,9 +636,22 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                 )
                 for lab in report["labels"]
             ],
-            {1, 2, 3, 4, 5},
+            {1, 2, 3, 4, *range(5 + scheduled, 9 + scheduled + until)},
         ),
     ]
+    rates = report.get("rates")
+    if rates is not None:
+        tables.append(
+            (
+                "Learning rate by update",
+                ["label"] + [f"{s:,}" for s in rates["steps"]],
+                [
+                    [lab] + [_num_cell(v) for v in values]
+                    for lab, values in _ordered(rates["labels"], report["labels"])
+                ],
+                set(range(1, len(rates["steps"]) + 1)),
+            )
+        )
     if report.get("owners") is not None:
         tables.append(
             (
@@ -583,6 +674,17 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     return tables
 
 
+def _num_cell(x: Any) -> str:
+    return "-" if x is None else number(x)
+
+
+def _ordered(
+    by_label: dict[str, list[Any]], labels: list[dict[str, Any]]
+) -> list[tuple[str, list[Any]]]:
+    """``by_label``'s items in the order of the labels table."""
+    return [(lab["label"], by_label[lab["label"]]) for lab in labels if lab["label"] in by_label]
+
+
 def _printable_sections(
     report: dict[str, Any],
 ) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
@@ -596,16 +698,23 @@ def _printable_sections(
 def _title(report: dict[str, Any]) -> str:
     name = printable(report["spec"] or "<string>")
     n = report["leaves"]
-    return (
+    lines = [
         f"{name}: {n:,} lea{'f' if n == 1 else 'ves'}, {report['parameters']:,} parameters "
         f"({human_bytes(report['bytes'])})"
-    )
+    ]
+    if report.get("params"):
+        given = ", ".join(f"{k} = {number(v)}" for k, v in report["params"].items())
+        lines.append(printable(f"params: {given}"))
+    for g in report.get("globals") or ():
+        lines.append(printable(f"global: {g} (on all trainable gradients, before the rules)"))
+    return "\n".join(lines)
 
 
 def _totals_line(report: dict[str, Any]) -> str:
     t = report["totals"]
+    share = t["trainable_parameters"] / t["parameters"] if t["parameters"] else 0.0
     line = (
-        f"trainable: {t['trainable_parameters']:,} params "
+        f"trainable: {t['trainable_parameters']:,} params, {share:.1%} "
         f"({human_bytes(t['trainable_parameter_bytes'])}) · "
         f"frozen: {t['frozen_parameters']:,} params ({human_bytes(t['frozen_parameter_bytes'])})"
     )
