@@ -17,6 +17,7 @@ __all__ = ["EXTRAS", "MissingExtra", "has", "needs"]
 #: extra -> the modules it installs (what partspec imports from it).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "jax": ("jax", "optax", "numpy"),
+    "plot": ("matplotlib",),
 }
 
 

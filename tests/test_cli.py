@@ -19,6 +19,8 @@ import partspec
 from partspec.tools.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "cli"
+#: The summary's second line when no --tree was given.
+NO_TREE = "Coverage not checked: give --tree to check against a model's parameters."
 
 BAD = """param lr = 1e-3
 backbone/** -> frozen
@@ -87,7 +89,7 @@ def test_json_output_is_documented_schema(specs: Path) -> None:
 def test_clean_spec_exits_zero(specs: Path) -> None:
     code, out = run("check", "good.pspec", cwd=specs)
     assert code == 0
-    assert out == "All checks passed (1 spec).\n"
+    assert out == f"All checks passed (1 spec).\n{NO_TREE}\n"
     code, out = run("check", "good.pspec", "--format", "json", cwd=specs)
     assert (code, json.loads(out)) == (0, [])
 
@@ -95,7 +97,11 @@ def test_clean_spec_exits_zero(specs: Path) -> None:
 def test_several_specs_are_all_reported(specs: Path) -> None:
     code, out = run("check", "good.pspec", "bad.pspec", "--format", "concise", cwd=specs)
     assert code == 1
-    assert out.splitlines() == ["bad.pspec:3:16: E401 unknown optimizer `adma`", "Found 1 error."]
+    assert out.splitlines() == [
+        "bad.pspec:3:16: E401 unknown optimizer `adma`",
+        "Found 1 error.",
+        NO_TREE,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +129,7 @@ def test_missing_spec_is_unreadable_input(tmp_path: Path) -> None:
 def test_set_values_are_typed_and_checked(specs: Path) -> None:
     assert run("check", "good.pspec", "--set", "lr=0.1", cwd=specs)[0] == 0
     code, out = run("check", "good.pspec", "--set", "lr=fast", cwd=specs)
-    assert code == 1 and "E416" in out
+    assert code == 2 and out == ""  # reported at the option (a usage error)
     code, out = run("check", "good.pspec", "--set", "lrr=0.1", cwd=specs)
     assert code == 2 and "unknown param `lrr`" in out and "did you mean `lr`" in out
 
@@ -193,3 +199,66 @@ def test_importing_partspec_and_checking_does_not_import_jax() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------- newcomer slips
+
+
+def test_a_tree_file_given_as_a_spec_is_a_usage_error_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pspec check spec.pspec tree.json` parsed the JSON as a spec: "this rule has no
+    `->`" at the JSON's line 4."""
+    spec = tmp_path / "s.pspec"
+    spec.write_text(GOOD)
+    tree = tmp_path / "model.tree.json"
+    tree.write_text("[]")
+    for argv in (
+        ["check", str(spec), str(tree)],
+        ["explain", str(tree), "--tree", str(tree)],
+        ["diff", str(spec), str(tree), "--tree", str(tree)],
+    ):
+        code, out = run(*argv)
+        err = capsys.readouterr().err
+        assert code == 2 and out == "", argv
+        assert "looks like a parameter tree" in err and f"--tree {tree}" in err, err
+
+
+def test_without_a_tree_the_summary_says_coverage_was_not_checked(tmp_path: Path) -> None:
+    spec = tmp_path / "s.pspec"
+    spec.write_text(GOOD)
+    code, out = run("check", str(spec))
+    assert code == 0 and "Coverage not checked" in out
+    tree = tmp_path / "t.json"
+    tree.write_text('[{"path": "backbone/w", "shape": [2]}, {"path": "head/w", "shape": [2]}]')
+    code, out = run("check", str(spec), "--tree", str(tree))
+    assert code == 0 and "Coverage not checked" not in out
+
+
+def test_a_bad_set_value_is_reported_at_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "s.pspec"
+    spec.write_text(GOOD)
+    tree = tmp_path / "t.json"
+    tree.write_text('[{"path": "backbone/w", "shape": [2]}, {"path": "head/w", "shape": [2]}]')
+    for command in (["check", str(spec)], ["explain", str(spec), "--tree", str(tree)]):
+        code, out = run(*command, "--set", "lr=fast")
+        err = capsys.readouterr().err
+        assert code == 2, (command, out, err)
+        assert err.startswith("pspec: error: --set lr=fast: param `lr` expects a number"), err
+        assert f"declared at {spec}:2" in err
+
+
+def test_every_option_has_help_and_every_command_an_example() -> None:
+    import argparse
+
+    from partspec.tools.cli import _parser
+
+    parser = _parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"check", "explain", "fmt", "diff", "plot", "tree"}
+    for name, command in sub.choices.items():
+        assert command.epilog and command.epilog.startswith("examples:\n  pspec " + name), name
+        for action in command._actions:
+            assert action.help, (name, action.dest)

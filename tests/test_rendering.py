@@ -72,7 +72,8 @@ def test_a_newline_in_a_string_stays_on_one_concise_line(tmp_path: Path) -> None
     code = main(["check", str(tmp_path / "s.pspec"), "--format", "concise"], out=out)
     lines = out.getvalue().splitlines()
     assert code == 1
-    assert len(lines) == 2 and 'unknown dtype "f\\nx"' in lines[0], lines
+    assert len(lines) == 3 and 'unknown dtype "f\\nx"' in lines[0], lines
+    assert lines[2].startswith("Coverage not checked")
 
 
 # ---------------------------------------------------------------- explain on a terminal

@@ -6,6 +6,7 @@ Commands:
   ``pspec fmt SPEC... [--check]``
   ``pspec tree MODULE:CALLABLE [-o FILE]``
   ``pspec diff OLD NEW --tree TREE [--set NAME=VALUE]... [--format F]``
+  ``pspec plot SPEC --tree TREE --steps N [-o FILE] [--format image|csv|json]``
 
 ``check``, ``explain`` and ``diff`` follow ``include`` statements (and take
 ``--allow-outside-includes``); ``fmt`` formats each file as written.
@@ -39,7 +40,7 @@ __all__ = ["main"]
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 #: Commands that compile a spec or build a model: they need the `jax` extra.
-_NEEDS_JAX = frozenset({"explain", "diff", "tree"})
+_NEEDS_JAX = frozenset({"explain", "diff", "tree", "plot"})
 #: Diagnostic codes that mean the input, not the spec, is bad (exit 2).
 _USAGE_CODES = frozenset({"E001", "E304"})
 
@@ -61,6 +62,54 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise _Usage(f"--set expects NAME=VALUE, got {item!r}")
         values[name] = _literal(raw.strip())
     return values
+
+
+def _set_errors(err: SpecError, items: Sequence[str]) -> None:
+    """Raise a usage error for a ``--set`` value of the wrong type (``E416``): the
+    mistake is in the option, not at the spec's line that declares the param."""
+    bad = [d for d in err.diagnostics if d.code == "E416"]
+    if not bad:
+        return
+    given = {item.partition("=")[0].strip(): item for item in items}
+    for d in bad:
+        name = re.search(r"param `([^`]+)`", d.message)
+        item = given.get(name.group(1)) if name else None
+        if item is not None:
+            where = f" (declared at {d.filename}:{d.line})" if d.filename and d.line else ""
+            raise _Usage(f"--set {item}: {d.message}{where}")
+
+
+def _parse_steps(text: str) -> list[int]:
+    """``--steps 0,1000,10000``: non-negative update numbers."""
+    steps = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part.isdigit():
+            raise _Usage(f"--steps expects update numbers such as 0,1000,10000, got {text!r}")
+        steps.append(int(part))
+    return steps
+
+
+def _looks_like_tree(path: str) -> bool:
+    """A file a spec is checked against (``--tree``), not a spec."""
+    import os
+
+    lowered = path.lower()
+    return lowered.endswith(_TREE_SUFFIXES) or (path != "-" and os.path.isdir(path))
+
+
+#: Suffixes of the parameter-tree files ``--tree`` reads.
+_TREE_SUFFIXES = (".json", ".npz", ".safetensors", ".msgpack", ".pt", ".pth", ".ckpt")
+
+
+def _not_trees(paths: Sequence[str], command: str) -> None:
+    """A usage error for a tree file given where a spec is expected."""
+    for path in paths:
+        if _looks_like_tree(path):
+            raise _Usage(
+                f"{path!r} looks like a parameter tree, not a spec; give it with --tree: "
+                f"`pspec {command} SPEC --tree {path}`"
+            )
 
 
 def _literal(raw: str) -> Any:
@@ -124,13 +173,27 @@ def _shown(text: str) -> str:
     return printable(clip(text))
 
 
-def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int) -> None:
-    """The diagnostics in format ``fmt``, and for people a summary line."""
+def _emit(
+    diags: list[Diagnostic],
+    fmt: str,
+    out: TextIO,
+    *,
+    checked_files: int,
+    coverage: bool = True,
+) -> None:
+    """The diagnostics in format ``fmt``, and for people a summary line (which says when
+    coverage was not checked: no ``--tree``)."""
     out.write(RENDERERS[fmt](diags))
     if fmt not in ("full", "concise"):
         return
+    unchecked = (
+        ""
+        if coverage
+        else "\nCoverage not checked: give --tree to check against a model's parameters."
+    )
     if not diags:
-        out.write(f"All checks passed ({checked_files} spec{'s' if checked_files != 1 else ''}).\n")
+        n = checked_files
+        out.write(f"All checks passed ({n} spec{'s' if n != 1 else ''}).{unchecked}\n")
         return
     errors = sum(d.severity == "error" for d in diags)
     warnings = len(diags) - errors
@@ -139,7 +202,7 @@ def _emit(diags: list[Diagnostic], fmt: str, out: TextIO, *, checked_files: int)
         parts.append(f"{errors} error{'s' if errors != 1 else ''}")
     if warnings:
         parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
-    out.write(f"Found {' and '.join(parts)}.\n")
+    out.write(f"Found {' and '.join(parts)}.{unchecked}\n")
 
 
 # ---------------------------------------------------------------- commands
@@ -151,6 +214,7 @@ def _check_one(
     leaves: list[Any] | None,
     strict: bool,
     allow_outside: bool = False,
+    set_items: Sequence[str] = (),
 ) -> tuple[list[Diagnostic], int]:
     """Diagnostics for one spec file and the exit code it deserves."""
     import dataclasses
@@ -163,6 +227,7 @@ def _check_one(
     try:
         checked = check_spec(spec, values, require=leaves is not None)
     except SpecError as err:
+        _set_errors(err, set_items)
         code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
         return err.diagnostics, code
     if leaves is None:
@@ -191,15 +256,18 @@ def _check_one(
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    _not_trees(args.specs, "check")
     values = _parse_set(args.set)
     leaves = _load_tree(args.tree) if args.tree else None
     all_diags: list[Diagnostic] = []
     code = EXIT_CLEAN
     for path in args.specs:
-        diags, c = _check_one(path, values, leaves, args.strict, args.allow_outside_includes)
+        diags, c = _check_one(
+            path, values, leaves, args.strict, args.allow_outside_includes, args.set
+        )
         all_diags += diags
         code = max(code, c)
-    _emit(all_diags, args.format, out, checked_files=len(args.specs))
+    _emit(all_diags, args.format, out, checked_files=len(args.specs), coverage=leaves is not None)
     return code
 
 
@@ -281,6 +349,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.language.parser import parse_selector
     from partspec.tools.explain import explain, render_json, render_text
 
+    _not_trees([args.spec], "explain")
     values = _parse_set(args.set)
     if args.leaves is not None:
         from partspec.language.ast import Spec as _Spec
@@ -297,9 +366,11 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         _emit(diags, args.format, out, checked_files=1)
         return code
     leaves = _load_tree(args.tree)
+    steps = _parse_steps(args.steps) if args.steps is not None else None
     try:
-        report = explain(spec, leaves, values, args.leaves)
+        report = explain(spec, leaves, values, args.leaves, steps)
     except SpecError as err:
+        _set_errors(err, args.set)
         _emit(err.diagnostics, args.format, out, checked_files=1)
         usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
         return EXIT_USAGE if usage else EXIT_PROBLEMS
@@ -310,11 +381,56 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_CLEAN
 
 
+def cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
+    """``pspec plot SPEC --tree TREE --steps N [-o FILE] [--format F]``."""
+    from partspec.tools.plot import lr_series, render_csv, render_json, save_image
+
+    _not_trees([args.spec], "plot")
+    if args.steps < 1:
+        raise _Usage(f"--steps must be at least 1, got {args.steps}")
+    fmt = args.format
+    if fmt is None:
+        image = args.output is not None and args.output.lower().endswith((".png", ".svg", ".pdf"))
+        fmt = "image" if image else "json"
+    if fmt == "image" and args.output is None:
+        raise _Usage("an image needs a file: -o lr.png (or --format csv|json for text)")
+    values = _parse_set(args.set)
+    spec, diags, code = _load_spec(args.spec, args.allow_outside_includes)
+    if spec is None:
+        _emit(diags, "full", out, checked_files=1)
+        return code
+    leaves = _load_tree(args.tree)
+    try:
+        series = lr_series(spec, leaves, args.steps, values)
+    except SpecError as err:
+        _set_errors(err, args.set)
+        _emit(err.diagnostics, "full", out, checked_files=1)
+        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
+        return EXIT_USAGE if usage else EXIT_PROBLEMS
+    if fmt == "image":
+        try:
+            save_image(series, args.output)
+        except OSError as exc:
+            raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        return EXIT_CLEAN
+    text = render_csv(series) if fmt == "csv" else render_json(series)
+    if args.output is None:
+        out.write(text)
+        return EXIT_CLEAN
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return EXIT_CLEAN
+
+
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
     """``pspec diff OLD NEW --tree TREE``: 0 if a checkpoint made under OLD restores under NEW."""
     from partspec.tools.diff import diff, render_diff, render_json
     from partspec.tools.manifest import TreeInputError
 
+    _not_trees([args.old, args.new], "diff")
     values = _parse_set(args.set)
     specs: list[Spec] = []
     problems: list[Diagnostic] = []
@@ -339,6 +455,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         new_values = {k: v for k, v in values.items() if k in declared[1]}
         report = diff(old, new, leaves, old_values, new_values)
     except SpecError as err:
+        _set_errors(err, args.set)
         _emit(err.diagnostics, args.format, out, checked_files=2)
         usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
         return EXIT_USAGE if usage else EXIT_PROBLEMS
@@ -367,6 +484,20 @@ def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
 # ---------------------------------------------------------------- entry point
 
 
+_TREE_HELP = (
+    "parameter structure: a .json manifest, .npz, .safetensors, an Orbax checkpoint "
+    "directory, or MODULE:CALLABLE (which imports and runs that module)"
+)
+
+
+def _examples(*commands: str) -> dict[str, Any]:
+    """``add_parser`` keywords for an epilog of examples, kept as written."""
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {c}" for c in commands),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pspec",
@@ -391,33 +522,59 @@ def _parser() -> argparse.ArgumentParser:
             help="let `include` read files outside the directory of the spec file",
         )
 
-    c = sub.add_parser("check", help="check specs, optionally against a parameter structure")
+    c = sub.add_parser(
+        "check",
+        help="check specs, optionally against a parameter structure",
+        **_examples(
+            "pspec check examples/vit_finetune.pspec --tree examples/vit_b16.tree.json",
+            "pspec check --strict --format github specs/*.pspec --tree params.json",
+        ),
+    )
     c.add_argument(
         "specs", nargs="+", metavar="SPEC", help=".pspec files (`-` reads standard input)"
     )
-    c.add_argument(
-        "--tree",
-        metavar="TREE",
-        help="parameter structure: a .json manifest, .npz, .safetensors, an Orbax "
-        "checkpoint directory, or MODULE:CALLABLE",
-    )
+    c.add_argument("--tree", metavar="TREE", help=_TREE_HELP)
     add_values(c)
     add_includes(c)
     c.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    c.add_argument("--format", choices=FORMATS, default="full")
+    c.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="full",
+        help="full (default: source lines and carets), concise (one line each), json, "
+        "or github (workflow annotations)",
+    )
     c.set_defaults(func=cmd_check)
 
-    e = sub.add_parser("explain", help="what a spec does to a model, rule by rule")
-    e.add_argument("spec", metavar="SPEC")
-    e.add_argument("--tree", metavar="TREE", required=True)
+    e = sub.add_parser(
+        "explain",
+        help="what a spec does to a model, rule by rule",
+        **_examples(
+            "pspec explain examples/layer_decay.pspec --tree examples/layer_decay.tree.json",
+            "pspec explain SPEC --tree params.json --leaves 'encoder/**' --format json",
+            "pspec explain SPEC --tree params.json --steps 0,1000,10000",
+        ),
+    )
+    e.add_argument("spec", metavar="SPEC", help="the .pspec file (`-` reads standard input)")
+    e.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
     add_values(e)
     add_includes(e)
     e.add_argument("--leaves", metavar="GLOB", help="also show the owner of each matching leaf")
-    e.add_argument("--format", choices=("full", "json"), default="full")
+    e.add_argument(
+        "--steps",
+        metavar="N,N,...",
+        help="also show every label's learning rate at these update numbers "
+        "(from the compiled schedules), e.g. 0,1000,10000",
+    )
+    e.add_argument(
+        "--format", choices=("full", "json"), default="full", help="a table (default) or JSON"
+    )
     e.set_defaults(func=cmd_explain)
 
     f = sub.add_parser(
-        "fmt", help="rewrite specs in canonical form (comments and `include` lines kept)"
+        "fmt",
+        help="rewrite specs in canonical form (comments and `include` lines kept)",
+        **_examples("pspec fmt examples/*.pspec", "pspec fmt --check specs/*.pspec"),
     )
     f.add_argument(
         "specs",
@@ -431,17 +588,58 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "diff",
         help="will a checkpoint made under OLD restore under NEW? (exit 0 if so, 1 if not)",
+        **_examples("pspec diff old.pspec new.pspec --tree params.json"),
     )
     d.add_argument("old", metavar="OLD", help="the spec the checkpoint was made under")
     d.add_argument("new", metavar="NEW", help="the edited spec")
-    d.add_argument("--tree", metavar="TREE", required=True)
+    d.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
     add_values(d)
     add_includes(d)
-    d.add_argument("--format", choices=("full", "json"), default="full")
+    d.add_argument(
+        "--format", choices=("full", "json"), default="full", help="a report (default) or JSON"
+    )
     d.set_defaults(func=cmd_diff)
 
-    t = sub.add_parser("tree", help="write the parameter structure a function builds")
-    t.add_argument("source", metavar="MODULE:CALLABLE")
+    pl = sub.add_parser(
+        "plot",
+        help="each label's learning rate against the update number (image, CSV or JSON)",
+        **_examples(
+            "pspec plot examples/param_groups.pspec --tree examples/param_groups.tree.json "
+            "--steps 100 -o lr.png",
+            "pspec plot SPEC --tree params.json --steps 10000 --format csv > lr.csv",
+        ),
+    )
+    pl.add_argument("spec", metavar="SPEC", help="the .pspec file (`-` reads standard input)")
+    pl.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
+    pl.add_argument("--steps", metavar="N", type=int, required=True, help="plot updates 0 to N - 1")
+    add_values(pl)
+    add_includes(pl)
+    pl.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here: an image (.png, .svg, .pdf; needs matplotlib, the `plot` extra) "
+        "or, with --format, CSV or JSON; standard output by default",
+    )
+    pl.add_argument(
+        "--format",
+        choices=("image", "csv", "json"),
+        default=None,
+        help="image (the default with -o FILE.png/.svg/.pdf), csv or json (the default "
+        "without -o): the series the image draws",
+    )
+    pl.set_defaults(func=cmd_plot)
+
+    t = sub.add_parser(
+        "tree",
+        help="write the parameter structure a function builds (runs that code)",
+        **_examples("pspec tree my_pkg.models:params -o model.tree.json"),
+    )
+    t.add_argument(
+        "source",
+        metavar="MODULE:CALLABLE",
+        help="imports MODULE and calls CALLABLE() for its parameters (this runs user code)",
+    )
     t.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     t.set_defaults(func=cmd_tree)
     return p
@@ -463,7 +661,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         print(
-            "pspec: error: a command is required (check, explain, fmt, tree, diff)", file=sys.stderr
+            "pspec: error: a command is required (check, explain, fmt, plot, tree, diff)",
+            file=sys.stderr,
         )
         return EXIT_USAGE
     try:
