@@ -389,6 +389,8 @@ class Evaluator:
         params = entry["params"]
         if self.collecting:
             self._deprecated(e, entry)
+            if e.func == "chain":
+                self._decay_after_optimizer(e)
         positional = [p for p in params if p["kind"] == "pos"]
         varargs = next((p for p in params if p["kind"] == "varargs"), None)
         bound: dict[str, tuple[Value, Span]] = {}
@@ -446,6 +448,31 @@ class Evaluator:
             else:
                 kwargs.append((p["name"], v))
         return OptaxCall(e.func, entry["kind"], tuple(args), tuple(kwargs))
+
+    def _decay_after_optimizer(self, e: ast.Call) -> None:
+        """W604 for ``chain(sgd(...), add_decayed_weights(...))``: the decay is added to
+        the optimizer's update, which is then *added* to the parameters, so the weights
+        grow by ``wd * p`` each step instead of shrinking."""
+        seen = None
+        for arg in e.args:
+            if not isinstance(arg, ast.Call):
+                continue
+            kind = TABLE.get(arg.func, {}).get("kind")
+            if kind == "optimizer" or arg.func == "scale_by_learning_rate":
+                seen = arg.func
+            elif arg.func == "add_decayed_weights" and seen is not None and not _negated(arg):
+                self.warnings.append(
+                    Diagnostic.at(
+                        "W604",
+                        f"`add_decayed_weights` after `{seen}` makes the weights grow: "
+                        "the decay is added after the update's sign is applied",
+                        arg.span,
+                        severity="warning",
+                        hint="put it first, `chain(add_decayed_weights(wd), sgd(lr))` "
+                        "(L2 as torch's SGD does it), or use `adamw(lr, weight_decay=wd)` "
+                        "for decoupled decay (see docs/weight_decay.md)",
+                    )
+                )
 
     def _deprecated(self, e: ast.Call, entry: dict[str, Any]) -> None:
         """W603 for a call of a function, or a keyword, that optax has deprecated."""
@@ -583,3 +610,12 @@ def _number_op(op: str, a: int | float, b: int | float, span: Span) -> int | flo
     if isinstance(r, float) and not math.isfinite(r):
         raise _diag("E406", "result too large", span)
     return r
+
+
+def _negated(call: ast.Call) -> bool:
+    """Whether a call's first argument is written negative (``add_decayed_weights(-wd)``
+    after the learning rate: decay independent of the rate, as big_vision does it)."""
+    first = call.args[0] if call.args else next((k.value for k in call.kwargs), None)
+    if isinstance(first, ast.Neg):
+        return True
+    return isinstance(first, ast.Num) and first.value < 0
