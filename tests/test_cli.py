@@ -262,3 +262,43 @@ def test_every_option_has_help_and_every_command_an_example() -> None:
         assert command.epilog and command.epilog.startswith("examples:\n  pspec " + name), name
         for action in command._actions:
             assert action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "tty", "want"),
+    [
+        ({}, "auto", False, False),
+        ({}, "auto", True, True),
+        ({"NO_COLOR": "1"}, "auto", True, False),
+        ({"TERM": "dumb"}, "auto", True, False),
+        ({"FORCE_COLOR": "1"}, "auto", False, True),
+        ({"NO_COLOR": "1"}, "always", False, True),
+        ({"FORCE_COLOR": "1"}, "never", True, False),
+    ],
+)
+def test_explain_color_follows_the_conventions(
+    env: dict[str, str], flag: str, tty: bool, want: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from partspec.tools.cli import _use_color
+
+    for name in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    class Out(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    assert _use_color(flag, Out()) is want
+
+
+def test_explain_never_colors_when_told_not_to(tmp_path: Path) -> None:
+    spec = tmp_path / "s.pspec"
+    spec.write_text(GOOD)
+    tree = tmp_path / "t.json"
+    tree.write_text('[{"path": "backbone/w", "shape": [2]}, {"path": "head/w", "shape": [2]}]')
+    code, out = run("explain", str(spec), "--tree", str(tree), "--color", "always")
+    assert code == 0 and "\x1b[" in out
+    code, out = run("explain", str(spec), "--tree", str(tree), "--color", "never")
+    assert code == 0 and "\x1b[" not in out

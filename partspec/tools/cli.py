@@ -79,6 +79,29 @@ def _set_errors(err: SpecError, items: Sequence[str]) -> None:
             raise _Usage(f"--set {item}: {d.message}{where}")
 
 
+def _use_color(choice: str, out: TextIO) -> bool:
+    """``--color always|never|auto``; ``auto`` follows the conventions: ``NO_COLOR`` (any
+    value) turns color off, ``FORCE_COLOR`` on, ``TERM=dumb`` off, else a terminal gets it."""
+    import os
+
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if os.environ.get("TERM") == "dumb":
+        return False
+    return out.isatty()
+
+
+def _width() -> int:
+    """The terminal's width (``COLUMNS`` first), at least 60 columns."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
 def _parse_steps(text: str) -> list[int]:
     """``--steps 0,1000,10000``: non-negative update numbers."""
     steps = []
@@ -377,7 +400,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         out.write(render_json(report))
     else:
-        out.write(render_text(report, color=out.isatty()))
+        color = _use_color(args.color, out)
+        out.write(render_text(report, color=color, width=_width() if color else None))
     return EXIT_CLEAN
 
 
@@ -568,6 +592,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--format", choices=("full", "json"), default="full", help="a table (default) or JSON"
+    )
+    e.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="color the tables: auto (default) on a terminal, unless NO_COLOR is set or "
+        "TERM=dumb; FORCE_COLOR forces it",
     )
     e.set_defaults(func=cmd_explain)
 
