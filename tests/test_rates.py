@@ -163,3 +163,37 @@ def test_hyperparams_give_the_rate_of_the_next_update_inside_jit(
             assert float(hp[k]["learning_rate"]) == pytest.approx(applied, rel=1e-5, abs=1e-9)
         trains = {k: bool(hp[k]["trains"]) for k in "abcde"}
         assert trains == {"a": True, "b": True, "c": n >= until, "d": False, "e": True}
+
+
+def test_a_frozen_until_labels_peak_is_its_rate_once_it_trains(tmp_path: Path) -> None:
+    """The peak was sampled from update 0, where a `frozen until N` label is still 0."""
+    from partspec.tools.cli import main
+
+    spec = tmp_path / "s.pspec"
+    spec.write_text("a/** -> frozen until 500 then adam(1e-3) as a\nb/** -> adam(1e-2) as b\n")
+    tree = _tree_file(tmp_path, ["a", "b"])
+    out = io.StringIO()
+    assert main(["explain", str(spec), "--tree", str(tree), "--format", "json"], out=out) == 0
+    rows = {r["label"]: r for r in json.loads(out.getvalue())["labels"]}
+    assert rows["a"]["peak_learning_rate"] == pytest.approx(1e-3)
+    assert rows["a"]["learning_rate"] == pytest.approx(1e-3)  # the rate of its first update
+    assert rows["a"]["lr_scale"] == pytest.approx(0.1)
+
+
+def test_collapse_gives_one_row_per_capture_rule(tmp_path: Path) -> None:
+    from partspec.tools.cli import main
+
+    spec = tmp_path / "s.pspec"
+    spec.write_text(
+        "layer/<i>/** -> frozen until 100 * (i + 1) then adam(1e-3 * 0.5 ** (3 - i)) as layer\n"
+        "head/** -> adam(1e-3) as head\n"
+    )
+    tree = _tree_file(tmp_path, ["layer/0", "layer/1", "layer/2", "layer/3", "head"])
+    out = io.StringIO()
+    args = ["explain", str(spec), "--tree", str(tree), "--collapse", "--color", "never"]
+    assert main(args, out=out) == 0
+    text = out.getvalue()
+    (row,) = [line for line in text.splitlines() if line.lstrip().startswith("layer[")]
+    assert row.split()[:4] == ["layer[i=0..3]", "1.25e-4", "..", "0.001"]
+    assert "update 100 .. 400" in row and " 12 " in row  # 4 leaves of 3 parameters
+    assert "frozen until update 100, 200, 300, 400: 12 params" in text

@@ -370,7 +370,7 @@ def _same_meaning(old: Spec, new: Spec, name: str) -> None:
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from partspec.language.parser import parse_selector
-    from partspec.tools.explain import explain, render_json, render_text
+    from partspec.tools.explain import collapse_labels, explain, render_json, render_text
 
     _not_trees([args.spec], "explain")
     values = _parse_set(args.set)
@@ -400,6 +400,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         out.write(render_json(report))
     else:
+        if args.collapse:
+            report = collapse_labels(report)
         color = _use_color(args.color, out)
         out.write(render_text(report, color=color, width=_width() if color else None))
     return EXIT_CLEAN
@@ -592,6 +594,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--format", choices=("full", "json"), default="full", help="a table (default) or JSON"
+    )
+    e.add_argument(
+        "--collapse",
+        action="store_true",
+        help="one row per capture rule in the labels table (`layer[i=0..11]`, rates as "
+        "ranges) instead of a row per label",
     )
     e.add_argument(
         "--color",

@@ -132,6 +132,7 @@ from partspec.tools.manifest import Leaf, TreeInputError, leaves_to_shape_tree
 
 __all__ = [
     "SCHEMA_VERSION",
+    "collapse_labels",
     "explain",
     "human_bytes",
     "optimizer_state_bytes",
@@ -445,10 +446,13 @@ def _label_rows(
         (_horizon(find_arg(a.action, "learning_rate")) for a in res.actions.values()), default=0
     )
     samples = sorted({int(x) for x in np.linspace(0, horizon, 65)})
-    peaks = {
-        lab: max((v for v in vs if v is not None), default=None)
-        for lab, vs in rates_at(res, samples).items()
-    }
+    peaks: dict[str, float | None] = {}
+    # Sampled from each label's own first update (a `frozen until N` label's count
+    # starts at update N).
+    for offset in {a.unfreeze_at or 0 for a in res.actions.values()}:
+        for lab, vs in rates_at(res, [offset + x for x in samples]).items():
+            if (res.actions[lab].unfreeze_at or 0) == offset:
+                peaks[lab] = max((v for v in vs if v is not None), default=None)
     top = max((p or 0.0 for p in peaks.values()), default=0.0)
     for r in rows:
         peak = None if r["frozen"] else peaks.get(r["label"])
@@ -614,7 +618,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                     lab["label"],
                     _num_cell(lab.get("learning_rate")),
                     _num_cell(lab.get("peak_learning_rate")),
-                    "-" if lab.get("lr_scale") is None else f"{lab['lr_scale']:.3g}",
+                    _num_cell(lab.get("lr_scale")),
                     _num_cell(lab.get("weight_decay")),
                 ]
                 + ([lab.get("schedule") or "-"] * scheduled)
@@ -628,7 +632,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                     [
                         "never"
                         if lab["frozen"]
-                        else f"update {lab['unfreeze_at']:,}"
+                        else f"update {_updates(lab['unfreeze_at'])}"
                         if lab["unfreeze_at"] is not None
                         else "update 0"
                     ]
@@ -675,14 +679,75 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
 
 
 def _num_cell(x: Any) -> str:
+    if isinstance(x, tuple):  # a collapsed row's range
+        lo, hi = x
+        return _num_cell(lo) if lo == hi else f"{_num_cell(lo)} .. {_num_cell(hi)}"
     return "-" if x is None else number(x)
+
+
+_CAPTURED = re.compile(r"^(?P<base>.*)\[(?P<name>[A-Za-z_]\w*)=(?P<value>-?\d+)\]$")
+
+
+def _capture_value(label: str) -> str:
+    m = _CAPTURED.match(label)
+    assert m is not None
+    return m.group("value")
+
+
+def collapse_labels(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with the labels of each capture rule in one row: ``layer[i=0..11]``,
+    numbers summed, rates and weight decays as ``low .. high`` ranges.
+
+    Labels are merged when they come from the same rules and differ only in one
+    integer capture (``layer[i=0]``, ``layer[i=1]``, ...); others are kept as they are.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    order: list[tuple[Any, ...]] = []
+    for row in report["labels"]:
+        m = _CAPTURED.match(row["label"])
+        key: tuple[Any, ...] = (
+            (m.group("base"), m.group("name"), tuple(row["rules"]), row["frozen"])
+            if m
+            else (row["label"],)
+        )
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(row)
+    rows = []
+    for key in order:
+        members = groups[key]
+        if len(members) == 1:
+            rows.append(members[0])
+            continue
+        values = [int(_capture_value(r["label"])) for r in members]
+        row = dict(members[0])
+        row["label"] = f"{key[0]}[{key[1]}={min(values)}..{max(values)}]"
+        for field in ("leaves", "parameters", "bytes", "optimizer_state_bytes"):
+            row[field] = sum(r[field] for r in members)
+        for field in ("learning_rate", "peak_learning_rate", "lr_scale", "weight_decay"):
+            got = [r.get(field) for r in members]
+            numbers = [g for g in got if isinstance(g, (int, float)) and not isinstance(g, bool)]
+            row[field] = (min(numbers), max(numbers)) if len(numbers) == len(got) else got[0]
+        starts = [r["unfreeze_at"] for r in members]
+        row["unfreeze_at"] = starts[0] if len(set(starts)) == 1 else (min(starts), max(starts))
+        rows.append(row)
+    return {**report, "labels": rows, "expanded_labels": report["labels"]}
+
+
+def _updates(at: Any) -> str:
+    if isinstance(at, tuple):
+        return f"{at[0]:,} .. {at[1]:,}"
+    return f"{at:,}"
 
 
 def _ordered(
     by_label: dict[str, list[Any]], labels: list[dict[str, Any]]
 ) -> list[tuple[str, list[Any]]]:
-    """``by_label``'s items in the order of the labels table."""
-    return [(lab["label"], by_label[lab["label"]]) for lab in labels if lab["label"] in by_label]
+    """``by_label``'s items in the order of the labels table (labels it does not show,
+    such as those a collapsed row stands for, in natural order after them)."""
+    shown = [lab["label"] for lab in labels if lab["label"] in by_label]
+    rest = sorted(set(by_label) - set(shown), key=_natural)
+    return [(lab, by_label[lab]) for lab in shown + rest]
 
 
 def _printable_sections(
@@ -720,7 +785,8 @@ def _totals_line(report: dict[str, Any]) -> str:
     )
     waiting = t.get("frozen_until_parameters", 0)
     if waiting:
-        steps = sorted({lab["unfreeze_at"] for lab in report["labels"] if lab["unfreeze_at"]})
+        every = report.get("expanded_labels", report["labels"])
+        steps = sorted({lab["unfreeze_at"] for lab in every if lab["unfreeze_at"]})
         line += f" · frozen until update {', '.join(f'{s:,}' for s in steps)}: {waiting:,} params"
     return line + f" · optimizer state: {human_bytes(t['optimizer_state_bytes'])}"
 
