@@ -1,9 +1,10 @@
 """Layer-wise learning-rate decay for a small Transformer encoder, with a named capture.
 
 Fine-tuning recipes for BERT, BEiT and ViT (timm's `layer_decay`, fastai's discriminative
-learning rates) give each encoder layer its own learning rate: the top layer trains at the
-base rate, each layer below at `decay` times the rate of the layer above, and the
-embeddings lower still. layer_decay.pspec writes that as one rule over `layer_<i>`, with
+learning rates) give each encoder layer its own learning rate: in timm's convention the
+head trains at the base rate, the top layer (with the final LayerNorm) at `decay` times
+that, each layer below at `decay` times the rate of the layer above, and the embeddings
+lower still. layer_decay.pspec writes that as one rule over `layer_<i>`, with
 `let depth = count(i)` counting the layers in the tree, and keeps biases and LayerNorm
 parameters (`where ndim <= 1`) out of weight decay.
 
@@ -100,15 +101,17 @@ def main() -> None:
     spec = partspec.load(Path(__file__).with_name("layer_decay.pspec"))
     plan = partspec.compile(spec, params, lr=LR, decay=DECAY, weight_decay=WEIGHT_DECAY)
 
-    # The learning rate timm's layer decay gives each group: the head and the final
-    # LayerNorm train at LR, layer i at LR * DECAY ** (LAYERS - i), the embeddings at
-    # LR * DECAY ** (LAYERS + 1).
+    # The learning rate timm's layer decay gives each group: the head at LR, layer i at
+    # LR * DECAY ** (LAYERS - i), the final LayerNorm with the last layer (LR * DECAY),
+    # the embeddings at LR * DECAY ** (LAYERS + 1).
     def expected_lr(path: str) -> float:
         if path.startswith(("embed/", "pos_embedding")):
             return LR * DECAY ** (LAYERS + 1)
         if path.startswith("encoder/layer_"):
             i = int(path.split("/")[1].removeprefix("layer_"))
             return LR * DECAY ** (LAYERS - i)
+        if path.startswith("encoder/ln_f/"):
+            return LR * DECAY
         return LR
 
     measured = measure(plan, params)
