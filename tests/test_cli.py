@@ -302,3 +302,35 @@ def test_explain_never_colors_when_told_not_to(tmp_path: Path) -> None:
     assert code == 0 and "\x1b[" in out
     code, out = run("explain", str(spec), "--tree", str(tree), "--color", "never")
     assert code == 0 and "\x1b[" not in out
+
+
+def test_progress_is_shown_on_a_terminal_only_and_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from partspec.tools.cli import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_PROGRESS", raising=False)
+    err = Tty()
+    progress = _Progress(err)
+    progress.say("reading")  # under a second: nothing yet
+    assert err.getvalue() == ""
+    progress.start -= 5  # the command has now run for 5 s
+    with progress:
+        progress.say("resolving 100,000 leaves")
+    text = err.getvalue()
+    assert "reading..." in text and "resolving 100,000 leaves..." in text
+    assert text.endswith("\r\x1b[2K")  # the line is cleared at the end
+    piped = io.StringIO()
+    quiet = _Progress(piped)
+    quiet.start -= 5
+    quiet.say("reading")
+    assert piped.getvalue() == ""
+    monkeypatch.setenv("NO_PROGRESS", "1")
+    off = _Progress(Tty())
+    off.start -= 5
+    off.say("reading")
+    assert off.err.getvalue() == ""

@@ -79,6 +79,47 @@ def _set_errors(err: SpecError, items: Sequence[str]) -> None:
             raise _Usage(f"--set {item}: {d.message}{where}")
 
 
+class _Progress:
+    """What a slow command is doing, on standard error, for people: shown only on a
+    terminal, only once the command has run for :attr:`after` seconds, on one line that
+    is cleared at the end (a pipe or a CI log gets nothing)."""
+
+    after = 1.0
+
+    def __init__(self, err: TextIO) -> None:
+        import time
+
+        self.err = err
+        self.start = time.monotonic()
+        self.shown = False
+        self.last = ""
+        self.live = bool(getattr(err, "isatty", lambda: False)()) and not _env("NO_PROGRESS")
+
+    def say(self, what: str) -> None:
+        import time
+
+        self.last = what
+        if self.live and (self.shown or time.monotonic() - self.start >= self.after):
+            self.err.write(f"\r\x1b[2K{_shown(what)}...")
+            self.err.flush()
+            self.shown = True
+
+    def __enter__(self) -> _Progress:
+        self.say(self.last)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            self.err.write("\r\x1b[2K")
+            self.err.flush()
+
+
+def _env(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "")
+
+
 def _use_color(choice: str, out: TextIO) -> bool:
     """``--color always|never|auto``; ``auto`` follows the conventions: ``NO_COLOR`` (any
     value) turns color off, ``FORCE_COLOR`` on, ``TERM=dumb`` off, else a terminal gets it."""
@@ -388,10 +429,14 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if spec is None:
         _emit(diags, args.format, out, checked_files=1)
         return code
+    progress = _Progress(sys.stderr)
+    progress.say(f"reading {args.tree}")
     leaves = _load_tree(args.tree)
+    progress.say(f"resolving {len(leaves):,} leaves and sizing the optimizer state")
     steps = _parse_steps(args.steps) if args.steps is not None else None
     try:
-        report = explain(spec, leaves, values, args.leaves, steps)
+        with progress:
+            report = explain(spec, leaves, values, args.leaves, steps)
     except SpecError as err:
         _set_errors(err, args.set)
         _emit(err.diagnostics, args.format, out, checked_files=1)
