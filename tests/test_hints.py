@@ -218,3 +218,25 @@ def test_each_recognised_slip_is_corrected_to_a_pattern_that_matches(
         hint = unmatched_hint(pattern, pool)
         assert hint is not None, text
         assert _matches(written(hint), path), (text, hint)
+
+
+def test_the_hint_search_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 60-rule spec on the wrong tree searched corrections for every rule over every
+    path: seconds on a big model. At most MAX_HINTED_RULES rules, MAX_HINT_PATHS paths."""
+    import partspec.resolution.coverage as coverage
+    import partspec.resolution.hints as hints
+
+    seen: list[int] = []
+    real = hints._first_match
+
+    def counting(text: str, paths: Any) -> Any:
+        seen.append(len(paths))
+        return real(text, paths)
+
+    monkeypatch.setattr(hints, "_first_match", counting)
+    tree = {"params": {f"m{i}": {"w": np.zeros(1, np.float32)} for i in range(3000)}}
+    spec = "\n".join(f"x{i}/** -> sgd(0.1)" for i in range(60)) + "\n** -> frozen"
+    errors_of(spec, tree)
+    assert seen and max(seen) <= hints.MAX_HINT_PATHS
+    # Each hinted rule tries at most a couple of dozen corrections.
+    assert len(seen) <= coverage.MAX_HINTED_RULES * 24, len(seen)

@@ -33,7 +33,7 @@ __all__ = [
 #: How many uncovered paths an error lists before summarising.
 MAX_LISTED_PATHS = 20
 #: At most this many rules that match nothing get a correction searched for.
-MAX_HINTED_RULES = 20
+MAX_HINTED_RULES = 5
 
 
 def _first_line(span: Span) -> Span:

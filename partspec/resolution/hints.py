@@ -34,7 +34,7 @@ __all__ = ["MAX_HINT_PATHS", "nearest_paths", "sample", "unmatched_hint"]
 
 #: At most this many paths (spread evenly over the tree) are matched against each
 #: corrected pattern.
-MAX_HINT_PATHS = 4000
+MAX_HINT_PATHS = 1000
 
 Paths = Sequence[tuple[str, ...]]
 
