@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -487,8 +488,7 @@ def test_render_text_golden() -> None:
     # 2 x (10,240 + 40) bytes + 4 = 20,564 bytes = 20.1 KiB. Actions print canonically.
     assert report["bytes"] == 536_616
     assert report["labels"][1]["optimizer_state_bytes"] == 20_564
-    assert render_text(report) == GOLDEN_TEXT
-    assert render_text(report, width=40) == GOLDEN_TEXT  # plain text never wraps
+    assert render_text(report) == GOLDEN_TEXT  # no width: never wrapped (pipes, logs)
 
 
 def test_render_text_plain_has_rows_and_no_ansi() -> None:
@@ -572,3 +572,34 @@ def test_a_schedule_is_shown_as_data() -> None:
     assert sched["schedule"]["name"] == "cosine_decay_schedule"
     assert sched["schedule"]["args"] == [1e-3, 100]
     json.dumps(report)  # plain JSON values all the way down
+
+
+def test_plain_text_wraps_to_a_width_between_path_segments_only() -> None:
+    """On a terminal the tables fit its width: the widest text columns wrap after `/`,
+    commas and spaces; a segment (`encoderblock_{6..11}`) is never cut."""
+    from partspec.tools.manifest import load_leaves
+
+    root = Path(__file__).resolve().parent.parent
+    spec = partspec.load(root / "examples" / "vit_finetune.pspec")
+    report = explain(spec, load_leaves(str(root / "examples" / "vit_b16.tree.json")))
+
+    def rules_table(text: str) -> list[str]:
+        return text.split("\nRules\n")[1].split("\n\n")[0].splitlines()
+
+    assert max(len(line) for line in rules_table(render_text(report))) > 100
+    lines = rules_table(render_text(report, width=100))
+    assert max(len(line) for line in lines) <= 100
+    start, end = lines[0].index("pattern"), lines[0].index("label")
+    cells: list[list[str]] = []
+    for line in lines[1:]:
+        piece = line[start:end].strip()
+        if line[:start].strip():  # a rule's first line (its line number)
+            cells.append([piece])
+        elif piece:
+            cells[-1].append(piece)
+    assert any(len(c) > 1 for c in cells)  # something wrapped
+    for cell, rule in zip(cells, report["rules"]):
+        joined = cell[0]
+        for piece in cell[1:]:  # broken only after `/`, or at a space
+            joined += piece if joined.endswith("/") else " " + piece
+        assert joined == rule["pattern"]

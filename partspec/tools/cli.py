@@ -448,7 +448,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         if args.collapse:
             report = collapse_labels(report)
         color = _use_color(args.color, out)
-        out.write(render_text(report, color=color, width=_width() if color else None))
+        tty = color or bool(getattr(out, "isatty", lambda: False)())
+        out.write(render_text(report, color=color, width=_width() if tty else None))
     return EXIT_CLEAN
 
 

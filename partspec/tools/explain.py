@@ -798,14 +798,63 @@ def _warning_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _plain_table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+#: Where a long cell may wrap: after a path separator, a comma or a space, so that a
+#: pattern is never broken inside a segment.
+_BREAKS = re.compile(r"[^/, ]*(?:/|, |,| |$)")
+
+
+#: A wrapped column is never narrower than this.
+_MIN_WRAP = 16
+
+
+def _wrap_cell(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken only after ``/``, a comma
+    or a space (a piece longer than ``width`` stays whole)."""
+    pieces = [p for p in _BREAKS.findall(text) if p]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append("")
+        lines[-1] += piece
+    return [line.rstrip() for line in lines]
+
+
+def _plain_table(
+    header: list[str], rows: list[list[str]], right: set[int], width: int | None = None
+) -> list[str]:
+    """An aligned table; with ``width``, its widest text columns wrap (at ``/``, commas
+    and spaces) until it fits, as far as whole segments allow."""
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    cells: list[list[list[str]]] = [[[c] for c in row] for row in rows]
+    if width is not None:
+        left = [i for i in range(len(widths)) if i not in right]
+        fixed = 2 + 2 * (len(widths) - 1) + sum(widths[i] for i in right)
+        if left and fixed + sum(widths[i] for i in left) > width:
+            # The widest cap C for the text columns with which the table fits.
+            cap = max(widths[i] for i in left)
+            while cap > _MIN_WRAP and fixed + sum(min(widths[i], cap) for i in left) > width:
+                cap -= 1
+            for i in left:
+                target = max(cap, len(header[i]))
+                if widths[i] <= target:
+                    continue
+                wrapped = [_wrap_cell(row[i][0], target) for row in cells]
+                for row, w in zip(cells, wrapped):
+                    row[i] = w
+                widths[i] = max(len(header[i]), *(len(x) for w in wrapped for x in w))
     out = []
-    for row in [header, *rows]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+
+    def line(parts: list[str]) -> str:
+        padded = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(parts, widths))
         ]
-        out.append(("  " + "  ".join(cells)).rstrip())
+        return ("  " + "  ".join(padded)).rstrip()
+
+    out.append(line(header))
+    for row in cells:
+        for k in range(max(len(c) for c in row)):
+            out.append(line([c[k] if k < len(c) else "" for c in row]))
     return out
 
 
@@ -813,8 +862,10 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int | Non
     """The report for people: a title, rule and label tables, totals, warnings, owners.
 
     With ``color=False`` (the default) the text is plain, aligned and deterministic (no
-    ANSI escapes, no wrapping; ``width`` is ignored). With ``color=True`` the tables are
-    drawn by rich (if installed) at ``width`` columns (default 100).
+    ANSI escapes); given a ``width`` (a terminal's), the widest text columns wrap after
+    ``/``, commas and spaces until the tables fit, never inside a path segment. With
+    ``color=True`` the tables are drawn by rich (if installed) at ``width`` columns
+    (default 100).
     """
     if color:
         try:
@@ -824,14 +875,14 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int | Non
     lines = [_title(report)]
     tables = _printable_sections(report)
     for title, header, rows, right in tables[:2]:
-        lines += ["", title, *_plain_table(header, rows, right)]
+        lines += ["", title, *_plain_table(header, rows, right, width)]
     lines += ["", _totals_line(report)]
     warns = _warning_lines(report)
     if warns:
         lines += ["", "Warnings", *("  " + w for w in warns)]
     for title, header, rows, right in tables[2:]:
         lines += ["", title]
-        lines += _plain_table(header, rows, right) if rows else ["  (no leaf matches)"]
+        lines += _plain_table(header, rows, right, width) if rows else ["  (no leaf matches)"]
     return "\n".join(lines) + "\n"
 
 
