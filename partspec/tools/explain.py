@@ -820,11 +820,12 @@ def _wrap_cell(text: str, width: int) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def _plain_table(
-    header: list[str], rows: list[list[str]], right: set[int], width: int | None = None
-) -> list[str]:
-    """An aligned table; with ``width``, its widest text columns wrap (at ``/``, commas
-    and spaces) until it fits, as far as whole segments allow."""
+def _fit_cells(
+    header: list[str], rows: list[list[str]], right: set[int], width: int | None
+) -> tuple[list[list[list[str]]], list[int]]:
+    """Each cell as lines, and each column's width; with ``width``, the widest text
+    columns share a cap and wrap (at ``/``, commas and spaces) until the table fits, as
+    far as whole segments allow."""
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     cells: list[list[list[str]]] = [[[c] for c in row] for row in rows]
     if width is not None:
@@ -843,6 +844,14 @@ def _plain_table(
                 for row, w in zip(cells, wrapped):
                     row[i] = w
                 widths[i] = max(len(header[i]), *(len(x) for w in wrapped for x in w))
+    return cells, widths
+
+
+def _plain_table(
+    header: list[str], rows: list[list[str]], right: set[int], width: int | None = None
+) -> list[str]:
+    """An aligned table, fitted to ``width`` if given (see :func:`_fit_cells`)."""
+    cells, widths = _fit_cells(header, rows, right, width)
     out = []
 
     def line(parts: list[str]) -> str:
@@ -906,8 +915,10 @@ def _render_rich(report: dict[str, Any], width: int) -> str:
         t = Table(title=Text(title, style="bold"), title_justify="left", box=box.SIMPLE_HEAD)
         for i, h in enumerate(header):
             t.add_column(Text(h), justify="right" if i in right else "left", overflow="fold")
-        for row in rows:
-            t.add_row(*(Text(cell) for cell in row))
+        # Wrapped as the plain text is (between path segments), with room for the frame.
+        cells, _ = _fit_cells(header, rows, right, width - 2 * len(header))
+        for row in cells:
+            t.add_row(*(Text("\n".join(cell)) for cell in row))
         console.print(t)
 
     tables = _printable_sections(report)
