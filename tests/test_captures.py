@@ -615,3 +615,26 @@ def test_capture_caches_stay_bounded_over_many_specs() -> None:
         tracemalloc.stop()
     assert matcher._extractor.cache_info().currsize <= matcher.MAX_EXTRACTORS
     assert after - before < 1024 * 1024, f"{after - before:,} bytes kept by 800 more specs"
+
+
+@pytest.mark.parametrize("action", ["frozen", "sgd(0.1)", "sgd(0.1 * (i + 1))"])
+@pytest.mark.parametrize("paths", [True, False])
+def test_count_sees_a_capture_the_action_does_not_use(action: str, paths: bool) -> None:
+    """count(i) resolves only the leaves whose owner captures `i`: a rule that captures
+    `i` without using it (its leaves labelled by their path alone) still counts, and
+    leaves an earlier rule takes do not."""
+    from partspec.resolution import resolve_paths
+
+    layers = {str(i): {"w": jnp.ones(1)} for i in range(7)}
+    tree = {"enc": layers, "head": jnp.ones(1)}
+    spec = (
+        f"let d = count(i)\nenc/0/** -> frozen\nenc/<i>/** -> {action} as e\n"
+        "head -> sgd(0.1 * d) as h"
+    )
+    if paths:
+        flat = [("enc", str(i), "w") for i in range(7)] + [("head",)]
+        res = resolve_paths(partspec.check(spec), flat)
+        assert res.checked.values["d"] == 6
+    else:
+        plan = partspec.compile(spec, tree)
+        assert plan.checked.values["d"] == 6  # layers 1..6: layer 0 belongs to rule 2

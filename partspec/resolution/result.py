@@ -229,7 +229,8 @@ def _walk_paths(
     *,
     resolve_all: bool,
 ) -> tuple[list[int], list[str | None]]:
-    """Owner and label of each path; ``resolve_all`` resolves every leaf (to count)."""
+    """Owner and label of each path; ``resolve_all`` also resolves every leaf whose owner
+    captures a counted name (to count)."""
     matcher = resolver.matcher
     owners: list[int] = []
     labels: list[str | None] = []
@@ -237,6 +238,21 @@ def _walk_paths(
     # each segment of the previous path (with its trailing "/") and reuse the common part.
     prev: tuple[str, ...] = ()
     after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
+    rules = resolver.checked.rules
+    counted = resolver.checked.counted
+    counting: dict[int, bool] = {}
+
+    def counts_at(state: int) -> bool:
+        """Whether a leaf decided at ``state`` by its path alone can add to a count: its
+        owner captures a counted name (a leaf no counted capture sees is not resolved)."""
+        got = counting.get(state)
+        if got is None:
+            owner = matcher.owner(state)
+            got = counting[state] = owner >= 0 and bool(
+                counted.intersection(rules[owner].rule.captures)
+            )
+        return got
+
     key, sep = matcher.key, matcher.sep
     for n, path in enumerate(paths):
         segs = tuple(path)
@@ -252,7 +268,7 @@ def _walk_paths(
                 s = sep(s)
                 after_sep.append(s)
         lab: Any = resolver.static(s)
-        if lab is DYNAMIC or resolve_all:
+        if lab is DYNAMIC or (resolve_all and counts_at(s)):
             info = leaves[n] if leaves is not None else None
             owner, lab = resolver.resolve(s, info, segs)
         else:
