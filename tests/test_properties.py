@@ -272,17 +272,8 @@ def _first_match_owners(spec: ast.Spec, tree: object) -> list[int | None]:
 
 def _first_match_labels(spec: ast.Spec, tree: object) -> list[str | None]:
     checked = partspec.check(spec)
-    out: list[str | None] = []
-    for segs, _ in leaf_segments(tree):
-        owner = None
-        for cr in checked.rules:
-            if any(S.naive_match(p, segs) for p in cr.rule.patterns) and not any(
-                S.naive_match(p, segs) for p in cr.rule.excepts
-            ):
-                owner = cr.label
-                break
-        out.append(owner)
-    return out
+    owners = _first_match_owners(spec, tree)
+    return [None if o is None else checked.rules[o].label for o in owners]
 
 
 @given(st.data())
