@@ -415,14 +415,15 @@ def _label_rows(
         tot[1] += n
         tot[2] += nb
     state_bytes = _state_bytes(plan, tree, counts, len(sizes.params))
-    first_rate = rates_at(res, [0])
+    series = _rate_series(res)
+    peaks = {lab: max((v for v in vs if v is not None), default=None) for lab, vs in series.items()}
+    top = max((p or 0.0 for lab, p in peaks.items() if not res.actions[lab].frozen), default=0.0)
     rows = []
     for lab, act in res.actions.items():
         n_leaves, n_params, n_bytes = totals[lab]
         lr = find_arg(act.action, "learning_rate")
         wd = find_arg(act.action, "weight_decay")
-        # The rate of its first update (a `frozen until N` label's count starts at N).
-        start = rates_at(res, [act.unfreeze_at]) if act.unfreeze_at else first_rate
+        peak = None if act.frozen else peaks[lab]
         rows.append(
             {
                 "label": lab,
@@ -435,32 +436,32 @@ def _label_rows(
                 "bytes": n_bytes,
                 "optimizer_state_bytes": state_bytes[lab],
                 "optimizer": _plain(act.optimizer),
-                "learning_rate": None if act.frozen else start[lab][0],
+                "learning_rate": None if act.frozen else series[lab][0],
                 "schedule": None if act.frozen or lr is None else describe(lr),
                 "weight_decay": _plain(wd) if not act.frozen else None,
+                "peak_learning_rate": peak,
+                "lr_scale": peak / top if peak is not None and top > 0 else None,
             }
         )
-    # Each label's peak rate, sampled over the schedules' horizon, and its share of the
-    # highest: the multiplier layer-wise decay or a 10x head gives it.
-    horizon = max(
-        (_horizon(find_arg(a.action, "learning_rate")) for a in res.actions.values()), default=0
-    )
-    samples = sorted({int(x) for x in np.linspace(0, horizon, 65)})
-    peaks: dict[str, float | None] = {}
-    # Sampled from each label's own first update (a `frozen until N` label's count
-    # starts at update N).
-    for offset in {a.unfreeze_at or 0 for a in res.actions.values()}:
-        for lab, vs in rates_at(res, [offset + x for x in samples]).items():
-            if (res.actions[lab].unfreeze_at or 0) == offset:
-                peaks[lab] = max((v for v in vs if v is not None), default=None)
-    top = max((p or 0.0 for p in peaks.values()), default=0.0)
-    for r in rows:
-        peak = None if r["frozen"] else peaks.get(r["label"])
-        r["peak_learning_rate"] = peak
-        r["lr_scale"] = peak / top if peak is not None and top > 0 else None
     # Rule order, then labels in natural order: layer[i=2] before layer[i=10].
     rows.sort(key=lambda r: (min(r["rules"], default=0), _natural(r["label"])))
     return rows
+
+
+def _rate_series(res: Resolution) -> dict[str, list[float | None]]:
+    """Each label's rate at 65 updates spread over the schedules' horizon, counted from
+    the label's own first update (a `frozen until N` label's count starts at update N):
+    the first is the rate of that update, the largest its peak."""
+    horizon = max(
+        (_horizon(find_arg(a.action, "learning_rate")) for a in res.actions.values()), default=0
+    )
+    samples = sorted({int(x) for x in np.linspace(0, horizon, 65)})  # starts at 0
+    series: dict[str, list[float | None]] = {}
+    for offset in {a.unfreeze_at or 0 for a in res.actions.values()}:
+        for lab, vs in rates_at(res, [offset + x for x in samples]).items():
+            if (res.actions[lab].unfreeze_at or 0) == offset:
+                series[lab] = vs
+    return series
 
 
 def _horizon(value: Any) -> int:
