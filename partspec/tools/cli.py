@@ -64,6 +64,33 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return values
 
 
+def _exit_code(diags: Sequence[Diagnostic]) -> int:
+    """2 when every diagnostic is about the input (an unreadable file, an unknown
+    ``--set``), else 1: a problem in the spec."""
+    return EXIT_USAGE if all(d.code in _USAGE_CODES for d in diags) else EXIT_PROBLEMS
+
+
+def _spec_failed(
+    err: SpecError, items: Sequence[str], fmt: str, out: TextIO, checked_files: int
+) -> int:
+    """A spec that does not compile against the tree: a ``--set`` type error is raised
+    at the option; anything else is reported and gives the exit code."""
+    _set_errors(err, items)
+    _emit(err.diagnostics, fmt, out, checked_files=checked_files)
+    return _exit_code(err.diagnostics)
+
+
+def _write_output(path: str | None, text: str, out: TextIO) -> None:
+    """``text`` to the file ``-o`` names (``-`` or none: standard output)."""
+    if path is None or path == "-":
+        out.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _Usage(f"cannot write {path!r}: {exc.strerror or exc}") from None
+
+
 def _set_errors(err: SpecError, items: Sequence[str]) -> None:
     """Raise a usage error for a ``--set`` value of the wrong type (``E416``): the
     mistake is in the option, not at the spec's line that declares the param."""
@@ -211,8 +238,7 @@ def _load_spec(path: str, allow_outside: bool) -> tuple[Spec | None, list[Diagno
     try:
         return load_syntax(path, allow_outside=allow_outside), [], EXIT_CLEAN
     except SpecError as err:
-        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
-        return None, err.diagnostics, EXIT_USAGE if usage else EXIT_PROBLEMS
+        return None, err.diagnostics, _exit_code(err.diagnostics)
 
 
 def _lines(text: str) -> list[str]:
@@ -292,7 +318,7 @@ def _check_one(
         checked = check_spec(spec, values, require=leaves is not None)
     except SpecError as err:
         _set_errors(err, set_items)
-        code = EXIT_USAGE if all(d.code in _USAGE_CODES for d in err.diagnostics) else 1
+        code = _exit_code(err.diagnostics)
         return err.diagnostics, code
     if leaves is None:
         found = list(checked.warnings)  # deprecated optax functions
@@ -438,10 +464,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         with progress:
             report = explain(spec, leaves, values, args.leaves, steps)
     except SpecError as err:
-        _set_errors(err, args.set)
-        _emit(err.diagnostics, args.format, out, checked_files=1)
-        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
-        return EXIT_USAGE if usage else EXIT_PROBLEMS
+        return _spec_failed(err, args.set, args.format, out, 1)
     if args.format == "json":
         out.write(render_json(report))
     else:
@@ -475,25 +498,14 @@ def cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
     try:
         series = lr_series(spec, leaves, args.steps, values)
     except SpecError as err:
-        _set_errors(err, args.set)
-        _emit(err.diagnostics, "full", out, checked_files=1)
-        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
-        return EXIT_USAGE if usage else EXIT_PROBLEMS
+        return _spec_failed(err, args.set, "full", out, 1)
     if fmt == "image":
         try:
             save_image(series, args.output)
         except OSError as exc:
             raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
         return EXIT_CLEAN
-    text = render_csv(series) if fmt == "csv" else render_json(series)
-    if args.output is None:
-        out.write(text)
-        return EXIT_CLEAN
-    try:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    _write_output(args.output, render_csv(series) if fmt == "csv" else render_json(series), out)
     return EXIT_CLEAN
 
 
@@ -527,10 +539,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         new_values = {k: v for k, v in values.items() if k in declared[1]}
         report = diff(old, new, leaves, old_values, new_values)
     except SpecError as err:
-        _set_errors(err, args.set)
-        _emit(err.diagnostics, args.format, out, checked_files=2)
-        usage = all(d.code in _USAGE_CODES for d in err.diagnostics)
-        return EXIT_USAGE if usage else EXIT_PROBLEMS
+        return _spec_failed(err, args.set, args.format, out, 2)
     except TreeInputError as exc:
         raise _Usage(f"cannot read tree: {exc}") from None
     out.write(render_json(report) if args.format == "json" else render_diff(report))
@@ -542,14 +551,7 @@ def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
 
     if ":" not in args.source:
         raise _Usage(f"expected MODULE:CALLABLE, got {args.source!r}")
-    text = dump_manifest(_load_tree(args.source))
-    if args.output and args.output != "-":
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise _Usage(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
-    else:
-        out.write(text)
+    _write_output(args.output, dump_manifest(_load_tree(args.source)), out)
     return EXIT_CLEAN
 
 
