@@ -453,10 +453,10 @@ def _uncovered(resolver: Resolver, params: Any) -> list[tuple[tuple[str, ...], A
     ]
 
 
-def _integer_leaves(params: Any) -> list[tuple[tuple[str, ...], LeafInfo]]:
-    """The array leaves of integer or boolean dtype, with their paths (a quick look at
-    the dtypes first: most trees have none)."""
-    dtypes = {getattr(x, "dtype", None) for x in jax.tree_util.tree_leaves(params)}
+def _integer_leaves(params: Any, dtypes: set[Any]) -> list[tuple[tuple[str, ...], LeafInfo]]:
+    """The array leaves of integer or boolean dtype, with their paths; ``dtypes`` (every
+    leaf's, as the labelling walk saw them) tells whether there are any: most trees have
+    none."""
     if not any(_is_integer(d) for d in dtypes):
         return []
     return [
@@ -548,7 +548,8 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             paths = [segs for segs, _ in leaves]
             checked = checked.with_counts(collect_counts(checked, paths, infos))
         resolver = Resolver(checked, matcher_for(checked))
-        labels = label_tree(resolver, params, leaves)
+        dtypes: set[Any] = set()
+        labels = label_tree(resolver, params, leaves, dtypes)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
 
         def uncovered_paths() -> list[str]:
@@ -568,7 +569,7 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             uncovered_paths,
             per_leaf,
             lambda: [segs for segs, _ in leaves or leaf_segments(params)],
-            _integer_leaves(params),
+            _integer_leaves(params, dtypes),
         )
     except SpecError as err:
         raise SpecError(err.diagnostics) from None

@@ -191,13 +191,17 @@ def label_tree(
     resolver: Resolver,
     tree: Any,
     segments: list[tuple[tuple[str, ...], Any]] | None = None,
+    dtypes: set[Any] | None = None,
 ) -> Any:
     """Label every leaf of ``tree`` with the label of the rule that owns it.
 
     Returns the label tree: same structure and container types as ``tree``, ``None``
     for uncovered leaves. The resolver records the outcomes (coverage, labels in use).
-    ``segments`` is ``leaf_segments(tree)`` if the caller has it already.
+    ``segments`` is ``leaf_segments(tree)`` if the caller has it already. Given a set
+    ``dtypes``, the walk adds every leaf's ``dtype`` to it (``None`` for a leaf without
+    one), so that a caller needs no second pass over the leaves.
     """
+    seen = dtypes.add if dtypes is not None else None
     matcher = resolver.matcher
     keys_of = matcher.key_transitions
     trans_of = matcher.transitions
@@ -215,6 +219,8 @@ def label_tree(
 
     def leaf(f: int, v: Any) -> Any:
         nonlocal pending
+        if seen is not None:
+            seen(getattr(v, "dtype", None))
         lab = resolver.static(f)
         if lab is None:
             return uncovered
@@ -272,6 +278,8 @@ def label_tree(
                     s2 = trans_of[f].get(None, -1)
                     out[key] = walk(v, s2 if s2 >= 0 else matcher.sep(f))
                 elif kind_cache.get(tv) == _LEAF:
+                    if seen is not None:
+                        seen(getattr(v, "dtype", None))
                     lab = label_of.get(f)
                     out[key] = lab if lab.__class__ is str else leaf(f, v)
                 else:
