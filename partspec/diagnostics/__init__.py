@@ -24,7 +24,7 @@ E401 1 12
 from partspec.diagnostics.errors import SpecError, SpecWarning
 from partspec.diagnostics.model import Annotation, Diagnostic, Severity, Span
 from partspec.diagnostics.render import full_all as render
-from partspec.diagnostics.suggest import did_you_mean
+from partspec.diagnostics.suggest import closest, did_you_mean
 from partspec.diagnostics.text import MAX_SOURCE_WIDTH, MAX_TEXT, clip, printable, source_lines
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "SpecError",
     "SpecWarning",
     "clip",
+    "closest",
     "did_you_mean",
     "printable",
     "render",

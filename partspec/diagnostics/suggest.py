@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["MAX_SUGGEST_CANDIDATES", "MAX_SUGGEST_LENGTH", "did_you_mean"]
+__all__ = ["MAX_SUGGEST_CANDIDATES", "MAX_SUGGEST_LENGTH", "closest", "did_you_mean"]
 
 
 def _osa_distance(a: str, b: str) -> int:
@@ -29,15 +29,15 @@ MAX_SUGGEST_LENGTH = 64
 MAX_SUGGEST_CANDIDATES = 200
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A ``did you mean `x`?`` hint, or ``None`` when nothing is close.
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``name``, or ``None`` when nothing is close.
 
     The work is bounded: candidates whose length alone rules them out are skipped,
     at most :data:`MAX_SUGGEST_CANDIDATES` are compared, and a name longer than
     :data:`MAX_SUGGEST_LENGTH` is only matched ignoring case.
 
-    >>> did_you_mean("adma", ["adam", "adamax", "sgd"])
-    'did you mean `adam`?'
+    >>> closest("adma", ["adam", "adamax", "sgd"])
+    'adam'
     """
     pool = sorted(set(candidates))
     if not pool:
@@ -45,7 +45,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     if len(name) > MAX_SUGGEST_LENGTH:
         folded = name.casefold()
         same = [c for c in pool if len(c) == len(name) and c.casefold() == folded]
-        return f"did you mean `{same[0]}`?" if same else None
+        return same[0] if same else None
     limit = max(1, len(name) // 3)
     near = [c for c in pool if abs(len(c) - len(name)) <= max(limit, len(name) // 2)]
     near = sorted(near, key=lambda c: abs(len(c) - len(name)))[:MAX_SUGGEST_CANDIDATES]
@@ -62,6 +62,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     )
     best = scored[0]
     if _osa_distance(name, best) <= limit:
-        return f"did you mean `{best}`?"
+        return best
     matches = difflib.get_close_matches(name, near, n=1, cutoff=0.75)
-    return f"did you mean `{matches[0]}`?" if matches else None
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A ``did you mean `x`?`` hint, or ``None`` when nothing is close (see :func:`closest`).
+
+    >>> did_you_mean("adma", ["adam", "adamax", "sgd"])
+    'did you mean `adam`?'
+    """
+    best = closest(name, candidates)
+    return None if best is None else f"did you mean `{best}`?"

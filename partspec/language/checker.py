@@ -32,6 +32,7 @@ from partspec.language.evaluator import (
     _nodes_in,
 )
 from partspec.language.formatter import format_expr
+from partspec.language.functions import FUNCTIONS
 from partspec.language.values import (
     _BAD,
     _SAMPLE_LEAF,
@@ -327,7 +328,7 @@ class _Checker(Evaluator):
                 span,
                 hint="choose another name; names cannot be rebound",
             )
-        if name in TABLE or name in _BUILTINS:
+        if name in TABLE or name in _BUILTINS or name in FUNCTIONS:
             raise _diag(
                 "E302",
                 f"`{name}` is the name of "
@@ -386,12 +387,18 @@ class _Checker(Evaluator):
     ) -> CheckedRule:
         names = rule.captures
         for name in names:
-            if name in self.env or name in TABLE or name in _BUILTINS or name in LEAF_PROPERTIES:
+            if (
+                name in self.env
+                or name in TABLE
+                or name in _BUILTINS
+                or name in FUNCTIONS
+                or name in LEAF_PROPERTIES
+            ):
                 what = (
                     "a leaf property"
                     if name in LEAF_PROPERTIES
                     else "a function"
-                    if name in TABLE or name in _BUILTINS
+                    if name in TABLE or name in _BUILTINS or name in FUNCTIONS
                     else f"defined on {self.defined_at[name]}"
                 )
                 raise _diag(

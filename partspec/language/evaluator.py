@@ -13,9 +13,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from partspec.diagnostics import Diagnostic, Span, did_you_mean
+from partspec.diagnostics import Diagnostic, Span, closest, did_you_mean
 from partspec.language import ast
 from partspec.language._optax_table import TABLE
+from partspec.language.functions import FUNCTIONS, ArityError, FunctionTypeError, apply, signature
 from partspec.language.values import (
     _BOOL,
     _INT,
@@ -124,6 +125,13 @@ class Evaluator:
         return self._optimizer(act, sc)
 
     def _optimizer(self, e: ast.Expr, sc: Scope) -> OptaxCall | Unset:
+        if (
+            isinstance(e, ast.Call)
+            and e.func not in TABLE
+            and e.func not in FUNCTIONS
+            and e.func not in _BUILTINS
+        ):
+            raise self._unknown_call(e, "optimizer")
         value = self.eval(e, sc)
         if isinstance(value, Unset):
             return value
@@ -316,6 +324,13 @@ class Evaluator:
                 e.span,
                 hint=f"call it with a capture's name: `{e.id}(i)`",
             )
+        if e.id in FUNCTIONS:
+            raise _diag(
+                "E301",
+                f"`{e.id}` is a function, not a value",
+                e.span,
+                hint=f"call it: `{signature(e.id)}`",
+            )
         if e.id in TABLE:
             raise _diag(
                 "E301",
@@ -374,18 +389,11 @@ class Evaluator:
     def _call(self, e: ast.Call, sc: Scope) -> Value:
         if e.func in _BUILTINS:
             return self._count(e)
+        if e.func in FUNCTIONS:
+            return self._function(e, sc)
         entry = TABLE.get(e.func)
         if entry is None:
-            hint = did_you_mean(e.func, TABLE)
-            raise _diag(
-                "E401",
-                f"unknown optimizer `{e.func}`"
-                if not e.func.startswith("_")
-                else f"`{e.func}` is not allowed",
-                e.func_span,
-                hint=hint or "see docs/language.md for the allow-listed optax functions",
-                label="not an allow-listed optax function",
-            )
+            raise self._unknown_call(e)
         params = entry["params"]
         if self.collecting:
             self._deprecated(e, entry)
@@ -448,6 +456,72 @@ class Evaluator:
             else:
                 kwargs.append((p["name"], v))
         return OptaxCall(e.func, entry["kind"], tuple(args), tuple(kwargs))
+
+    def _unknown_call(self, e: ast.Call, expected: str | None = None) -> Fail:
+        """E401 for a call of a name that is neither an optax function nor a function of
+        the language: "unknown optimizer" where the closest name is an optax optimizer or
+        transform, "unknown schedule" for a schedule, otherwise "unknown function"."""
+        if e.func.startswith("_"):
+            return _diag(
+                "E401",
+                f"`{e.func}` is not allowed",
+                e.func_span,
+                hint="see docs/language.md for the allow-listed optax functions",
+                label="not an allow-listed optax function",
+            )
+        near = closest(e.func, [*TABLE, *FUNCTIONS, *_BUILTINS])
+        if expected is not None:
+            what = expected
+        elif near in TABLE:
+            what = "schedule" if TABLE[near]["kind"] == "schedule" else "optimizer"
+        else:
+            what = "function"
+        if near is not None:
+            hint = f"did you mean `{near}`?"
+        elif what == "function" and any(isinstance(a, ast.Call) for a in e.args):
+            hint = "see docs/language.md for the allow-listed optax functions"
+        else:
+            hint = (
+                "the functions are the allow-listed optax functions (docs/language.md) and "
+                + ", ".join(f"`{f}`" for f in sorted(FUNCTIONS))
+            )
+        return _diag(
+            "E401",
+            f"unknown {what} `{e.func}`",
+            e.func_span,
+            hint=hint,
+            label="not an allow-listed optax function" if what != "function" else "unknown",
+        )
+
+    def _function(self, e: ast.Call, sc: Scope) -> Value:
+        """``min``, ``max``, ``round``, ``int``, ``floor``, ``ceil``, ``abs``."""
+        if e.kwargs:
+            raise _diag(
+                "E402",
+                f"`{e.func}` takes no keyword arguments",
+                e.kwargs[0].span,
+                hint=f"call it as `{signature(e.func)}`",
+            )
+        args = [self.eval(a, sc) for a in e.args]
+        try:
+            return apply(e.func, args)
+        except ArityError:
+            raise _diag(
+                "E404",
+                f"`{e.func}` is called as `{signature(e.func)}`, got {len(args)} argument"
+                + ("s" if len(args) != 1 else ""),
+                e.span,
+            ) from None
+        except FunctionTypeError as bad:
+            want = "an integer" if e.func == "round" and bad.index == 1 else "a number"
+            shown = f" `{bad.value}`" if isinstance(bad.value, (int, float, str)) else ""
+            raise _diag(
+                "E403",
+                f"argument {bad.index + 1} of `{e.func}` must be {want}, got "
+                f"{type_name(bad.value)}{shown}",
+                e.args[bad.index].span,
+                label="wrong type",
+            ) from None
 
     def _decay_after_optimizer(self, e: ast.Call) -> None:
         """W604 for ``chain(sgd(...), add_decayed_weights(...))``: the decay is added to
