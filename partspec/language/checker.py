@@ -78,6 +78,10 @@ class CheckedRule:
       captures: the captured names the action uses: each distinct binding of them is
         its own label (``label[i=3]``), made by :meth:`CheckedSpec.bind`.
       where_captures: whether the ``where`` condition uses captured names.
+      switched_off: the ``param`` names whose values make the ``where`` condition false
+        for every leaf (``where use_head`` with ``use_head = false``): the rule is
+        switched off, and matching nothing is then what it is meant to do. Empty for a
+        rule that is on.
     """
 
     index: int
@@ -86,6 +90,7 @@ class CheckedRule:
     action: Action
     captures: tuple[str, ...] = ()
     where_captures: bool = False
+    switched_off: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,8 @@ class _Checker(Evaluator):
         self.given = dict(values or {})
         self.require_values = require
         self.counted_lets: set[str] = set()
+        #: let or param name -> the params its value depends on.
+        self.param_deps: dict[str, set[str]] = {}
         self.defined_at: dict[str, str] = {}
         self.errors: list[Diagnostic] = []
         # An action's text -> the checked action, while ``env`` stays the same: specs
@@ -280,11 +287,13 @@ class _Checker(Evaluator):
                     globals_.append(self._global(stmt))
                 elif isinstance(stmt, ast.Let):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
+                    self.param_deps[stmt.name] = self._params_in(stmt.value)
                     self.env[stmt.name] = self.eval(stmt.value)
                     if self._count_use(stmt.value) is not None:
                         self.counted_lets.add(stmt.name)
                 elif isinstance(stmt, ast.Param):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
+                    self.param_deps[stmt.name] = {stmt.name}
                     self.env[stmt.name] = self._param(stmt)
                 else:
                     rules.append(self._rule(stmt, len(rules), actions, label_source))
@@ -418,6 +427,7 @@ class _Checker(Evaluator):
         if text is None:
             text = format_expr(rule.action)
             object.__setattr__(rule, "_action_text", text)
+        switched_off: tuple[str, ...] = ()
         if names or rule.where is not None:
             # While checking, captures have no values yet (each is unset), and a
             # condition sees a leaf whose properties are known only by type.
@@ -426,6 +436,10 @@ class _Checker(Evaluator):
                 self._no_count(rule.where)
                 cond = self.eval(rule.where, Scope(unset, _SAMPLE_LEAF))
                 self._want_bool(cond, rule.where, "a `where` condition")
+                if cond is False:
+                    # False whatever the leaf: the params it reads (through lets too)
+                    # switch the rule off. A literal `where false` is not a switch.
+                    switched_off = tuple(sorted(self._params_in(rule.where)))
             action = self.action(rule, Scope(unset, None))
         else:
             memo = self.action_memo
@@ -454,7 +468,15 @@ class _Checker(Evaluator):
             )
         label_source.setdefault(label, (text, where))
         actions.setdefault(label, action)
-        return CheckedRule(index, rule, label, action, captures, where_captures)
+        return CheckedRule(index, rule, label, action, captures, where_captures, switched_off)
+
+    def _params_in(self, e: ast.Expr) -> set[str]:
+        """The ``param`` names ``e`` depends on, directly or through ``let`` names."""
+        out: set[str] = set()
+        for name in _names_in(e):
+            if name in self.param_deps:
+                out |= self.param_deps[name]
+        return out
 
     def _no_count(self, where: ast.Expr) -> None:
         """A condition decides which rule owns a leaf, so it cannot use ``count()``,

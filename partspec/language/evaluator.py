@@ -185,6 +185,9 @@ class Evaluator:
             self._want_bool(right, e.right, f"the right side of `{e.op}`")
             if isinstance(left, Unset) or isinstance(right, Unset):
                 return left if isinstance(left, Unset) else right
+            if right is (e.op == "or"):
+                # `ndim > 1 and use_decay` with use_decay = false is false for any leaf.
+                return right
             return _BOOL if _abstract(left, right) else right
         if isinstance(e, ast.Not):
             v = self.eval(e.operand, sc)

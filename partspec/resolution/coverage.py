@@ -98,6 +98,8 @@ def rule_diagnostics(
     for cr in checked.rules:
         span = cr.rule.span
         first_line = _first_line(span)
+        if cr.switched_off:
+            continue  # a `param` switched it off: matching nothing is what it means
         if cr.index not in matched:
             warns.append(
                 Diagnostic.at(
