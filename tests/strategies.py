@@ -860,11 +860,39 @@ def syntax_rules(draw: st.DrawFn) -> ast.Rule:
     return ast.Rule(tuple(pats), tuple(excepts), action, label, where=where)
 
 
+@st.composite
+def syntax_with_rules(draw: st.DrawFn) -> ast.WithRule:
+    """``with`` rules the parser can produce, not necessarily well typed."""
+    names = tuple(draw(st.lists(st.sampled_from(CAPTURE_NAMES), max_size=2, unique=True)))
+    if names:
+        pats = draw(st.lists(capture_patterns(names), min_size=1, max_size=2))
+    else:
+        pats = draw(st.lists(patterns, min_size=1, max_size=2))
+    excepts = draw(st.lists(patterns, max_size=1))
+    where = draw(st.one_of(st.none(), exprs(NAMES + names + ("ndim", "size"))))
+    settings = draw(
+        st.lists(
+            st.sampled_from(["lr", "weight_decay", "b1", "momentum"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+    values = [draw(exprs(NAMES + names)) for _ in settings]
+    return ast.WithRule(
+        tuple(pats),
+        tuple(excepts),
+        tuple(ast.Setting(n, v) for n, v in zip(settings, values)),
+        where=where,
+    )
+
+
 @functools.cache
 def syntax_specs() -> st.SearchStrategy[ast.Spec]:
     """Specs of every kind of statement, includes too, as the parser could produce them."""
     statement = st.one_of(
         syntax_rules(),
+        syntax_with_rules(),
         st.builds(ast.Let, st.sampled_from(NAMES), exprs()),
         st.builds(ast.Param, st.sampled_from(NAMES), st.one_of(st.none(), exprs())),
         st.builds(ast.Global, exprs()),

@@ -55,10 +55,12 @@ __all__ = [
     "Range",
     "Rule",
     "Sep",
+    "Setting",
     "Spec",
     "Star",
     "Statement",
     "Str",
+    "WithRule",
     "capture_names",
 ]
 
@@ -351,6 +353,49 @@ class Rule:
         return cached
 
 
+#: The name of the learning-rate multiplier among a ``with`` rule's settings.
+LR_SETTING = "lr"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a ``with`` rule: ``lr * value`` (``name == "lr"``: the owner's
+    learning rate times ``value``) or ``name = value`` (keyword ``name`` of the owner's
+    optimizer call)."""
+
+    name: str
+    value: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+
+    @property
+    def scales(self) -> bool:
+        """Whether this is the learning-rate multiplier ``lr * value``."""
+        return self.name == LR_SETTING
+
+
+@dataclass(frozen=True)
+class WithRule:
+    """``patterns [except patterns] [where condition] with setting, ...``.
+
+    It owns no leaf: it sets settings of the optimizer of whatever ``->`` rule owns
+    the leaves it matches. For each setting, the first ``with`` rule in file order that
+    matches a leaf and names the setting decides it.
+    """
+
+    patterns: tuple[Pattern, ...]
+    excepts: tuple[Pattern, ...]
+    settings: tuple[Setting, ...]
+    span: Span = _span()
+    where: Expr | None = None
+
+    @property
+    def captures(self) -> tuple[str, ...]:
+        """The names the rule's patterns capture, in order of appearance."""
+        names = (n for p in self.patterns for n in capture_names(p.nodes))
+        return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class Let:
     """``let name = value``."""
@@ -387,7 +432,7 @@ class Global:
     span: Span = _span()
 
 
-Statement = Union[Rule, Let, Param, Include, Global]
+Statement = Union[Rule, WithRule, Let, Param, Include, Global]
 
 
 @dataclass(frozen=True)
@@ -440,6 +485,11 @@ class Spec:
     def rules(self) -> tuple[Rule, ...]:
         """The rules, in file order (first match wins)."""
         return tuple(s for s in self.statements if isinstance(s, Rule))
+
+    @property
+    def with_rules(self) -> tuple[WithRule, ...]:
+        """The ``with`` rules, in file order (first match per setting wins)."""
+        return tuple(s for s in self.statements if isinstance(s, WithRule))
 
     @property
     def globals(self) -> tuple[Global, ...]:

@@ -56,6 +56,7 @@ __all__ = [
     "LEAF_PROPERTIES",
     "CheckedRule",
     "CheckedSpec",
+    "CheckedWith",
     "DTypeName",
     "LeafInfo",
     "OptaxCall",
@@ -94,6 +95,33 @@ class CheckedRule:
 
 
 @dataclass(frozen=True)
+class CheckedWith:
+    """A ``with`` rule with its settings evaluated.
+
+    Attributes:
+      index: its position among the spec's ``with`` rules.
+      settings: ``(name, value)`` per setting in rule order: ``("lr", factor)`` for
+        ``lr * factor``, ``(keyword, value)`` otherwise. A value that uses a capture is
+        :class:`Unset` here; :meth:`CheckedSpec.bind_with` evaluates it for a binding.
+      captures: the captured names the settings use.
+      where_captures: whether the ``where`` condition uses captured names.
+      switched_off: as for :class:`CheckedRule`.
+    """
+
+    index: int
+    rule: ast.WithRule
+    settings: tuple[tuple[str, Value], ...]
+    captures: tuple[str, ...] = ()
+    where_captures: bool = False
+    switched_off: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The settings it names, in order."""
+        return tuple(name for name, _ in self.settings)
+
+
+@dataclass(frozen=True)
 class CheckedSpec:
     """A spec whose names, calls and types are known to be good.
 
@@ -115,6 +143,7 @@ class CheckedSpec:
     inputs: Mapping[str, Any] = field(default_factory=dict, repr=False)
     counts: Mapping[str, int] | None = field(default=None, repr=False)
     warnings: tuple[Diagnostic, ...] = field(default=(), repr=False)
+    with_rules: tuple[CheckedWith, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -124,7 +153,15 @@ class CheckedSpec:
     @property
     def dynamic(self) -> bool:
         """Whether a leaf's rule or label can depend on more than its path's DFA state."""
-        return any(r.rule.where is not None or r.captures for r in self.rules)
+        return any(
+            r.rule.where is not None or r.captures for r in (*self.rules, *self.with_rules)
+        )
+
+    def rule_at(self, index: int) -> CheckedRule | CheckedWith:
+        """Rule ``index`` of the matcher's numbering: the ``->`` rules, then the ``with``
+        rules (``len(rules) + i`` is ``with_rules[i]``)."""
+        n = len(self.rules)
+        return self.rules[index] if index < n else self.with_rules[index - n]
 
     def _evaluator(self) -> Evaluator:
         """The evaluator of this spec's names: stateless, so threads may share it
@@ -145,7 +182,7 @@ class CheckedSpec:
           SpecError: the condition cannot be evaluated for this leaf (an index out of
             range, a text capture compared with a number...); the message names the path.
         """
-        rule = self.rules[index].rule
+        rule = self.rule_at(index).rule
         if rule.where is None:
             return True
         ev = self._evaluator()
@@ -199,9 +236,53 @@ class CheckedSpec:
         memo[key] = got
         return got
 
+    def bind_with(
+        self, index: int, captures: Mapping[str, Any], path: str
+    ) -> tuple[tuple[str, Value], ...]:
+        """The settings of ``with`` rule ``index`` for one binding of its captures.
+
+        Raises:
+          SpecError: a setting is not valid for these values; the message names the path.
+        """
+        cw = self.with_rules[index]
+        if not cw.captures:
+            return cw.settings
+        used = {n: captures[n] for n in cw.captures}
+        memo: dict[tuple[int, tuple[Any, ...]], tuple[tuple[str, Value], ...]]
+        memo = self.__dict__.setdefault("_bound_with", {})
+        key = (index, tuple(used.values()))
+        got = memo.get(key)
+        if got is None:
+            ev = self._evaluator()
+            try:
+                got = tuple(
+                    (st.name, _setting_value(ev, st, Scope(used, None))) for st in cw.rule.settings
+                )
+            except Fail as f:
+                raise SpecError(
+                    [self.spec.attach(_for_leaf(f.diag, path, None, used))]
+                ) from None
+            memo[key] = got
+        return got
+
     def with_counts(self, counts: Mapping[str, int]) -> CheckedSpec:
         """The spec checked again with ``count(name)`` known (from a parameter tree)."""
         return _Checker(self.spec, self.inputs, self.inputs is not None, counts).run()
+
+
+def _setting_value(ev: Evaluator, st: ast.Setting, sc: Scope) -> Value:
+    """The value of one setting; ``lr * X`` takes a number."""
+    value = ev.eval(st.value, sc)
+    if st.scales and not isinstance(value, Unset) and not _is_number(value):
+        raise _diag(
+            "E403",
+            f"`lr * ...` multiplies the learning rate by a number, got {type_name(value)}",
+            st.value.span,
+            hint="to replace the learning rate (with a schedule, say), write "
+            "`learning_rate = ...`",
+            label="wrong type",
+        )
+    return value
 
 
 def _show_capture(v: Any) -> str:
@@ -270,6 +351,7 @@ class _Checker(Evaluator):
         actions: dict[str, Action] = {}
         label_source: dict[str, tuple[str, Span]] = {}
         globals_: list[OptaxCall | Unset] = []
+        withs: list[CheckedWith] = []
         for stmt in self.spec.statements:
             try:
                 if isinstance(stmt, (ast.Let, ast.Param)):
@@ -295,6 +377,8 @@ class _Checker(Evaluator):
                     self._define(stmt.name, stmt.name_span, stmt.span.line)
                     self.param_deps[stmt.name] = {stmt.name}
                     self.env[stmt.name] = self._param(stmt)
+                elif isinstance(stmt, ast.WithRule):
+                    withs.append(self._with_rule(stmt, len(withs)))
                 else:
                     rules.append(self._rule(stmt, len(rules), actions, label_source))
             except Fail as f:
@@ -313,6 +397,7 @@ class _Checker(Evaluator):
             self.inputs if self.inputs is not None else {},
             self.counts,
             tuple(self.spec.attach(w) for w in self.warnings),
+            tuple(withs),
         )
 
     def _global(self, stmt: ast.Global) -> OptaxCall | Unset:
@@ -395,7 +480,90 @@ class _Checker(Evaluator):
         label_source: dict[str, tuple[str, Span]],
     ) -> CheckedRule:
         names = rule.captures
-        for name in names:
+        self._check_captures(rule)
+        uses = _names_in(rule.action) if names else set()
+        captures = tuple(n for n in names if n in uses)
+        where_captures = (
+            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
+        )
+        # The canonical text of the action, cached on the (immutable) rule: specs are
+        # checked again at every compile.
+        text = rule.__dict__.get("_action_text")
+        if text is None:
+            text = format_expr(rule.action)
+            object.__setattr__(rule, "_action_text", text)
+        switched_off: tuple[str, ...] = ()
+        if names or rule.where is not None:
+            # While checking, captures have no values yet (each is unset), and a
+            # condition sees a leaf whose properties are known only by type.
+            unset = {n: Unset(f"<{n}>") for n in names}
+            switched_off = self._where(rule, unset)
+            action = self.action(rule, Scope(unset, None))
+        else:
+            memo = self.action_memo
+            action = memo[text] if text in memo else self.action(rule)
+            memo[text] = action
+        return self._labelled(
+            rule, index, text, action, captures, where_captures, switched_off, actions, label_source
+        )
+
+    def _with_rule(self, rule: ast.WithRule, index: int) -> CheckedWith:
+        names = rule.captures
+        self._check_captures(rule)
+        unset = {n: Unset(f"<{n}>") for n in names}
+        switched_off = self._where(rule, unset)
+        settings = []
+        for st in rule.settings:
+            if not st.scales:
+                self._known_keyword(st)
+            settings.append((st.name, _setting_value(self, st, Scope(unset, None))))
+        used = set().union(*(_names_in(st.value) for st in rule.settings)) if names else set()
+        where_captures = (
+            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
+        )
+        return CheckedWith(
+            index,
+            rule,
+            tuple(settings),
+            tuple(n for n in names if n in used),
+            where_captures,
+            switched_off,
+        )
+
+    def _known_keyword(self, st: ast.Setting) -> None:
+        """E402 for a setting that no allow-listed optimizer or transform takes."""
+        keywords = {
+            p["name"]
+            for entry in TABLE.values()
+            if entry["kind"] != "schedule"
+            for p in entry["params"]
+            if p["kind"] in ("pos", "kw")
+        }
+        if st.name not in keywords:
+            raise _diag(
+                "E402",
+                f"no optimizer or transform has an argument `{st.name}`",
+                st.name_span,
+                hint=did_you_mean(st.name, keywords)
+                or "a setting is `lr * FACTOR` or a keyword of the owner's optimizer call",
+                label="unknown setting",
+            )
+
+    def _where(self, rule: ast.Rule | ast.WithRule, unset: Mapping[str, Value]) -> tuple[str, ...]:
+        """Check a rule's condition; the params that switch it off (see CheckedRule)."""
+        if rule.where is None:
+            return ()
+        self._no_count(rule.where)
+        cond = self.eval(rule.where, Scope(unset, _SAMPLE_LEAF))
+        self._want_bool(cond, rule.where, "a `where` condition")
+        if cond is False:
+            # False whatever the leaf: the params it reads (through lets too) switch
+            # the rule off. A literal `where false` is not a switch.
+            return tuple(sorted(self._params_in(rule.where)))
+        return ()
+
+    def _check_captures(self, rule: ast.Rule | ast.WithRule) -> None:
+        for name in rule.captures:
             if (
                 name in self.env
                 or name in TABLE
@@ -416,35 +584,19 @@ class _Checker(Evaluator):
                     rule.patterns[0].span,
                     hint="choose another capture name",
                 )
-        uses = _names_in(rule.action) if names else set()
-        captures = tuple(n for n in names if n in uses)
-        where_captures = (
-            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
-        )
-        # The canonical text of the action, cached on the (immutable) rule: specs are
-        # checked again at every compile.
-        text = rule.__dict__.get("_action_text")
-        if text is None:
-            text = format_expr(rule.action)
-            object.__setattr__(rule, "_action_text", text)
-        switched_off: tuple[str, ...] = ()
-        if names or rule.where is not None:
-            # While checking, captures have no values yet (each is unset), and a
-            # condition sees a leaf whose properties are known only by type.
-            unset = {n: Unset(f"<{n}>") for n in names}
-            if rule.where is not None:
-                self._no_count(rule.where)
-                cond = self.eval(rule.where, Scope(unset, _SAMPLE_LEAF))
-                self._want_bool(cond, rule.where, "a `where` condition")
-                if cond is False:
-                    # False whatever the leaf: the params it reads (through lets too)
-                    # switch the rule off. A literal `where false` is not a switch.
-                    switched_off = tuple(sorted(self._params_in(rule.where)))
-            action = self.action(rule, Scope(unset, None))
-        else:
-            memo = self.action_memo
-            action = memo[text] if text in memo else self.action(rule)
-            memo[text] = action
+
+    def _labelled(
+        self,
+        rule: ast.Rule,
+        index: int,
+        text: str,
+        action: Action,
+        captures: tuple[str, ...],
+        where_captures: bool,
+        switched_off: tuple[str, ...],
+        actions: dict[str, Action],
+        label_source: dict[str, tuple[str, Span]],
+    ) -> CheckedRule:
         label = rule.label or (FROZEN_LABEL if action is None else text)
         where = rule.label_span if rule.label else rule.action.span
         if rule.label == FROZEN_LABEL and action is not None:

@@ -585,7 +585,7 @@ class Evaluator:
                 e.span,
                 hint="for example `let depth = count(i)` with a rule `layer/<i>/** -> ...`",
             )
-        bound = {n for r in self.spec.rules for n in r.captures}
+        bound = {n for r in (*self.spec.rules, *self.spec.with_rules) for n in r.captures}
         if arg.id not in bound:
             raise _diag(
                 "E301",

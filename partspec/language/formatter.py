@@ -170,7 +170,7 @@ def _source_expr(expr: ast.Action) -> str:
 # ---------------------------------------------------------------- statements
 
 
-def _lhs(rule: ast.Rule) -> str:
+def _lhs(rule: ast.Rule | ast.WithRule) -> str:
     text = ", ".join(format_pattern(p) for p in rule.patterns)
     if rule.excepts:
         text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
@@ -186,9 +186,23 @@ def _rhs(rule: ast.Rule) -> str:
     return text
 
 
+def _setting(st: ast.Setting) -> str:
+    if st.scales:
+        # `lr * a * b` reads back as the factor `a * b`: a sum needs parentheses.
+        factor = _wrap_source(st.value, _PREC["*"])
+        return f"lr * {factor}"
+    return f"{st.name} = {_source_expr(st.value)}"
+
+
+def _wrap_source(e: ast.Expr, at_least: int) -> str:
+    return _wrap(e, True, at_least)
+
+
 def _statement(stmt: ast.Statement, width: int = 0) -> str:
     if isinstance(stmt, ast.Rule):
         return f"{_lhs(stmt).ljust(width)} {_rhs(stmt)}"
+    if isinstance(stmt, ast.WithRule):
+        return f"{_lhs(stmt).ljust(width)} with " + ", ".join(_setting(x) for x in stmt.settings)
     if isinstance(stmt, ast.Let):
         return f"let {stmt.name} = {_source_expr(stmt.value)}"
     if isinstance(stmt, ast.Include):
@@ -252,7 +266,7 @@ def _rule_widths(layout: _Layout) -> dict[int, int]:
     """``id(rule)`` -> the width its left-hand side is padded to: one per block of
     consecutive rules (no blank line, comment or other statement between)."""
     widths: dict[int, int] = {}
-    block: list[ast.Rule] = []
+    block: list[ast.Rule | ast.WithRule] = []
     prev_end = -10
 
     def close_block() -> None:
@@ -263,7 +277,7 @@ def _rule_widths(layout: _Layout) -> dict[int, int]:
         block.clear()
 
     for line, kind, payload in layout.items:
-        if kind == "stmt" and isinstance(payload, ast.Rule):
+        if kind == "stmt" and isinstance(payload, (ast.Rule, ast.WithRule)):
             gap = line - prev_end > 1 or layout.before.get(id(payload))
             if block and layout.has_lines and gap:
                 close_block()

@@ -205,6 +205,8 @@ class _Converter:
                 continue
             if child.data == "rule":
                 out.append(self.rule(child))
+            elif child.data == "with_rule":
+                out.append(self.with_rule(child))
             elif child.data == "let_stmt":
                 name, value = child.children
                 assert isinstance(name, Token) and isinstance(value, (Tree, Token))
@@ -321,6 +323,63 @@ class _Converter:
             label_span,
             where=None if where is None else self.expr(where),
         )
+
+    def with_rule(self, tree: Tree) -> ast.WithRule:
+        pats, excepts, where, *settings = tree.children
+        assert isinstance(pats, Tree)
+        patterns, except_patterns = self.left_side(pats, excepts)
+        out: list[ast.Setting] = []
+        for node in settings:
+            if not isinstance(node, Tree):
+                continue  # the commas
+            out.append(self.setting(node))
+        seen: dict[str, ast.Setting] = {}
+        for st in out:
+            if st.name in seen:
+                raise _error(
+                    "E105",
+                    f"`{st.name}` is set twice in one `with` rule",
+                    st.name_span,
+                    hint="set each setting once per rule; a later `with` rule may set it "
+                    "for other leaves",
+                )
+            seen[st.name] = st
+        return ast.WithRule(
+            patterns,
+            except_patterns,
+            tuple(out),
+            _meta_span(tree),
+            where=None if where is None else self.expr(where),
+        )
+
+    def setting(self, node: Tree) -> ast.Setting:
+        span = _meta_span(node)
+        if node.data == "keyword_setting":
+            name, value = node.children
+            assert isinstance(name, Token)
+            if str(name) == ast.LR_SETTING:
+                raise _error(
+                    "E105",
+                    "`lr = ...` would replace the learning rate: write `learning_rate = ...`, "
+                    "or scale it with `lr * ...`",
+                    _tok_span(name),
+                    hint="`lr * 0.5` halves the owner's learning rate (a schedule keeps its "
+                    "shape)",
+                )
+            return ast.Setting(str(name), self.expr(value), span, _tok_span(name))
+        (value,) = node.children
+        expr = self.expr(value)
+        factor = _lr_factor(expr)
+        if factor is None:
+            raise _error(
+                "E105",
+                "a `with` setting is `lr * FACTOR` or `NAME = VALUE`",
+                span,
+                hint="for example `with lr * 0.1, weight_decay = 0`",
+                label="not a setting",
+            )
+        lr_span = _leftmost(expr).span
+        return ast.Setting(ast.LR_SETTING, factor, span, lr_span)
 
     def _check_rule_captures(self, patterns: tuple[ast.Pattern, ...], tree: Tree) -> None:
         """Every pattern of a rule binds the same names (the action may use any of them)."""
@@ -709,6 +768,29 @@ class _Converter:
         if f == float("inf"):
             raise _error("E103", f"number `{tok}` is too large", span)
         return f
+
+
+def _leftmost(e: ast.Expr) -> ast.Expr:
+    while isinstance(e, ast.BinOp) and e.op in ("*", "/"):
+        e = e.left
+    return e
+
+
+def _lr_factor(e: ast.Expr) -> ast.Expr | None:
+    """``X`` for a setting written ``lr * X`` (``lr * a * b`` is ``lr * (a * b)``, and
+    ``lr / a`` is ``lr * (1 / a)``), else ``None``."""
+    if not (isinstance(e, ast.BinOp) and e.op in ("*", "/")):
+        return None
+    if isinstance(e.left, ast.Name) and e.left.id == ast.LR_SETTING:
+        if e.op == "*":
+            return e.right
+        return ast.BinOp("/", ast.Num(1, e.right.span, "1"), e.right, e.right.span)
+    inner = _lr_factor(e.left)
+    if inner is None:
+        return None
+    return ast.BinOp(e.op, inner, e.right, Span(inner.span.line, inner.span.column,
+                                                  e.span.end_line, e.span.end_column,
+                                                  e.span.file))
 
 
 def _pattern_trees(tree: Any) -> list[Tree]:

@@ -91,6 +91,7 @@ _DESCR = {
     "_SEP": "a newline or `;`",
     "_ARROW": "`->`",
     "_EXCEPT": "`except`",
+    "_WITH": "`with`",
     "_AS": "`as`",
     "_LET": "`let`",
     "_PARAM": "`param`",
@@ -136,7 +137,10 @@ def _describe_expected(expected: set[str]) -> str:
     if len(names & _OPERATORS) >= 6:
         names -= _OPERATORS
         parts.append("an operator")
-    parts += sorted(_DESCR.get(n, f"`{n}`") for n in names)
+    # The end of a statement first: it is what a stray token after a complete rule needs.
+    ends = [n for n in ("_SEP", "$END") if n in names]
+    parts = [_DESCR[n] for n in ends] + parts
+    parts += sorted(_DESCR.get(n, f"`{n}`") for n in names - set(ends))
     if len(parts) > 8:
         parts = [*parts[:8], "..."]
     if len(parts) == 1:

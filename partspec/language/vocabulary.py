@@ -24,7 +24,7 @@ __all__ = ["FROZEN_LABEL", "KEYWORDS", "LEAF_DTYPES", "LEAF_PROPERTIES", "OPTAX_
 KEYWORDS = frozenset(
     {
         *("let", "param", "except", "as", "frozen", "true", "false", "none", "include"),
-        *("global", "where", "until", "then", "and", "or", "not", "in"),
+        *("global", "where", "with", "until", "then", "and", "or", "not", "in"),
     }
 )
 #: The leaf properties a ``where`` condition can use.

@@ -370,10 +370,13 @@ class Matcher:
 
     DEAD = 0
 
-    def __init__(self, groups: list[_GroupDFA], n_rules: int):
+    def __init__(self, groups: list[_GroupDFA], n_rules: int, owners: int | None = None):
         self._groups = groups
         self._lock = threading.Lock()
         self.n_rules = n_rules
+        #: Rules ``0 .. owners - 1`` can own a leaf (``->`` rules); the rest only match
+        #: (``with`` rules).
+        self.owners = n_rules if owners is None else owners
         self._combos: list[tuple[int, ...]] = []
         self._ids: dict[tuple[int, ...], int] = {}
         self._trans: list[dict[str | None, int]] = []
@@ -450,9 +453,9 @@ class Matcher:
         return found
 
     def owner(self, state: int) -> int:
-        """The first rule matching at ``state``, or ``-1``."""
+        """The first rule that can own a leaf matching at ``state``, or ``-1``."""
         m = self.matches(state)
-        return m[0] if m else -1
+        return m[0] if m and m[0] < self.owners else -1
 
     def state(self, segments: Iterable[str]) -> int:
         """The state after a whole path given as its segments."""
@@ -484,8 +487,12 @@ GROUP_SIZE = 128
 
 def compile_rules(
     rules: Sequence[tuple[Sequence[ast.Pattern], Sequence[ast.Pattern]]],
+    owners: int | None = None,
 ) -> Matcher:
-    """Compile ``(patterns, except_patterns)`` per rule into one :class:`Matcher`."""
+    """Compile ``(patterns, except_patterns)`` per rule into one :class:`Matcher`.
+
+    Only the first ``owners`` rules (all by default) can own a leaf (:meth:`Matcher.owner`).
+    """
     groups: list[_GroupDFA] = []
     for first in range(0, max(len(rules), 1), GROUP_SIZE):
         nfa = _NFA()
@@ -497,7 +504,7 @@ def compile_rules(
                     end = nfa.seq(collapse_globstars(pattern.nodes), root)
                     nfa.accept.setdefault(end, []).append((index, is_except))
         groups.append(_GroupDFA(nfa, [root]))
-    return Matcher(groups, len(rules))
+    return Matcher(groups, len(rules), owners)
 
 
 def compile_patterns(patterns: Sequence[ast.Pattern]) -> Matcher:

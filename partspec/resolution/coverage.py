@@ -47,12 +47,16 @@ def rule_diagnostics(
     match_sets: Iterable[tuple[int, ...]],
     uncovered_paths: Callable[[], list[str]],
     all_paths: Callable[[], Sequence[tuple[str, ...]]] | None = None,
+    with_sets: Iterable[tuple[int, ...]] = (),
+    with_frozen: Iterable[int] = (),
 ) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """Errors (uncovered leaves, nothing trains) and warnings (unused or shadowed rules).
 
     Args:
       checked: the checked spec.
       match_sets: the distinct lists of rules that match some leaf of the tree.
+      with_sets: the distinct lists of ``with`` rules (numbered after the ``->`` rules)
+        that match some trained leaf; ``with_frozen`` those that match a frozen leaf.
       uncovered_paths: computes the paths of uncovered leaves (called only if any).
       all_paths: computes every leaf's path as segments (called only for hints).
     """
@@ -69,7 +73,7 @@ def rule_diagnostics(
         if not paths_cache:
             paths_cache.append(all_paths())
         found = None
-        for pattern in checked.rules[index].rule.patterns:
+        for pattern in checked.rule_at(index).rule.patterns:
             found = unmatched_hint(pattern, paths_cache[0])
             if found is not None:
                 break
@@ -131,7 +135,77 @@ def rule_diagnostics(
                     ),
                 )
             )
+    if checked.with_rules:
+        warns += _with_warnings(checked, list(with_sets), set(with_frozen), hint_for)
+        warns.sort(key=lambda d: (d.filename or "", d.line, d.column))
     return ([spec.attach(d) for d in errors], [spec.attach(d) for d in warns])
+
+
+def _with_warnings(
+    checked: CheckedSpec,
+    with_sets: list[tuple[int, ...]],
+    with_frozen: set[int],
+    hint_for: Callable[[int], str | None],
+) -> list[Diagnostic]:
+    """W601 for a ``with`` rule that matches no trained leaf, W602 for one whose every
+    setting, on every leaf it matches, an earlier ``with`` rule decides."""
+    n = len(checked.rules)
+    warns: list[Diagnostic] = []
+    for cw in checked.with_rules:
+        if cw.switched_off:
+            continue
+        me = n + cw.index
+        sets = [ws for ws in with_sets if me in ws]
+        first_line = _first_line(cw.rule.span)
+        if not sets:
+            frozen = me in with_frozen
+            warns.append(
+                Diagnostic.at(
+                    "W601",
+                    "`with` rule matches only frozen parameters, which take no settings"
+                    if frozen
+                    else "`with` rule matches no parameter",
+                    first_line,
+                    severity="warning",
+                    hint=(None if frozen else hint_for(me))
+                    or "a `with` rule sets the optimizer of the trained leaves it matches",
+                )
+            )
+            continue
+        deciders: set[int] = set()
+        shadowed = True
+        for ws in sets:
+            earlier = ws[: ws.index(me)]
+            for name in cw.names:
+                first = next((e for e in earlier if name in checked.rule_at(e).names), None)
+                if first is None:
+                    shadowed = False
+                    break
+                deciders.add(first)
+            if not shadowed:
+                break
+        if shadowed:
+            spans = sorted(
+                (checked.rule_at(e).rule.span for e in deciders),
+                key=lambda s: (s.file or "", s.line),
+            )
+            lines = [str(s.line) for s in spans]
+            warns.append(
+                Diagnostic.at(
+                    "W602",
+                    "`with` rule is shadowed: on every parameter it matches, earlier `with` "
+                    f"rules decide its settings (line{'s' if len(lines) != 1 else ''} "
+                    f"{', '.join(lines)})",
+                    first_line,
+                    severity="warning",
+                    hint="for each setting the first matching `with` rule wins: move the more "
+                    "specific rule first",
+                    annotations=tuple(
+                        Annotation.at(_first_line(s), "decides its settings first") for s in spans
+                    ),
+                )
+            )
+    return warns
 
 
 def _uncovered_error(

@@ -13,19 +13,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from partspec._caches import register_lru
-from partspec.diagnostics import SpecError
+from partspec.diagnostics import Annotation, Diagnostic, SpecError
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec
-from partspec.language.values import Action, LeafInfo, capture_value
+from partspec.language.values import Action, LeafInfo, Value, capture_value
 from partspec.matching.captures import capture_keys, extract_captures
 from partspec.matching.globs import Matcher, compile_rules
+from partspec.resolution.settings import SettingError, apply_settings
 
 __all__ = ["DYNAMIC", "Resolver", "matcher_for"]
 
 
 @functools.lru_cache(maxsize=64)
-def _matcher(rules: tuple[tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]], ...]) -> Matcher:
-    return compile_rules(rules)
+def _matcher(
+    rules: tuple[tuple[tuple[ast.Pattern, ...], tuple[ast.Pattern, ...]], ...], owners: int
+) -> Matcher:
+    return compile_rules(rules, owners)
 
 
 register_lru(
@@ -37,8 +40,10 @@ register_lru(
 
 
 def matcher_for(checked: CheckedSpec) -> Matcher:
-    """The (cached) matcher of a checked spec's rules."""
-    return _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in checked.rules))
+    """The (cached) matcher of a checked spec's rules: the ``->`` rules, which own
+    leaves, then the ``with`` rules (numbered as :meth:`CheckedSpec.rule_at` does)."""
+    rules = (*checked.rules, *checked.with_rules)
+    return _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in rules), len(checked.rules))
 
 
 class _Dynamic:
@@ -64,7 +69,10 @@ class Resolver:
         or :data:`DYNAMIC`.
       match_sets: the distinct lists of rules matching some leaf (pattern and condition).
       actions: label -> action for every label handed out by :meth:`resolve`.
-      bindings: capture name -> values seen on leaves owned by rules that capture it.
+      bindings: capture name -> values seen on leaves owned by rules that capture it
+        (and on leaves that ``with`` rules capturing it match).
+      with_sets: the distinct lists of ``with`` rules (matcher numbering) that match
+        some trained leaf, in rule order: what their unused and shadowed warnings read.
     """
 
     def __init__(self, checked: CheckedSpec, matcher: Matcher | None = None):
@@ -76,8 +84,14 @@ class Resolver:
         self.bindings: dict[str, set[Any]] = {}
         #: label -> the indices of the rules that gave some leaf that label.
         self.owners_by_label: dict[str, set[int]] = {}
-        self._rules = checked.rules
+        self.with_sets: set[tuple[int, ...]] = set()
+        #: ``with`` rules that match some frozen leaf.
+        self.with_frozen: set[int] = set()
+        self._failed: set[int] = set()
+        self._n = len(checked.rules)
+        self._rules: tuple[Any, ...] = (*checked.rules, *checked.with_rules)
         self._labels = [r.label for r in checked.rules]
+        self._settled: dict[Any, tuple[str, Action]] = {}
         self._dynamic = checked.dynamic
         self._needs_path: dict[int, bool] = {}
         self._lead: dict[int, int | None] = {}
@@ -91,9 +105,12 @@ class Resolver:
             return lab
         cands = self.matcher.matches(f)
         rules = self._rules
+        n = self._n
+        owners = cands if not cands or cands[-1] < n else tuple(r for r in cands if r < n)
         if self._dynamic and (
             any(rules[r].rule.where is not None for r in cands)
-            or (cands and rules[cands[0]].captures)
+            or (owners and rules[owners[0]].captures)
+            or any(rules[r].captures for r in cands[len(owners) :])
         ):
             lab = DYNAMIC
             counted = self.checked.counted
@@ -110,12 +127,77 @@ class Resolver:
             known = [k for k in keys if k is not None]
             self._lead[f] = None if len(known) < len(keys) else max(known, default=0)
         else:
-            lab = self._labels[cands[0]] if cands else None
-            self.match_sets.add(cands)
+            lab = self._labels[owners[0]] if owners else None
+            withs = cands[len(owners) :]
+            if lab is not None and withs:
+                try:
+                    lab = self._settle(owners[0], lab, self._rules[owners[0]].action, withs)
+                except SpecError:
+                    self._failed.add(f)  # locate() reports it with the leaf's path
+                    raise
+            self.match_sets.add(owners)
             if lab is not None:
-                self.owners_by_label.setdefault(lab, set()).add(cands[0])
+                self.owners_by_label.setdefault(lab, set()).add(owners[0])
         self.label_of[f] = lab
         return lab
+
+    def _settle(
+        self,
+        owner: int,
+        label: str,
+        action: Action,
+        withs: Sequence[int],
+        binding: Callable[[int], dict[str, Any]] | None = None,
+        path: str = "<leaf>",
+    ) -> str:
+        """The label of a leaf owned by rule ``owner`` (label, action) that the ``with``
+        rules ``withs`` match: for each setting, the first of them that names it decides.
+        Records the final action under its label."""
+        if action is None:
+            self.with_frozen.update(withs)
+            return label  # frozen leaves take no settings
+        self.with_sets.add(tuple(withs))
+        decided: dict[str, tuple[int, Value]] = {}
+        n = self._n
+        for w in withs:
+            cw = self._rules[w]
+            settings = (
+                cw.settings
+                if not cw.captures or binding is None
+                else self.checked.bind_with(w - n, binding(w), path)
+            )
+            for name, value in settings:
+                if name not in decided:
+                    decided[name] = (w, value)
+        if not decided:
+            return label
+        items = sorted(decided.items(), key=lambda kv: (kv[0] != "lr", kv[0]))
+        key = (label, tuple((name, value) for name, (_, value) in items))
+        got = self._settled.get(key)
+        if got is None:
+            try:
+                got = apply_settings(label, action, [(name, v) for name, (_, v) in items])
+            except SettingError as bad:
+                raise self._setting_error(owner, decided[bad.name][0], bad, path) from None
+            self._settled[key] = got
+        final_label, final_action = got
+        self.actions.setdefault(final_label, final_action)
+        return final_label
+
+    def _setting_error(self, owner: int, w: int, bad: SettingError, path: str) -> SpecError:
+        checked = self.checked
+        rule = self._rules[w].rule
+        setting = next(s for s in rule.settings if s.name == bad.name)
+        owner_span = self._rules[owner].rule.span
+        diag = Diagnostic.at(
+            "E423",
+            f"for `{path}`: {bad.message}",
+            setting.span,
+            hint=bad.hint,
+            label="this setting",
+            annotations=(Annotation.at(owner_span, "the rule that owns the leaf"),),
+        )
+        return SpecError([checked.spec.attach(diag)])
 
     def locate(
         self, segments: Sequence[str], leaf: Callable[[], LeafInfo | None]
@@ -125,7 +207,12 @@ class Resolver:
         ``leaf()`` gives its shape and dtype, asked for only when a condition needs them.
         """
         f = self.matcher.state(segments)
-        lab = self.static(f)
+        try:
+            lab = self.static(f)
+        except SpecError:
+            if f in self._failed:  # the same error, naming this leaf
+                return self.resolve(f, leaf(), segments)
+            raise
         if lab is DYNAMIC:
             return self.resolve(f, leaf(), segments)
         return self.matcher.owner(f), lab
@@ -176,6 +263,8 @@ class Resolver:
             return got
 
         matched: list[int] = []
+        withs: list[int] = []
+        n = self._n
         for r in self.matcher.matches(f):
             cr = rules[r]
             if cr.rule.where is not None:
@@ -194,8 +283,17 @@ class Resolver:
                     ok = False
                 if not ok:
                     continue
-            matched.append(r)
+            if r < n:
+                matched.append(r)
+            else:
+                withs.append(r)
         self.match_sets.add(tuple(matched))
+        counted = self.checked.counted
+        if segments is not None and counted:
+            for w in withs:
+                if counted.intersection(rules[w].rule.captures):
+                    for name, value in binding(w).items():
+                        self.bindings.setdefault(name, set()).add(value)
         if not matched:
             result: tuple[int, str | None] = (-1, None)
         else:
@@ -210,6 +308,8 @@ class Resolver:
             else:
                 label, action = cr.label, cr.action
             self.actions.setdefault(label, action)
+            if withs:
+                label = self._settle(owner, label, action, withs, binding, path)
             self.owners_by_label.setdefault(label, set()).add(owner)
             result = (owner, label)
         if memo_key is not None:

@@ -160,7 +160,14 @@ def finish(
     ``all_paths`` gives every leaf's path, for the hints of rules that match nothing;
     ``integer_leaves`` the leaves of integer or boolean dtype (others are skipped).
     """
-    errors, warns = rule_diagnostics(checked, resolver.match_sets, uncovered_paths, all_paths)
+    errors, warns = rule_diagnostics(
+        checked,
+        resolver.match_sets,
+        uncovered_paths,
+        all_paths,
+        resolver.with_sets,
+        resolver.with_frozen,
+    )
     if not errors:
         errors = integer_leaf_errors(
             checked, integer_leaves, lambda segs, info: resolver.locate(segs, lambda: info)
@@ -239,6 +246,7 @@ def _walk_paths(
     prev: tuple[str, ...] = ()
     after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
     rules = resolver.checked.rules
+    withs = resolver.checked.with_rules
     counted = resolver.checked.counted
     counting: dict[int, bool] = {}
 
@@ -248,8 +256,12 @@ def _walk_paths(
         got = counting.get(state)
         if got is None:
             owner = matcher.owner(state)
-            got = counting[state] = owner >= 0 and bool(
-                counted.intersection(rules[owner].rule.captures)
+            got = counting[state] = (
+                owner >= 0 and bool(counted.intersection(rules[owner].rule.captures))
+            ) or any(
+                counted.intersection(withs[r - len(rules)].rule.captures)
+                for r in matcher.matches(state)
+                if r >= len(rules)
             )
         return got
 
@@ -267,7 +279,11 @@ def _walk_paths(
             if i < len(segs) - 1:
                 s = sep(s)
                 after_sep.append(s)
-        lab: Any = resolver.static(s)
+        try:
+            lab: Any = resolver.static(s)
+        except SpecError:
+            resolver.locate(segs, lambda: leaves[n] if leaves is not None else None)
+            raise
         if lab is DYNAMIC or (resolve_all and counts_at(s)):
             info = leaves[n] if leaves is not None else None
             owner, lab = resolver.resolve(s, info, segs)
