@@ -361,3 +361,37 @@ def test_format_aligns_with_rules_and_keeps_comments() -> None:
     assert partspec.format(partspec.parse(text)) == (
         "**      -> adamw(1e-3)  # base\nhead/** with lr * 10    # head\n"
     )
+
+
+# ---------------------------------------------------------------- regressions
+
+
+def test_pspec_check_gives_with_conditions_the_leaf_shapes(tmp_path: Any) -> None:
+    """`pspec check --tree` read shapes only when a `->` rule had a `where`: a `with`
+    rule's condition then matched nothing, a false W601 (an error under --strict)."""
+    import io
+
+    from partspec.tools.cli import main
+
+    spec = tmp_path / "s.pspec"
+    spec.write_text("** -> adamw(1e-3)\n** where ndim <= 1 with weight_decay = 0\n")
+    tree = tmp_path / "t.json"
+    tree.write_text('{"w": {"shape": [2, 2], "dtype": "float32"}, "b": {"shape": [2], "dtype": "float32"}}')
+    out = io.StringIO()
+    assert main(["check", str(spec), "--tree", str(tree), "--strict"], out=out) == 0, out.getvalue()
+
+
+def test_a_with_condition_that_cannot_be_evaluated_is_an_error_not_a_miss() -> None:
+    """Swallowing it (as for `->` rules after the owner, which only decide shadowing)
+    would silently drop the setting."""
+    from partspec.resolution import resolve_paths
+
+    checked = partspec.check("** -> sgd(0.1)\n** where ndim <= 1 with momentum = 0.9")
+    with pytest.raises(SpecError, match="E409"):
+        resolve_paths(checked, [("a",), ("b",)])
+    checked = partspec.check("** -> sgd(0.1)\n** where shape[1] > 1 with momentum = 0.9")
+    with pytest.raises(SpecError, match="index 1 is out of range"):
+        partspec.compile(checked.spec, {"a": np.zeros(2)})
+    # On a frozen leaf the settings do not matter.
+    frozen = "** -> frozen\n** where shape[1] > 1 with momentum = 0.9"
+    assert partspec.compile(frozen, {"a": np.zeros(2)}).labels == {"a": "frozen"}

@@ -278,6 +278,9 @@ class Resolver:
                 except SpecError:
                     if not matched:
                         raise
+                    if r >= n and rules[matched[0]].action is not None:
+                        # A `with` rule's condition decides the leaf's settings.
+                        raise
                     # Only shadowing depends on rules after the owner: a condition
                     # that cannot be evaluated on this leaf does not match it.
                     ok = False
