@@ -51,6 +51,7 @@ __all__ = [
     "Num",
     "Param",
     "Pattern",
+    "PatternDef",
     "QMark",
     "Range",
     "Rule",
@@ -157,10 +158,18 @@ def capture_names(nodes: Iterable[GlobNode]) -> list[str]:
 
 @dataclass(frozen=True)
 class Pattern:
-    """One glob, anchored at both ends of the path."""
+    """One glob, anchored at both ends of the path.
+
+    A pattern written as a named pattern's name (``@norms``) is stored expanded, one
+    :class:`Pattern` per pattern of the definition, each with ``ref`` (the name) and
+    ``ref_index`` (its place in the definition), so that matching never looks names up
+    and formatting writes the name back.
+    """
 
     nodes: tuple[GlobNode, ...]
     span: Span = _span()
+    ref: str | None = None
+    ref_index: int = 0
 
     def __hash__(self) -> int:
         # Cached: compile() looks its matcher up by the rules' patterns on every call.
@@ -397,6 +406,16 @@ class WithRule:
 
 
 @dataclass(frozen=True)
+class PatternDef:
+    """``let @name = pattern, ...``: patterns named once, used by ``@name`` in rules."""
+
+    name: str
+    patterns: tuple[Pattern, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True)
 class Let:
     """``let name = value``."""
 
@@ -432,7 +451,7 @@ class Global:
     span: Span = _span()
 
 
-Statement = Union[Rule, WithRule, Let, Param, Include, Global]
+Statement = Union[Rule, WithRule, Let, PatternDef, Param, Include, Global]
 
 
 @dataclass(frozen=True)

@@ -379,6 +379,8 @@ class _Checker(Evaluator):
                     self.env[stmt.name] = self._param(stmt)
                 elif isinstance(stmt, ast.WithRule):
                     withs.append(self._with_rule(stmt, len(withs)))
+                elif isinstance(stmt, ast.PatternDef):
+                    pass  # expanded in the rules that use it by the parser
                 else:
                     rules.append(self._rule(stmt, len(rules), actions, label_source))
             except Fail as f:

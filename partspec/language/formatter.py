@@ -35,6 +35,7 @@ def _lit(text: str, *, in_single_alt: bool = False) -> str:
     if (
         _LITERAL_RE.fullmatch(text)
         and text not in KEYWORDS
+        and not text.startswith("@")
         and not (in_single_alt and ".." in text)
         and not text.endswith("-")
     ):
@@ -170,10 +171,19 @@ def _source_expr(expr: ast.Action) -> str:
 # ---------------------------------------------------------------- statements
 
 
+def _patterns(patterns: tuple[ast.Pattern, ...]) -> str:
+    """Patterns as written: a named pattern's expansion is its name, once."""
+    return ", ".join(
+        format_pattern(p) if p.ref is None else f"@{p.ref}"
+        for p in patterns
+        if p.ref is None or p.ref_index == 0
+    )
+
+
 def _lhs(rule: ast.Rule | ast.WithRule) -> str:
-    text = ", ".join(format_pattern(p) for p in rule.patterns)
+    text = _patterns(rule.patterns)
     if rule.excepts:
-        text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
+        text += " except " + _patterns(rule.excepts)
     if rule.where is not None:
         text += " where " + _source_expr(rule.where)
     return text
@@ -205,6 +215,8 @@ def _statement(stmt: ast.Statement, width: int = 0) -> str:
         return f"{_lhs(stmt).ljust(width)} with " + ", ".join(_setting(x) for x in stmt.settings)
     if isinstance(stmt, ast.Let):
         return f"let {stmt.name} = {_source_expr(stmt.value)}"
+    if isinstance(stmt, ast.PatternDef):
+        return f"let @{stmt.name} = {_patterns(stmt.patterns)}"
     if isinstance(stmt, ast.Include):
         return f"include {_quote(stmt.path)}"
     if isinstance(stmt, ast.Global):

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +23,7 @@ from lark.exceptions import (
     UnexpectedInput,
 )
 
-from partspec.diagnostics import Diagnostic, Span, SpecError, source_lines
+from partspec.diagnostics import Diagnostic, Span, SpecError, did_you_mean, source_lines
 from partspec.language import ast
 from partspec.language._gc import no_gc
 from partspec.language.grammar import (
@@ -193,6 +195,8 @@ _INT_MAX = 2**63 - 1
 class _Converter:
     def __init__(self, text: str):
         self.text = text
+        #: named patterns defined so far (``let @name = ...``), by name
+        self.named: dict[str, ast.PatternDef] = {}
         # The branches of each Alt with their tree nodes, for error positions.
         self._alt_parts: dict[int, list[list[tuple[ast.GlobNode, Any]]]] = {}
 
@@ -212,6 +216,8 @@ class _Converter:
                 assert isinstance(name, Token) and isinstance(value, (Tree, Token))
                 self._check_name(name)
                 out.append(ast.Let(str(name), self.expr(value), _meta_span(child), _tok_span(name)))
+            elif child.data == "let_pattern":
+                out.append(self.let_pattern(child))
             elif child.data == "include_stmt":
                 (path,) = child.children
                 out.append(ast.Include(_unescape(str(path)[1:-1]), _meta_span(child)))
@@ -285,12 +291,12 @@ class _Converter:
         patterns = self.patterns(pats)
         self._check_rule_captures(patterns, pats)
         except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
-        for pattern, node in zip(except_patterns, _pattern_trees(excepts)):
+        for pattern in except_patterns:
             if ast.capture_names(pattern.nodes):
                 raise _error(
                     "E204",
                     "a capture in an `except` pattern binds nothing",
-                    _meta_span(node),
+                    pattern.span,
                     hint="use `*` (or `?*` for a non-empty run) in `except` patterns",
                 )
         return patterns, except_patterns
@@ -384,21 +390,74 @@ class _Converter:
     def _check_rule_captures(self, patterns: tuple[ast.Pattern, ...], tree: Tree) -> None:
         """Every pattern of a rule binds the same names (the action may use any of them)."""
         first = set(ast.capture_names(patterns[0].nodes))
-        for pattern, node in zip(patterns[1:], _pattern_trees(tree)[1:]):
+        for pattern in patterns[1:]:
             names = set(ast.capture_names(pattern.nodes))
             if names != first:
                 shown = ", ".join(f"<{n}>" for n in sorted(first)) or "no captures"
                 raise _error(
                     "E204",
                     f"the patterns of one rule capture different names ({shown} in the first)",
-                    _meta_span(node),
+                    pattern.span,
                     hint="capture the same names in every pattern of the rule, or split it "
                     "into several rules",
                 )
 
     # -- patterns
+    def let_pattern(self, tree: Tree) -> ast.PatternDef:
+        ref, pats = tree.children
+        assert isinstance(ref, Token) and isinstance(pats, Tree)
+        name = str(ref)[1:]
+        span = _tok_span(ref)
+        if name in self.named:
+            first = self.named[name].name_span
+            raise _error(
+                "E302",
+                f"pattern `@{name}` is already defined on line {first.line}",
+                span,
+                hint="choose another name; names cannot be rebound",
+            )
+        if name.startswith("_"):
+            raise _error(
+                "E303",
+                f"name `@{name}` is not allowed: names may not start with `_`",
+                span,
+                hint="rename it without the leading underscore",
+            )
+        patterns = self.patterns(pats)
+        self._check_rule_captures(patterns, pats)
+        named = ast.PatternDef(name, patterns, _meta_span(tree), span)
+        self.named[name] = named
+        return named
+
     def patterns(self, tree: Tree) -> tuple[ast.Pattern, ...]:
-        return tuple(self.pattern(c) for c in tree.children if isinstance(c, Tree))
+        out: list[ast.Pattern] = []
+        for c in tree.children:
+            if isinstance(c, Tree):
+                out.append(self.pattern(c))
+            elif isinstance(c, Token) and c.type == "PATTERN_REF":
+                out += self.pattern_ref(c)
+        return tuple(out)
+
+    def pattern_ref(self, tok: Token) -> list[ast.Pattern]:
+        name = str(tok)[1:]
+        span = _tok_span(tok)
+        named = self.named.get(name)
+        if named is None:
+            hint = did_you_mean(name, self.named)
+            raise _error(
+                "E301",
+                f"undefined pattern `@{name}`",
+                span,
+                hint=hint.replace("`", "`@", 1) if hint else (
+                    f"define it above its first use: `let @{name} = ...`; a path segment "
+                    f'that starts with `@` is quoted: `"@{name}"`'
+                ),
+                label="not defined",
+            )
+        return [
+            dataclasses.replace(p, span=span, ref=name, ref_index=i)
+            for i, p in enumerate(named.patterns)
+        ]
 
     def pattern(self, tree: Tree) -> ast.Pattern:
         span = _meta_span(tree)
@@ -793,8 +852,8 @@ def _lr_factor(e: ast.Expr) -> ast.Expr | None:
                                                   e.span.file))
 
 
-def _pattern_trees(tree: Any) -> list[Tree]:
-    return [c for c in tree.children if isinstance(c, Tree)] if isinstance(tree, Tree) else []
+def _is_comma(node: Any) -> bool:
+    return isinstance(node, Token) and node.type == "COMMA"
 
 
 def _count_nodes(nodes: list[tuple[ast.GlobNode, Any]]) -> int:

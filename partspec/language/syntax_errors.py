@@ -92,6 +92,7 @@ _DESCR = {
     "_ARROW": "`->`",
     "_EXCEPT": "`except`",
     "_WITH": "`with`",
+    "PATTERN_REF": "a named pattern (`@name`)",
     "_AS": "`as`",
     "_LET": "`let`",
     "_PARAM": "`param`",
