@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any
@@ -847,6 +848,7 @@ def syntax_rules(draw: st.DrawFn) -> ast.Rule:
     else:
         pats = draw(st.lists(patterns, min_size=1, max_size=2))
     excepts = draw(st.lists(patterns, max_size=2))
+    pats = [dataclasses.replace(p, nocase=draw(st.booleans())) for p in pats]
     in_scope = NAMES + names + ("ndim", "shape", "size", "dtype")
     where = draw(st.one_of(st.none(), exprs(in_scope)))
     action = draw(

@@ -160,7 +160,8 @@ def capture_names(nodes: Iterable[GlobNode]) -> list[str]:
 class Pattern:
     """One glob, anchored at both ends of the path.
 
-    A pattern written as a named pattern's name (``@norms``) is stored expanded, one
+    ``nocase`` (written ``(?i)`` before the pattern) makes ASCII letters match either
+    case. A pattern written as a named pattern's name (``@norms``) is stored expanded, one
     :class:`Pattern` per pattern of the definition, each with ``ref`` (the name) and
     ``ref_index`` (its place in the definition), so that matching never looks names up
     and formatting writes the name back.
@@ -170,12 +171,14 @@ class Pattern:
     span: Span = _span()
     ref: str | None = None
     ref_index: int = 0
+    #: ``(?i)``: ASCII letters match either case.
+    nocase: bool = False
 
     def __hash__(self) -> int:
         # Cached: compile() looks its matcher up by the rules' patterns on every call.
         h: int | None = self.__dict__.get("_hash")
         if h is None:
-            h = hash(self.nodes)
+            h = hash((self.nodes, self.nocase))
             object.__setattr__(self, "_hash", h)
         return h
 

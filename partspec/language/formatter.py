@@ -89,7 +89,8 @@ def format_pattern(pattern: ast.Pattern) -> str:
     >>> format_pattern(spec.rules[0].patterns[0])
     '"my key"/"a*b"/**'
     """
-    return _nodes(pattern.nodes) or '""'
+    text = _nodes(pattern.nodes) or '""'
+    return f"(?i){text}" if pattern.nocase else text
 
 
 # ---------------------------------------------------------------- expressions

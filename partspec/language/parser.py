@@ -462,7 +462,9 @@ class _Converter:
     def pattern(self, tree: Tree) -> ast.Pattern:
         span = _meta_span(tree)
         self._check_adjacent(tree)
-        nodes = self.seq(tree.children)
+        children = tree.children
+        nocase = bool(children) and isinstance(children[0], Token) and children[0].type == "NOCASE"
+        nodes = self.seq(children[1:] if nocase else children)
         self._check_empty_segments(nodes, span)
         self._check_globstars(nodes, left_ok=True, right_ok=True)
         seen: set[str] = set()
@@ -483,7 +485,7 @@ class _Converter:
                 f"pattern too large ({count} glob nodes; the limit is {MAX_PATTERN_NODES})",
                 span,
             )
-        return ast.Pattern(tuple(n for n, _ in nodes), span)
+        return ast.Pattern(tuple(n for n, _ in nodes), span, nocase=nocase)
 
     def _check_empty_segments(self, nodes: list[tuple[ast.GlobNode, Any]], span: Span) -> None:
         seps = [isinstance(n, ast.Sep) for n, _ in nodes]

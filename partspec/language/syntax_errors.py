@@ -93,6 +93,7 @@ _DESCR = {
     "_EXCEPT": "`except`",
     "_WITH": "`with`",
     "PATTERN_REF": "a named pattern (`@name`)",
+    "NOCASE": "`(?i)`",
     "_AS": "`as`",
     "_LET": "`let`",
     "_PARAM": "`param`",
@@ -279,6 +280,11 @@ def _token_rules(t: _Tok) -> tuple[str | None, str | None] | None:
         )
     if tok.type == "NAME" and tok.value in ("True", "False", "None"):
         return None, f"write `{tok.value.lower()}`"
+    if tok.type == "NOCASE":
+        return (
+            "`(?i)` goes before the whole pattern",
+            "write `(?i)encoder/layernorm/**` for a pattern whose letters match either case",
+        )
     if "_RPAR" in expected and t.ends:
         return "unclosed `(`", "close every `(` with `)`"
     return None

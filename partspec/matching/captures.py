@@ -22,7 +22,7 @@ from partspec._caches import register_lru
 from partspec.language import ast
 from partspec.matching.globs import (
     _class_has,
-    collapse_globstars,
+    matching_nodes,
     compile_patterns,
     globstar_at,
     range_classes,
@@ -184,7 +184,7 @@ class _Extractor:
     __slots__ = ("head", "keys", "memo", "nodes", "program", "whole")
 
     def __init__(self, pattern: ast.Pattern):
-        self.nodes = collapse_globstars(pattern.nodes)
+        self.nodes = matching_nodes(pattern)
         found = _prefix(self.nodes)
         self.keys: int | None = None
         self.memo: dict[tuple[str, ...], dict[str, str] | None] = {}

@@ -31,7 +31,9 @@ __all__ = [
     "collapse_globstars",
     "compile_patterns",
     "compile_rules",
+    "fold_case",
     "globstar_at",
+    "matching_nodes",
     "range_classes",
 ]
 
@@ -103,6 +105,55 @@ def _same_len(a: str, b: str) -> list[list[tuple[int, int]]]:
     if lo_d <= hi_d:
         out.append([(lo_d, hi_d)] + [(0, 9)] * (n - 1))
     return out + tail
+
+
+def _swap_ascii_case(lo: str, hi: str) -> list[tuple[str, str]]:
+    """The other case of the ASCII letters in the range ``lo..hi``."""
+    out = []
+    for a, b, shift in (("a", "z", -32), ("A", "Z", 32)):
+        x, y = max(lo, a), min(hi, b)
+        if x <= y:
+            out.append((chr(ord(x) + shift), chr(ord(y) + shift)))
+    return out
+
+
+def fold_case(nodes: Sequence[ast.GlobNode]) -> tuple[ast.GlobNode, ...]:
+    """``nodes`` with every ASCII letter matching either case (a ``(?i)`` pattern):
+    a letter of literal text becomes a class of its two cases, a class takes the other
+    case of its letters (a negated one excludes both).
+
+    >>> fold_case((ast.Lit("ln1"),))
+    (CharClass(negated=False, ranges=(('l', 'l'), ('L', 'L'))), CharClass(negated=False, ranges=(('n', 'n'), ('N', 'N'))), Lit(text='1'))
+    """
+    out: list[ast.GlobNode] = []
+    for node in nodes:
+        if isinstance(node, ast.Lit):
+            run = ""
+            for ch in node.text:
+                if ch.isascii() and ch.isalpha():
+                    if run:
+                        out.append(ast.Lit(run))
+                        run = ""
+                    pair = ((ch.lower(), ch.lower()), (ch.upper(), ch.upper()))
+                    out.append(ast.CharClass(False, pair))
+                else:
+                    run += ch
+            if run:
+                out.append(ast.Lit(run))
+        elif isinstance(node, ast.CharClass):
+            extra = [r for lo, hi in node.ranges for r in _swap_ascii_case(lo, hi)]
+            out.append(ast.CharClass(node.negated, (*node.ranges, *extra)))
+        elif isinstance(node, ast.Alt):
+            out.append(ast.Alt(tuple(fold_case(b) for b in node.branches)))
+        else:
+            out.append(node)
+    return tuple(out)
+
+
+def matching_nodes(pattern: ast.Pattern) -> tuple[ast.GlobNode, ...]:
+    """The nodes a pattern matches with: ``**`` runs collapsed, case folded for ``(?i)``."""
+    nodes = collapse_globstars(pattern.nodes)
+    return fold_case(nodes) if pattern.nocase else nodes
 
 
 def range_classes(lo: int, hi: int) -> list[list[tuple[int, int]]]:
@@ -501,7 +552,7 @@ def compile_rules(
             patterns, excepts = rules[index]
             for pats, is_except in ((patterns, False), (excepts, True)):
                 for pattern in pats:
-                    end = nfa.seq(collapse_globstars(pattern.nodes), root)
+                    end = nfa.seq(matching_nodes(pattern), root)
                     nfa.accept.setdefault(end, []).append((index, is_except))
         groups.append(_GroupDFA(nfa, [root]))
     return Matcher(groups, len(rules), owners)
