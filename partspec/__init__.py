@@ -29,6 +29,7 @@ from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.formatter import format_expr, format_pattern, format_spec
 from partspec.language.load import load, parse
 from partspec.language.parser import parse_syntax
+from partspec.language.registry import register
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -59,6 +60,7 @@ __all__ = [
     "load",
     "optimizer",
     "parse",
+    "register",
     "replace",
     "reset_state",
     "select",

@@ -40,6 +40,7 @@ ORDER: list[tuple[str, list[str]]] = [
             "includes",
             "values",
             "functions",
+            "registry",
             "evaluator",
             "checker",
             "load",
@@ -50,7 +51,7 @@ ORDER: list[tuple[str, list[str]]] = [
     ("partspec.matching", ["globs", "captures", "__init__"]),
     ("partspec.resolution", ["settings", "resolver", "hints", "coverage", "result", "hyper", "__init__"]),
     ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
-    ("partspec.tools", ["manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"]),
+    ("partspec.tools", ["plugins", "manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"]),
     ("partspec", ["__init__", "__main__"]),
 ]
 

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from partspec.language._optax_table import OPTAX_VERSION, TABLE
+from partspec.language._optax_table import OPTAX_VERSION
+from partspec.language.registry import SIGNATURES, factory
 from partspec.language.values import Action, OptaxCall, ScaledSchedule, Unset, Until, Value
 
 __all__ = [
@@ -204,7 +205,11 @@ def _keywords(fn: Callable[..., Any]) -> frozenset[str] | None:
 
 
 def _optax_function(name: str, kwargs: Mapping[str, Any]) -> Callable[..., Any]:
-    """``optax.<name>``, checked against the installed optax (the table may be newer)."""
+    """``optax.<name>``, checked against the installed optax (the table may be newer),
+    or the factory registered under ``name``."""
+    registered = factory(name)
+    if registered is not None:
+        return registered
     fn = getattr(optax, name, None)
     made = f"partspec's allow-list was generated from optax {OPTAX_VERSION}"
     if fn is None:
@@ -222,7 +227,7 @@ def _optax_function(name: str, kwargs: Mapping[str, Any]) -> Callable[..., Any]:
 
 def build(value: Value, param_types: tuple[str, ...] | None = None) -> Any:
     if isinstance(value, OptaxCall):
-        entry = TABLE[value.name]
+        entry = SIGNATURES[value.name]
         types = {p["name"]: p["types"] for p in entry["params"]}
         positional = [p for p in entry["params"] if p["kind"] in ("pos", "varargs")]
         args = []

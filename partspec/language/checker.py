@@ -21,7 +21,7 @@ from typing import Any
 from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError, did_you_mean
 from partspec.language import ast
 from partspec.language._gc import no_gc
-from partspec.language._optax_table import TABLE
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.evaluator import (
     _BUILTINS,
     Evaluator,

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from partspec.diagnostics import Diagnostic, Span, closest, did_you_mean
 from partspec.language import ast
-from partspec.language._optax_table import TABLE
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.functions import FUNCTIONS, ArityError, FunctionTypeError, apply, signature
 from partspec.language.values import (
     _BOOL,
@@ -485,8 +485,9 @@ class Evaluator:
             hint = "see docs/language.md for the allow-listed optax functions"
         else:
             hint = (
-                "the functions are the allow-listed optax functions (docs/language.md) and "
+                "the functions are the allow-listed optax functions (docs/language.md), "
                 + ", ".join(f"`{f}`" for f in sorted(FUNCTIONS))
+                + ", and those registered with `partspec.register` (`pspec --plugin`)"
             )
         return _diag(
             "E401",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from partspec.language._optax_table import TABLE
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.values import Action, OptaxCall, ScaledSchedule, Until, Value
 
 __all__ = ["describe", "find_arg", "named_args", "number"]

@@ -24,7 +24,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from partspec.language._optax_table import TABLE
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.values import (
     Action,
     OptaxCall,

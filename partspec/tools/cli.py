@@ -588,6 +588,15 @@ def _parser() -> argparse.ArgumentParser:
             metavar="NAME=VALUE",
             help="value of a `param` declared by the spec (repeatable)",
         )
+        sp.add_argument(
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help="import MODULE first, so that specs can use the optimizers, transforms "
+            "and schedules it registers with partspec.register (repeatable; runs its "
+            "code; [tool.partspec] plugins in pyproject.toml are imported too)",
+        )
 
     def add_includes(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -732,6 +741,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plugins(named: Sequence[str]) -> None:
+    """Import the plugins named by ``--plugin`` and by ``[tool.partspec]``: the one
+    place where these commands import user code."""
+    from partspec.tools.plugins import PluginError, find_pyproject, load_plugins, pyproject_plugins
+
+    try:
+        load_plugins([*pyproject_plugins(find_pyproject()), *named])
+    except PluginError as err:
+        raise _Usage(str(err)) from None
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run ``pspec`` with ``argv``; returns the exit code (never raises for bad input)."""
     if out is None:
@@ -755,6 +775,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command in _NEEDS_JAX:
             needs("jax", f"`pspec {args.command}`")
+        if hasattr(args, "plugin"):
+            _plugins(args.plugin)
         return int(args.func(args, out))
     except (_Usage, MissingExtra) as exc:
         print(f"pspec: error: {_shown(str(exc))}", file=sys.stderr)
