@@ -530,27 +530,33 @@ class Evaluator:
     def _decay_after_optimizer(self, e: ast.Call) -> None:
         """W604 for ``chain(sgd(...), add_decayed_weights(...))``: the decay is added to
         the optimizer's update, which is then *added* to the parameters, so the weights
-        grow by ``wd * p`` each step instead of shrinking."""
-        seen = None
-        for arg in e.args:
-            if not isinstance(arg, ast.Call):
+        grow by ``wd * p`` each step instead of shrinking.
+
+        What matters is how many times the sign is flipped after the decay is added (by
+        an optimizer, ``scale_by_learning_rate`` unless ``flip_sign=false``, or ``scale``
+        of a negative number): an even number, after a flip before it, grows the
+        weights. big_vision's ``chain(scale(...), scale_by_learning_rate(lr,
+        flip_sign=false), add_decayed_weights(wd), scale(-1))`` shrinks them."""
+        calls = [a for a in e.args if isinstance(a, ast.Call)]
+        flips = [_flips_sign(c) for c in calls]
+        for i, arg in enumerate(calls):
+            if arg.func != "add_decayed_weights" or _negated(arg):
                 continue
-            kind = TABLE.get(arg.func, {}).get("kind")
-            if kind == "optimizer" or arg.func == "scale_by_learning_rate":
-                seen = arg.func
-            elif arg.func == "add_decayed_weights" and seen is not None and not _negated(arg):
-                self.warnings.append(
-                    Diagnostic.at(
-                        "W604",
-                        f"`add_decayed_weights` after `{seen}` makes the weights grow: "
-                        "the decay is added after the update's sign is applied",
-                        arg.span,
-                        severity="warning",
-                        hint="put it first, `chain(add_decayed_weights(wd), sgd(lr))` "
-                        "(L2 as torch's SGD does it), or use `adamw(lr, weight_decay=wd)` "
-                        "for decoupled decay (see docs/weight_decay.md)",
-                    )
+            before = [c.func for c, f in zip(calls[:i], flips[:i]) if f]
+            if not before or sum(flips[i + 1 :]) % 2 == 1:
+                continue
+            self.warnings.append(
+                Diagnostic.at(
+                    "W604",
+                    f"`add_decayed_weights` after `{before[-1]}` makes the weights grow: "
+                    "the decay is added after the update's sign is applied",
+                    arg.span,
+                    severity="warning",
+                    hint="put it first, `chain(add_decayed_weights(wd), sgd(lr))` "
+                    "(L2 as torch's SGD does it), or use `adamw(lr, weight_decay=wd)` "
+                    "for decoupled decay (see docs/weight_decay.md)",
                 )
+            )
 
     def _deprecated(self, e: ast.Call, entry: dict[str, Any]) -> None:
         """W603 for a call of a function, or a keyword, that optax has deprecated."""
@@ -688,6 +694,16 @@ def _number_op(op: str, a: int | float, b: int | float, span: Span) -> int | flo
     if isinstance(r, float) and not math.isfinite(r):
         raise _diag("E406", "result too large", span)
     return r
+
+
+def _flips_sign(call: ast.Call) -> bool:
+    """Whether a call in a chain negates the update (descent direction applied)."""
+    if TABLE.get(call.func, {}).get("kind") == "optimizer":
+        return True
+    if call.func == "scale_by_learning_rate":
+        flip = next((k.value for k in call.kwargs if k.name == "flip_sign"), None)
+        return not (isinstance(flip, ast.Bool) and not flip.value)
+    return call.func == "scale" and _negated(call)
 
 
 def _negated(call: ast.Call) -> bool:
