@@ -49,9 +49,15 @@ ORDER: list[tuple[str, list[str]]] = [
         ],
     ),
     ("partspec.matching", ["globs", "captures", "__init__"]),
-    ("partspec.resolution", ["settings", "resolver", "hints", "coverage", "result", "hyper", "__init__"]),
+    (
+        "partspec.resolution",
+        ["settings", "resolver", "hints", "coverage", "result", "hyper", "__init__"],
+    ),
     ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
-    ("partspec.tools", ["plugins", "manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"]),
+    (
+        "partspec.tools",
+        ["plugins", "manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"],
+    ),
     ("partspec", ["__init__", "__main__"]),
 ]
 

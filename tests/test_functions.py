@@ -75,7 +75,11 @@ def test_a_function_in_a_where_condition_is_type_checked() -> None:
 @pytest.mark.parametrize(
     ("text", "code", "message"),
     [
-        ("** -> sgd(max(1))", "E404", "`max` is called as `max(a, b, ...)` or `max(list)`, got 1 argument"),
+        (
+            "** -> sgd(max(1))",
+            "E404",
+            "`max` is called as `max(a, b, ...)` or `max(list)`, got 1 argument",
+        ),
         ("** -> sgd(int(1, 2))", "E404", "`int` is called as `int(x)`, got 2 arguments"),
         ('** -> sgd(abs("a"))', "E403", "argument 1 of `abs` must be a number, got a string"),
         ("** -> sgd(round(1.5, 0.5))", "E403", "argument 2 of `round` must be an integer"),

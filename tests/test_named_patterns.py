@@ -57,7 +57,12 @@ def test_a_named_pattern_may_use_another_and_captures() -> None:
     ("text", "code", "message", "hint"),
     [
         ("@nope -> frozen", "E301", "undefined pattern `@nope`", "let @nope = ..."),
-        ("let @emb = x\n@embd -> frozen", "E301", "undefined pattern `@embd`", "did you mean `@emb`?"),
+        (
+            "let @emb = x\n@embd -> frozen",
+            "E301",
+            "undefined pattern `@embd`",
+            "did you mean `@emb`?",
+        ),
         ("@a -> frozen\nlet @a = x", "E301", "undefined pattern `@a`", "above its first use"),
         ("let @a = x\nlet @a = y", "E302", "pattern `@a` is already defined on line 1", None),
         ("let @_a = x", "E303", "may not start with `_`", None),

@@ -44,7 +44,9 @@ def _scramble(data: st.DataObject, text: str) -> str:
     return "".join(c.swapcase() if f else c for c, f in zip(text, flips))
 
 
-def _scramble_nodes(data: st.DataObject, nodes: tuple[ast.GlobNode, ...]) -> tuple[ast.GlobNode, ...]:
+def _scramble_nodes(
+    data: st.DataObject, nodes: tuple[ast.GlobNode, ...]
+) -> tuple[ast.GlobNode, ...]:
     out: list[ast.GlobNode] = []
     for n in nodes:
         if isinstance(n, ast.Lit):

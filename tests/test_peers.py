@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 import partspec
 from partspec.language.values import OptaxCall
 

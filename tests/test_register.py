@@ -48,7 +48,7 @@ head/** with lr * 10
     head = optax.sgd(lambda c: 10.0 * (0.1 * big_vision_rsqrt(100.0, 90.0)(c)))
     state, bs, hs = plan.init(PARAMS), body.init(PARAMS["body"]), head.init(PARAMS["head"])
     for step in range(5):
-        grads = jax.tree.map(lambda p: jnp.full_like(p, step + 1.0), PARAMS)
+        grads = jax.tree.map(lambda p, s=step: jnp.full_like(p, s + 1.0), PARAMS)
         updates, state = plan.tx.update(grads, state, PARAMS)
         want_body, bs = body.update(grads["body"], bs)
         want_head, hs = head.update(grads["head"], hs)
@@ -123,7 +123,7 @@ def test_registering_a_name_twice_needs_replace() -> None:
 
 _names = itertools.count()
 
-PLUGIN = '''
+PLUGIN = """
 import jax.numpy as jnp
 import partspec
 
@@ -131,7 +131,7 @@ def rsqrt(timescale: float = 10_000.0, shift: float = 0.0):
     return lambda count: 1.0 / jnp.sqrt((count + shift) / timescale)
 
 partspec.register("rsqrt", rsqrt, kind="schedule", replace=True)
-'''
+"""
 
 
 @pytest.fixture

@@ -40,7 +40,10 @@ def test_the_same_rule_switched_on_owns_its_leaves() -> None:
     ["freeze_vit", "not train_vit", "ndim > 1 and freeze_vit", "freeze_vit and ndim > 1"],
 )
 def test_conditions_false_for_every_leaf_by_params_are_switches(where: str) -> None:
-    text = f"param freeze_vit = false\nparam train_vit = true\nimg/** where {where} -> frozen\n** -> adam(1e-3)"
+    text = (
+        "param freeze_vit = false\nparam train_vit = true\n"
+        f"img/** where {where} -> frozen\n** -> adam(1e-3)"
+    )
     checked = partspec.check(text)
     assert checked.rules[0].switched_off
     assert codes(partspec.compile(text, PARAMS, strict=True)) == []

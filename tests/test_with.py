@@ -80,7 +80,9 @@ def test_settings_follow_the_first_match_per_setting(data: st.DataObject) -> Non
     pattern = st.sampled_from(paths).flatmap(S.patterns_for)
     owners = data.draw(
         st.lists(
-            st.tuples(st.lists(pattern, min_size=1, max_size=2), st.sampled_from(list(OWNER_ACTIONS))),
+            st.tuples(
+                st.lists(pattern, min_size=1, max_size=2), st.sampled_from(list(OWNER_ACTIONS))
+            ),
             max_size=3,
         )
     )
@@ -95,9 +97,7 @@ def test_settings_follow_the_first_match_per_setting(data: st.DataObject) -> Non
     withs = data.draw(
         st.lists(st.tuples(st.lists(pattern, min_size=1, max_size=2), setting), max_size=4)
     )
-    statements: list[ast.Statement] = [
-        ast.Rule(tuple(ps), (), _action_ast(a)) for ps, a in owners
-    ]
+    statements: list[ast.Statement] = [ast.Rule(tuple(ps), (), _action_ast(a)) for ps, a in owners]
     # `with` rules may stand anywhere: interleave them with the `->` rules.
     for i, (ps, settings) in enumerate(withs):
         at = data.draw(st.integers(0, len(statements)), label=f"position of with rule {i}")
@@ -149,9 +149,7 @@ def step(plan: partspec.Plan, params: Any) -> Any:
 
 
 def test_a_multiplier_scales_the_rate_the_optimizer_uses() -> None:
-    plan = partspec.compile(
-        "** -> sgd(0.1)\nencoder/layer_<i>/** with lr * 0.5 ** (1 - i)", PARAMS
-    )
+    plan = partspec.compile("** -> sgd(0.1)\nencoder/layer_<i>/** with lr * 0.5 ** (1 - i)", PARAMS)
     u = step(plan, PARAMS)
     np.testing.assert_array_equal(u["head"]["bias"], -0.1 * np.ones(2, np.float32))
     np.testing.assert_array_equal(u["encoder"]["layer_1"]["bias"], -0.1 * np.ones(2, np.float32))
@@ -214,7 +212,9 @@ def test_frozen_leaves_take_no_settings_and_stay_frozen() -> None:
 
 
 def test_in_a_chain_a_setting_goes_to_the_one_call_that_takes_it() -> None:
-    text = "** -> chain(clip_by_global_norm(1.0), adamw(1e-3))\nhead/** with weight_decay = 0, lr * 2"
+    text = (
+        "** -> chain(clip_by_global_norm(1.0), adamw(1e-3))\nhead/** with weight_decay = 0, lr * 2"
+    )
     plan = partspec.compile(text, PARAMS)
     action = plan.actions[plan.labels["head"]["kernel"]]
     assert action.args[1] == OptaxCall("adamw", "optimizer", (2e-3,), (("weight_decay", 0),))
@@ -255,7 +255,8 @@ def test_the_optimizer_is_built_from_the_final_action() -> None:
     grads = jax.tree.map(jnp.zeros_like, PARAMS)
     updates, _ = plan.tx.update(grads, plan.init(PARAMS), PARAMS)
     want_kernel, _ = optax.adamw(1e-2, weight_decay=0.5).update(
-        grads["head"]["kernel"], optax.adamw(1e-2).init(PARAMS["head"]["kernel"]),
+        grads["head"]["kernel"],
+        optax.adamw(1e-2).init(PARAMS["head"]["kernel"]),
         PARAMS["head"]["kernel"],
     )
     np.testing.assert_array_equal(updates["head"]["kernel"], want_kernel)
@@ -291,7 +292,9 @@ def test_a_with_rule_switched_off_by_a_param_is_quiet() -> None:
     text = "param low = false\n** -> sgd(0.1)\nhead/** where low with lr * 0.1"
     assert codes(text) == []
     with pytest.raises(SpecError):
-        partspec.compile(text.replace("head/** where low", "head/** where ndim > 5"), PARAMS, strict=True)
+        partspec.compile(
+            text.replace("head/** where low", "head/** where ndim > 5"), PARAMS, strict=True
+        )
 
 
 def test_a_partly_shadowed_with_rule_is_not_reported() -> None:
@@ -310,11 +313,18 @@ def test_a_partly_shadowed_with_rule_is_not_reported() -> None:
         ("** -> sgd(0.1)\n** with base * 2", "E105", "is `lr * FACTOR` or `NAME = VALUE`", 9),
         ("** -> sgd(0.1)\n** with lr * 2, lr * 3", "E105", "`lr` is set twice", 17),
         ("** -> sgd(0.1)\n** with momentun = 0.9", "E402", "no optimizer or transform", 9),
-        ('** -> sgd(0.1)\n** with lr * "x"', "E403", "multiplies the learning rate by a number", 14),
+        (
+            '** -> sgd(0.1)\n** with lr * "x"',
+            "E403",
+            "multiplies the learning rate by a number",
+            14,
+        ),
         ("** -> sgd(0.1)\n** with", "E100", "", 8),
     ],
 )
-def test_misuse_is_an_error_with_a_position(text: str, code: str, message: str, column: int) -> None:
+def test_misuse_is_an_error_with_a_position(
+    text: str, code: str, message: str, column: int
+) -> None:
     with pytest.raises(SpecError) as info:
         partspec.parse(text)
     diag = info.value.diagnostics[0]
@@ -336,7 +346,7 @@ def test_a_misspelt_setting_gets_a_suggestion() -> None:
             "** -> chain(add_decayed_weights(1e-4), adamw(1e-3))\nhead/** with weight_decay = 0",
             "several calls in the owner's action take `weight_decay`",
         ),
-        ("** -> sgd(0.1)\nhead/** with momentum = \"x\"", "cannot be set to a string"),
+        ('** -> sgd(0.1)\nhead/** with momentum = "x"', "cannot be set to a string"),
         ("** -> adafactor()\nhead/** with lr * 2", "`adafactor` is given no learning rate"),
     ],
 )
@@ -376,7 +386,9 @@ def test_pspec_check_gives_with_conditions_the_leaf_shapes(tmp_path: Any) -> Non
     spec = tmp_path / "s.pspec"
     spec.write_text("** -> adamw(1e-3)\n** where ndim <= 1 with weight_decay = 0\n")
     tree = tmp_path / "t.json"
-    tree.write_text('{"w": {"shape": [2, 2], "dtype": "float32"}, "b": {"shape": [2], "dtype": "float32"}}')
+    tree.write_text(
+        '{"w": {"shape": [2, 2], "dtype": "float32"}, "b": {"shape": [2], "dtype": "float32"}}'
+    )
     out = io.StringIO()
     assert main(["check", str(spec), "--tree", str(tree), "--strict"], out=out) == 0, out.getvalue()
 

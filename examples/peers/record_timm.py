@@ -5,8 +5,10 @@ The test ``tests/test_peers.py`` reads the table; it never imports timm. To reco
 again (timm and a CPU torch in a separate environment; no weights are downloaded)::
 
     python -m venv /tmp/timm && /tmp/timm/bin/pip install torch==2.13.0 numpy
-    /tmp/timm/bin/pip install --no-deps timm && /tmp/timm/bin/pip install huggingface_hub safetensors pyyaml pillow
-    /tmp/timm/bin/python examples/peers/record_timm.py > examples/peers/timm_vit_b16_layer_decay.json
+    /tmp/timm/bin/pip install --no-deps timm
+    /tmp/timm/bin/pip install huggingface_hub safetensors pyyaml pillow
+    /tmp/timm/bin/python examples/peers/record_timm.py \
+        > examples/peers/timm_vit_b16_layer_decay.json
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 
 class _AnyAttr(type):
-    """Stub classes whose every attribute is another stub class (``InterpolationMode.NEAREST``)."""
+    """Stub classes whose every attribute is another stub class
+    (``InterpolationMode.NEAREST``)."""
 
     def __getattr__(cls, name: str) -> Any:
         if name.startswith("__"):
@@ -32,8 +35,6 @@ class _Stub(types.ModuleType):
     """A stand-in for torchvision, which timm imports at start-up (image transforms,
     datasets, ``FrozenBatchNorm2d``) but never uses to build a ViT or its optimizer.
     torchvision's wheels do not import beside the CPU build of torch."""
-
-    __path__: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -48,7 +49,9 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec: Any) -> types.ModuleType:
-        return _Stub(spec.name)
+        module = _Stub(spec.name)
+        module.__path__ = []  # a package: submodules are stubs too
+        return module
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass

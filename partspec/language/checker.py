@@ -21,7 +21,6 @@ from typing import Any
 from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError, did_you_mean
 from partspec.language import ast
 from partspec.language._gc import no_gc
-from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.evaluator import (
     _BUILTINS,
     Evaluator,
@@ -33,6 +32,7 @@ from partspec.language.evaluator import (
 )
 from partspec.language.formatter import format_expr
 from partspec.language.functions import FUNCTIONS
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.values import (
     _BAD,
     _SAMPLE_LEAF,
@@ -153,8 +153,8 @@ class CheckedSpec:
     @property
     def dynamic(self) -> bool:
         """Whether a leaf's rule or label can depend on more than its path's DFA state."""
-        return any(
-            r.rule.where is not None or r.captures for r in (*self.rules, *self.with_rules)
+        return any(r.rule.where is not None or r.captures for r in self.rules) or any(
+            r.rule.where is not None or r.captures for r in self.with_rules
         )
 
     def rule_at(self, index: int) -> CheckedRule | CheckedWith:
@@ -259,9 +259,7 @@ class CheckedSpec:
                     (st.name, _setting_value(ev, st, Scope(used, None))) for st in cw.rule.settings
                 )
             except Fail as f:
-                raise SpecError(
-                    [self.spec.attach(_for_leaf(f.diag, path, None, used))]
-                ) from None
+                raise SpecError([self.spec.attach(_for_leaf(f.diag, path, None, used))]) from None
             memo[key] = got
         return got
 
@@ -278,8 +276,7 @@ def _setting_value(ev: Evaluator, st: ast.Setting, sc: Scope) -> Value:
             "E403",
             f"`lr * ...` multiplies the learning rate by a number, got {type_name(value)}",
             st.value.span,
-            hint="to replace the learning rate (with a schedule, say), write "
-            "`learning_rate = ...`",
+            hint="to replace the learning rate (with a schedule, say), write `learning_rate = ...`",
             label="wrong type",
         )
     return value

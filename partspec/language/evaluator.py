@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 from partspec.diagnostics import Diagnostic, Span, closest, did_you_mean
 from partspec.language import ast
-from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.functions import FUNCTIONS, ArityError, FunctionTypeError, apply, signature
+from partspec.language.registry import SIGNATURES as TABLE
 from partspec.language.values import (
     _BOOL,
     _INT,
@@ -475,7 +475,7 @@ class Evaluator:
         near = closest(e.func, [*TABLE, *FUNCTIONS, *_BUILTINS])
         if expected is not None:
             what = expected
-        elif near in TABLE:
+        elif near is not None and near in TABLE:
             what = "schedule" if TABLE[near]["kind"] == "schedule" else "optimizer"
         else:
             what = "function"
@@ -592,7 +592,8 @@ class Evaluator:
                 e.span,
                 hint="for example `let depth = count(i)` with a rule `layer/<i>/** -> ...`",
             )
-        bound = {n for r in (*self.spec.rules, *self.spec.with_rules) for n in r.captures}
+        bound = {n for r in self.spec.rules for n in r.captures}
+        bound |= {n for r in self.spec.with_rules for n in r.captures}
         if arg.id not in bound:
             raise _diag(
                 "E301",

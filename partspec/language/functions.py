@@ -4,7 +4,8 @@
 They compute what Python's functions of the same names compute (``round`` rounds
 halves to even, ``int`` truncates toward zero), so a recipe written in Python, such as
 big_vision's ``warmup = max(int(0.03 * total), 100)``, gives the same number in a spec.
-``min`` and ``max`` also take one list (``max(shape)``). They take numbers only; a value known only by its type while a condition is checked
+``min`` and ``max`` also take one list (``max(shape)``). They take numbers only; a value
+known only by its type while a condition is checked
 (:class:`~partspec.language.values.Abstract`) gives a result known by type, and an
 unset ``param`` gives an unset result.
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -369,8 +368,7 @@ class _Converter:
                     "`lr = ...` would replace the learning rate: write `learning_rate = ...`, "
                     "or scale it with `lr * ...`",
                     _tok_span(name),
-                    hint="`lr * 0.5` halves the owner's learning rate (a schedule keeps its "
-                    "shape)",
+                    hint="`lr * 0.5` halves the owner's learning rate (a schedule keeps its shape)",
                 )
             return ast.Setting(str(name), self.expr(value), span, _tok_span(name))
         (value,) = node.children
@@ -448,7 +446,9 @@ class _Converter:
                 "E301",
                 f"undefined pattern `@{name}`",
                 span,
-                hint=hint.replace("`", "`@", 1) if hint else (
+                hint=hint.replace("`", "`@", 1)
+                if hint
+                else (
                     f"define it above its first use: `let @{name} = ...`; a path segment "
                     f'that starts with `@` is quoted: `"@{name}"`'
                 ),
@@ -849,9 +849,12 @@ def _lr_factor(e: ast.Expr) -> ast.Expr | None:
     inner = _lr_factor(e.left)
     if inner is None:
         return None
-    return ast.BinOp(e.op, inner, e.right, Span(inner.span.line, inner.span.column,
-                                                  e.span.end_line, e.span.end_column,
-                                                  e.span.file))
+    return ast.BinOp(
+        e.op,
+        inner,
+        e.right,
+        Span(inner.span.line, inner.span.column, e.span.end_line, e.span.end_column, e.span.file),
+    )
 
 
 def _is_comma(node: Any) -> bool:

@@ -45,7 +45,7 @@ SIGNATURES: ChainMap[str, dict[str, Any]] = ChainMap(_REGISTERED, TABLE)
 #: not tell: any plain value a spec can write.
 _ANY = ("number", "bool", "str", "none", "schedule", "transform", "list[number]")
 
-_KINDS = {
+_KINDS: dict[Any, str] = {
     inspect.Parameter.POSITIONAL_ONLY: "pos",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "pos",
     inspect.Parameter.KEYWORD_ONLY: "kw",
@@ -130,8 +130,7 @@ def register(
         )
     if name in TABLE:
         raise ValueError(
-            f"partspec.register: `{name}` is an optax function; register yours under another "
-            "name"
+            f"partspec.register: `{name}` is an optax function; register yours under another name"
         )
     if name in KEYWORDS or name in FUNCTIONS or name in LEAF_PROPERTIES or name == "count":
         raise ValueError(f"partspec.register: `{name}` is a word of the language")

@@ -22,9 +22,9 @@ from partspec._caches import register_lru
 from partspec.language import ast
 from partspec.matching.globs import (
     _class_has,
-    matching_nodes,
     compile_patterns,
     globstar_at,
+    matching_nodes,
     range_classes,
 )
 

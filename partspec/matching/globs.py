@@ -122,8 +122,10 @@ def fold_case(nodes: Sequence[ast.GlobNode]) -> tuple[ast.GlobNode, ...]:
     a letter of literal text becomes a class of its two cases, a class takes the other
     case of its letters (a negated one excludes both).
 
-    >>> fold_case((ast.Lit("ln1"),))
-    (CharClass(negated=False, ranges=(('l', 'l'), ('L', 'L'))), CharClass(negated=False, ranges=(('n', 'n'), ('N', 'N'))), Lit(text='1'))
+    >>> [type(n).__name__ for n in fold_case((ast.Lit("ln1"),))]
+    ['CharClass', 'CharClass', 'Lit']
+    >>> fold_case((ast.Lit("a"),))[0].ranges
+    (('a', 'a'), ('A', 'A'))
     """
     out: list[ast.GlobNode] = []
     for node in nodes:

@@ -177,7 +177,7 @@ def _with_warnings(
         for ws in sets:
             earlier = ws[: ws.index(me)]
             for name in cw.names:
-                first = next((e for e in earlier if name in checked.rule_at(e).names), None)
+                first = next((e for e in earlier if name in checked.with_rules[e - n].names), None)
                 if first is None:
                     shadowed = False
                     break

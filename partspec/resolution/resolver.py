@@ -42,8 +42,9 @@ register_lru(
 def matcher_for(checked: CheckedSpec) -> Matcher:
     """The (cached) matcher of a checked spec's rules: the ``->`` rules, which own
     leaves, then the ``with`` rules (numbered as :meth:`CheckedSpec.rule_at` does)."""
-    rules = (*checked.rules, *checked.with_rules)
-    return _matcher(tuple((r.rule.patterns, r.rule.excepts) for r in rules), len(checked.rules))
+    sides = [(r.rule.patterns, r.rule.excepts) for r in checked.rules]
+    sides += [(r.rule.patterns, r.rule.excepts) for r in checked.with_rules]
+    return _matcher(tuple(sides), len(checked.rules))
 
 
 class _Dynamic:

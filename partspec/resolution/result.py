@@ -18,6 +18,7 @@ read it, none recomputes it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +230,10 @@ def collect_counts(
     return resolver.counts()
 
 
+def _leaf_at(leaves: Sequence[LeafInfo] | None, n: int) -> LeafInfo | None:
+    return leaves[n] if leaves is not None else None
+
+
 def _walk_paths(
     resolver: Resolver,
     paths: Sequence[Sequence[str]],
@@ -282,7 +287,7 @@ def _walk_paths(
         try:
             lab: Any = resolver.static(s)
         except SpecError:
-            resolver.locate(segs, lambda: leaves[n] if leaves is not None else None)
+            resolver.locate(segs, functools.partial(_leaf_at, leaves, n))
             raise
         if lab is DYNAMIC or (resolve_all and counts_at(s)):
             info = leaves[n] if leaves is not None else None

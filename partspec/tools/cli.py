@@ -332,7 +332,8 @@ def _check_one(
         # Shapes and dtypes matter to `where` conditions, and integer leaves to E503.
         infos = (
             [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
-            if any(r.rule.where is not None for r in (*checked.rules, *checked.with_rules))
+            if any(r.rule.where is not None for r in checked.rules)
+            or any(r.rule.where is not None for r in checked.with_rules)
             or any(is_integer_dtype(leaf.dtype) for leaf in leaves)
             else None
         )

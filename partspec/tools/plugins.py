@@ -79,7 +79,7 @@ def load_plugins(modules: Sequence[str]) -> list[str]:
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception as err:  # noqa: BLE001 - any failure of user code is reported
+        except Exception as err:
             raise PluginError(
                 f"cannot import plugin `{name}`: {type(err).__name__}: {err}"
             ) from None
