@@ -124,6 +124,8 @@ def test_settings_follow_the_first_match_per_setting(data: st.DataObject) -> Non
     assert jax.tree.structure(plan.labels) == jax.tree.structure(tree)
     got = [_summary(plan.actions[lab]) for lab in jax.tree.leaves(plan.labels)]
     assert got == want
+    assert plan.resolution is not None
+    assert set(plan.resolution.actions) == set(jax.tree.leaves(plan.labels))
     # Leaves with equal final actions share a label, and different ones never do.
     by_label: dict[str, Any] = {}
     for lab in jax.tree.leaves(plan.labels):
@@ -407,3 +409,19 @@ def test_a_with_condition_that_cannot_be_evaluated_is_an_error_not_a_miss() -> N
     # On a frozen leaf the settings do not matter.
     frozen = "** -> frozen\n** where shape[1] > 1 with momentum = 0.9"
     assert partspec.compile(frozen, {"a": np.zeros(2)}).labels == {"a": "frozen"}
+
+
+def test_only_labels_some_leaf_has_get_an_optimizer() -> None:
+    """A leaf decided by its path and captures (or a condition) recorded its owner's bare
+    label as well as its final one: plans held optimizers, state and explain rows for
+    labels no leaf had."""
+    params = {"0": np.zeros(2, np.float32), "1": np.zeros((2, 2), np.float32)}
+    for text in (
+        "<i> -> sgd(0.1 * i)\n** with lr * 2",
+        "** where ndim >= 1 -> sgd(0.1)\n** with lr * 2",
+        "** -> sgd(0.1)\n** where ndim > 1 with lr * 2, momentum = 0.9",
+    ):
+        plan = partspec.compile(text, params)
+        used = set(jax.tree.leaves(plan.labels))
+        assert set(plan.transforms) == used, text
+        assert set(plan.resolution.actions) == used, text

@@ -132,7 +132,8 @@ class Resolver:
             withs = cands[len(owners) :]
             if lab is not None and withs:
                 try:
-                    lab = self._settle(owners[0], lab, self._rules[owners[0]].action, withs)
+                    lab, act = self._settle(owners[0], lab, self._rules[owners[0]].action, withs)
+                    self.actions.setdefault(lab, act)
                 except SpecError:
                     self._failed.add(f)  # locate() reports it with the leaf's path
                     raise
@@ -150,13 +151,13 @@ class Resolver:
         withs: Sequence[int],
         binding: Callable[[int], dict[str, Any]] | None = None,
         path: str = "<leaf>",
-    ) -> str:
-        """The label of a leaf owned by rule ``owner`` (label, action) that the ``with``
-        rules ``withs`` match: for each setting, the first of them that names it decides.
-        Records the final action under its label."""
+    ) -> tuple[str, Action]:
+        """The final label and action of a leaf owned by rule ``owner`` (label, action)
+        that the ``with`` rules ``withs`` match: for each setting, the first of them that
+        names it decides."""
         if action is None:
             self.with_frozen.update(withs)
-            return label  # frozen leaves take no settings
+            return label, action  # frozen leaves take no settings
         self.with_sets.add(tuple(withs))
         decided: dict[str, tuple[int, Value]] = {}
         n = self._n
@@ -171,7 +172,7 @@ class Resolver:
                 if name not in decided:
                     decided[name] = (w, value)
         if not decided:
-            return label
+            return label, action
         items = sorted(decided.items(), key=lambda kv: (kv[0] != "lr", kv[0]))
         key = (label, tuple((name, value) for name, (_, value) in items))
         got = self._settled.get(key)
@@ -181,9 +182,7 @@ class Resolver:
             except SettingError as bad:
                 raise self._setting_error(owner, decided[bad.name][0], bad, path) from None
             self._settled[key] = got
-        final_label, final_action = got
-        self.actions.setdefault(final_label, final_action)
-        return final_label
+        return got
 
     def _setting_error(self, owner: int, w: int, bad: SettingError, path: str) -> SpecError:
         checked = self.checked
@@ -311,9 +310,9 @@ class Resolver:
                 label, action = checked.bind(owner, binding(owner), path)
             else:
                 label, action = cr.label, cr.action
-            self.actions.setdefault(label, action)
             if withs:
-                label = self._settle(owner, label, action, withs, binding, path)
+                label, action = self._settle(owner, label, action, withs, binding, path)
+            self.actions.setdefault(label, action)
             self.owners_by_label.setdefault(label, set()).add(owner)
             result = (owner, label)
         if memo_key is not None:
