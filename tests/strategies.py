@@ -839,9 +839,11 @@ def global_statements() -> st.SearchStrategy[ast.Global]:
     return st.sampled_from(GLOBAL_TRANSFORMS).map(lambda t: ast.Global(_action(t)))  # type: ignore[arg-type]
 
 
-@st.composite
-def syntax_rules(draw: st.DrawFn) -> ast.Rule:
-    """Rules the parser can produce, not necessarily well typed."""
+def _syntax_left_side(
+    draw: st.DrawFn,
+) -> tuple[tuple[str, ...], tuple[ast.Pattern, ...], tuple[ast.Pattern, ...], ast.Expr | None]:
+    """The left side of a `->` or `with` rule: captured names, patterns (some `(?i)`),
+    `except` patterns and a `where` condition over the names and leaf properties."""
     names = tuple(draw(st.lists(st.sampled_from(CAPTURE_NAMES), max_size=2, unique=True)))
     if names:
         pats = draw(st.lists(capture_patterns(names), min_size=1, max_size=2))
@@ -851,6 +853,13 @@ def syntax_rules(draw: st.DrawFn) -> ast.Rule:
     pats = [dataclasses.replace(p, nocase=draw(st.booleans())) for p in pats]
     in_scope = NAMES + names + ("ndim", "shape", "size", "dtype")
     where = draw(st.one_of(st.none(), exprs(in_scope)))
+    return names, tuple(pats), tuple(excepts), where
+
+
+@st.composite
+def syntax_rules(draw: st.DrawFn) -> ast.Rule:
+    """Rules the parser can produce, not necessarily well typed."""
+    names, pats, excepts, where = _syntax_left_side(draw)
     action = draw(
         st.one_of(
             st.just(ast.Frozen()),
@@ -859,19 +868,13 @@ def syntax_rules(draw: st.DrawFn) -> ast.Rule:
         )
     )
     label = draw(st.one_of(st.none(), st.sampled_from(["head", "ld", "x_1"])))
-    return ast.Rule(tuple(pats), tuple(excepts), action, label, where=where)
+    return ast.Rule(pats, excepts, action, label, where=where)
 
 
 @st.composite
 def syntax_with_rules(draw: st.DrawFn) -> ast.WithRule:
     """``with`` rules the parser can produce, not necessarily well typed."""
-    names = tuple(draw(st.lists(st.sampled_from(CAPTURE_NAMES), max_size=2, unique=True)))
-    if names:
-        pats = draw(st.lists(capture_patterns(names), min_size=1, max_size=2))
-    else:
-        pats = draw(st.lists(patterns, min_size=1, max_size=2))
-    excepts = draw(st.lists(patterns, max_size=1))
-    where = draw(st.one_of(st.none(), exprs(NAMES + names + ("ndim", "size"))))
+    names, pats, excepts, where = _syntax_left_side(draw)
     settings = draw(
         st.lists(
             st.sampled_from(["lr", "weight_decay", "b1", "momentum"]),
@@ -882,8 +885,8 @@ def syntax_with_rules(draw: st.DrawFn) -> ast.WithRule:
     )
     values = [draw(exprs(NAMES + names)) for _ in settings]
     return ast.WithRule(
-        tuple(pats),
-        tuple(excepts),
+        pats,
+        excepts,
         tuple(ast.Setting(n, v) for n, v in zip(settings, values)),
         where=where,
     )

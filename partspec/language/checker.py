@@ -268,6 +268,11 @@ class CheckedSpec:
         return _Checker(self.spec, self.inputs, self.inputs is not None, counts).run()
 
 
+def _where_uses(rule: ast.Rule | ast.WithRule, names: tuple[str, ...]) -> bool:
+    """Whether a rule's ``where`` condition reads any of ``names`` (its captures)."""
+    return bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
+
+
 def _setting_value(ev: Evaluator, st: ast.Setting, sc: Scope) -> Value:
     """The value of one setting; ``lr * X`` takes a number."""
     value = ev.eval(st.value, sc)
@@ -482,9 +487,7 @@ class _Checker(Evaluator):
         self._check_captures(rule)
         uses = _names_in(rule.action) if names else set()
         captures = tuple(n for n in names if n in uses)
-        where_captures = (
-            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
-        )
+        where_captures = _where_uses(rule, names)
         # The canonical text of the action, cached on the (immutable) rule: specs are
         # checked again at every compile.
         text = rule.__dict__.get("_action_text")
@@ -517,9 +520,7 @@ class _Checker(Evaluator):
                 self._known_keyword(st)
             settings.append((st.name, _setting_value(self, st, Scope(unset, None))))
         used = set().union(*(_names_in(st.value) for st in rule.settings)) if names else set()
-        where_captures = (
-            bool(names) and rule.where is not None and bool(set(names) & _names_in(rule.where))
-        )
+        where_captures = _where_uses(rule, names)
         return CheckedWith(
             index,
             rule,

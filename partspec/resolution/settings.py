@@ -140,15 +140,16 @@ def _replace(root: OptaxCall, old: OptaxCall, new: OptaxCall) -> OptaxCall:
 
 
 def _target(call: OptaxCall, name: str) -> OptaxCall:
-    takers = [c for c in _calls(call) if _takes(c, name)]
+    calls = _calls(call)
+    takers = [c for c in calls if _takes(c, name)]
     if len(takers) == 1:
         return takers[0]
-    shown = ", ".join(f"`{c.name}`" for c in _calls(call))
+    shown = ", ".join(f"`{c.name}`" for c in calls)
     if not takers:
         return _raise(
             name,
             f"`{call.name}` has no argument `{name}`"
-            if len(_calls(call)) == 1
+            if len(calls) == 1
             else f"none of the calls in the owner's action ({shown}) takes `{name}`",
             "a `with` setting changes the optimizer of the `->` rule that owns the leaf: "
             "keep the rule from matching leaves whose optimizer has no such argument "
