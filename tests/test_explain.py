@@ -362,6 +362,7 @@ TOP_KEYS = [
     "bytes",
     "params",
     "rules",
+    "with_rules",
     "labels",
     "totals",
     "diagnostics",
@@ -391,6 +392,7 @@ LABEL_KEYS = [
     "frozen",
     "unfreeze_at",
     "rules",
+    "with_rules",
     "leaves",
     "parameters",
     "bytes",
@@ -402,6 +404,7 @@ LABEL_KEYS = [
     "peak_learning_rate",
     "lr_scale",
 ]
+WITH_KEYS = ["index", "line", "pattern", "settings", "leaves", "parameters", "status"]
 TOTAL_KEYS = [
     "parameters",
     "trainable_parameters",
@@ -436,9 +439,58 @@ def test_json_schema_is_stable() -> None:
     assert render_json(_report(leaves_glob="head/*")) == text
 
 
+WITH_SPEC = """\
+param lr = 1e-3
+param small = false
+backbone/** -> frozen
+head/**     -> adamw(lr, weight_decay=0.05) as head
+**/bias                 with weight_decay = 0.0
+head/ln/*               with lr * 2
+head/ln/*               with lr * 3
+backbone/**             with lr * 5
+nothing/**              with lr * 7
+head/** where small     with lr * 0.1
+"""
+
+
+def test_with_rules_rows_count_the_leaves_whose_settings_they_decide() -> None:
+    report = explain(partspec.parse(WITH_SPEC, filename="w.pspec"), LEAVES)
+    rows = {w["line"]: w for w in report["with_rules"]}
+    assert [list(w) for w in report["with_rules"]] == [WITH_KEYS] * 6
+    # head/bias only: the backbone's biases are frozen and take no settings.
+    assert (rows[5]["settings"], rows[5]["leaves"], rows[5]["parameters"]) == (
+        ["weight_decay = 0.0"],
+        1,
+        10,
+    )
+    assert (rows[6]["settings"], rows[6]["leaves"], rows[6]["parameters"]) == (["lr * 2"], 1, 32)
+    assert [rows[n]["status"] for n in (5, 6, 7, 8, 9, 10)] == [
+        "ok",
+        "ok",
+        "shadowed",
+        "unused",
+        "unused",
+        "switched off",
+    ]
+    labels = {lab["label"]: lab for lab in report["labels"]}
+    assert labels["head[weight_decay=0.0]"]["with_rules"] == [5]
+    assert labels["head[lr*2]"]["with_rules"] == [6]
+    assert labels["head"]["with_rules"] == []
+    text = render_text(report, width=200)
+    assert "With rules" in text
+    assert text.index("With rules") < text.index("Labels")
+    assert "head/ln/*  " in text.split("With rules")[1]
+
+
+def test_no_with_rules_table_without_with_rules() -> None:
+    report = _report()
+    assert report["with_rules"] == []
+    assert "With rules" not in render_text(report, width=200)
+
+
 def test_schema_documented_in_module_docstring() -> None:
     doc = explain_mod.__doc__ or ""
-    for key in TOP_KEYS + RULE_KEYS + LABEL_KEYS + TOTAL_KEYS:
+    for key in TOP_KEYS + RULE_KEYS + WITH_KEYS + LABEL_KEYS + TOTAL_KEYS:
         assert f'"{key}"' in doc, key
 
 

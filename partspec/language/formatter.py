@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from partspec.language import ast
 from partspec.language.vocabulary import KEYWORDS
 
-__all__ = ["format_expr", "format_pattern", "format_spec"]
+__all__ = ["format_expr", "format_pattern", "format_setting", "format_spec"]
 
 _LITERAL_RE = re.compile(r'(?:[^\s/*?\[\]{},"\\#;<>=()\-]|-(?!>))+')
 
@@ -197,7 +197,8 @@ def _rhs(rule: ast.Rule) -> str:
     return text
 
 
-def _setting(st: ast.Setting) -> str:
+def format_setting(st: ast.Setting) -> str:
+    """A ``with`` rule's setting as the formatter writes it: ``lr * 0.5``, ``b1 = 0.95``."""
     if st.scales:
         # `lr * a * b` reads back as the factor `a * b`: a sum needs parentheses.
         factor = _wrap_source(st.value, _PREC["*"])
@@ -213,7 +214,9 @@ def _statement(stmt: ast.Statement, width: int = 0) -> str:
     if isinstance(stmt, ast.Rule):
         return f"{_lhs(stmt).ljust(width)} {_rhs(stmt)}"
     if isinstance(stmt, ast.WithRule):
-        return f"{_lhs(stmt).ljust(width)} with " + ", ".join(_setting(x) for x in stmt.settings)
+        return f"{_lhs(stmt).ljust(width)} with " + ", ".join(
+            format_setting(x) for x in stmt.settings
+        )
     if isinstance(stmt, ast.Let):
         return f"let {stmt.name} = {_source_expr(stmt.value)}"
     if isinstance(stmt, ast.PatternDef):

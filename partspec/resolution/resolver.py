@@ -88,6 +88,9 @@ class Resolver:
         self.with_sets: set[tuple[int, ...]] = set()
         #: ``with`` rules that match some frozen leaf.
         self.with_frozen: set[int] = set()
+        #: final label -> the ``with`` rules (indices into ``checked.with_rules``) that
+        #: decided one of its settings.
+        self.settings_from: dict[str, set[int]] = {}
         self._failed: set[int] = set()
         self._n = len(checked.rules)
         self._rules: tuple[Any, ...] = (*checked.rules, *checked.with_rules)
@@ -182,6 +185,7 @@ class Resolver:
             except SettingError as bad:
                 raise self._setting_error(owner, decided[bad.name][0], bad, path) from None
             self._settled[key] = got
+        self.settings_from.setdefault(got[0], set()).update(w - n for w, _ in decided.values())
         return got
 
     def _setting_error(self, owner: int, w: int, bad: SettingError, path: str) -> SpecError:

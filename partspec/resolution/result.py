@@ -42,11 +42,14 @@ class LabelAction:
         (an optimizer or transform with evaluated arguments), or an
         :class:`~partspec.language.values.Until` (``frozen until N then ...``).
       rules: the indices of the rules whose leaves get this label.
+      with_rules: the indices (into ``checked.with_rules``) of the ``with`` rules that
+        decided one of its settings.
     """
 
     label: str
     action: Action
     rules: tuple[int, ...] = ()
+    with_rules: tuple[int, ...] = ()
 
     @property
     def frozen(self) -> bool:
@@ -174,8 +177,11 @@ def finish(
             checked, integer_leaves, lambda segs, info: resolver.locate(segs, lambda: info)
         )
     rules = resolver.owners_by_label
+    withs = resolver.settings_from
     actions = {
-        lab: LabelAction(lab, act, tuple(sorted(rules.get(lab, ()))))
+        lab: LabelAction(
+            lab, act, tuple(sorted(rules.get(lab, ()))), tuple(sorted(withs.get(lab, ())))
+        )
         for lab, act in resolver.used_actions().items()
     }
     globals_ = tuple(g for g in checked.globals if isinstance(g, OptaxCall))

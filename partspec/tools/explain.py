@@ -47,6 +47,17 @@ are only ever added within a version, never removed or retyped::
           "shadowed_by": [int]       # lines of the earlier rules that take its leaves
         }                            #   (empty unless status is "shadowed")
       ],
+      "with_rules": [                # every `with` rule, in file order
+        {
+          "index": int,              # 0-based position among the `with` rules
+          "line": int,
+          "pattern": str,            # its left side, as written by `pspec fmt`
+          "settings": [str],         # "lr * 0.5", "weight_decay = 0.0"
+          "leaves": int,             # leaves one of whose settings it decides
+          "parameters": int,
+          "status": "ok" | "unused" | "shadowed" | "switched off"
+        }
+      ],
       "labels": [                    # every label that owns a leaf, in order of first rule
                                      #   (a capture rule's labels in natural order)
         {
@@ -56,6 +67,7 @@ are only ever added within a version, never removed or retyped::
           "unfreeze_at": int | null, # `frozen until N then ...`: N, the first update that
                                      #   moves it (its leaves count as trainable)
           "rules": [int],            # lines of the rules that give leaves this label
+          "with_rules": [int],       # lines of the `with` rules that decided its settings
           "leaves": int,
           "parameters": int,
           "bytes": int,
@@ -122,7 +134,7 @@ from partspec.diagnostics import SpecWarning, printable
 from partspec.jax.rates import rates_at
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec, check_spec
-from partspec.language.formatter import format_expr, format_pattern
+from partspec.language.formatter import format_expr, format_pattern, format_setting
 from partspec.language.load import parse
 from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo, OptaxCall, ScaledSchedule
@@ -339,6 +351,7 @@ def explain(
         "bytes": sum(sizes.bytes),
         "params": {p.name: _plain(res.checked.values.get(p.name)) for p in spec.params},
         "rules": rules,
+        "with_rules": _with_rows(res, labels),
         "labels": labels,
         "totals": _totals(labels, sizes),
         "diagnostics": [
@@ -401,6 +414,40 @@ def _rule_rows(res: Resolution, sizes: _Sizes) -> list[dict[str, Any]]:
     return rows
 
 
+def _with_rows(res: Resolution, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ``with`` rule: its settings, the trained leaves whose settings it
+    decides, and whether it is used, unused, shadowed or switched off by a ``param``."""
+    owned = [[0, 0] for _ in res.checked.with_rules]
+    for row in labels:
+        for w in res.actions[row["label"]].with_rules:
+            owned[w][0] += row["leaves"]
+            owned[w][1] += row["parameters"]
+    warned = {(d.code, d.line) for d in res.warnings}
+    rows = []
+    for cw, (n_leaves, n_params) in zip(res.checked.with_rules, owned):
+        line = cw.rule.span.line
+        if n_leaves:
+            status = "ok"
+        elif cw.switched_off:
+            status = "switched off"
+        elif ("W602", line) in warned:
+            status = "shadowed"
+        else:
+            status = "unused"
+        rows.append(
+            {
+                "index": cw.index,
+                "line": line,
+                "pattern": _lhs(cw.rule),
+                "settings": [format_setting(st) for st in cw.rule.settings],
+                "leaves": n_leaves,
+                "parameters": n_params,
+                "status": status,
+            }
+        )
+    return rows
+
+
 def _label_rows(
     plan: Any, tree: Any, res: Resolution, sizes: _Sizes, rules: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -431,6 +478,7 @@ def _label_rows(
                 "frozen": act.frozen,
                 "unfreeze_at": act.unfreeze_at,
                 "rules": [rules[r]["line"] for r in act.rules],
+                "with_rules": [res.checked.with_rules[w].rule.span.line for w in act.with_rules],
                 "leaves": n_leaves,
                 "parameters": n_params,
                 "bytes": n_bytes,
@@ -522,7 +570,7 @@ def _selected(
     ]
 
 
-def _lhs(rule: ast.Rule) -> str:
+def _lhs(rule: ast.Rule | ast.WithRule) -> str:
     text = ", ".join(format_pattern(p) for p in rule.patterns)
     if rule.excepts:
         text += " except " + ", ".join(format_pattern(p) for p in rule.excepts)
@@ -644,6 +692,26 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             {1, 2, 3, 4, *range(5 + scheduled, 9 + scheduled + until)},
         ),
     ]
+    if report.get("with_rules"):
+        tables.insert(
+            1,
+            (
+                "With rules",
+                ["line", "pattern", "settings", "leaves", "params", "status"],
+                [
+                    [
+                        str(w["line"]),
+                        w["pattern"],
+                        ", ".join(w["settings"]),
+                        f"{w['leaves']:,}",
+                        f"{w['parameters']:,}",
+                        w["status"],
+                    ]
+                    for w in report["with_rules"]
+                ],
+                {0, 3, 4},
+            ),
+        )
     rates = report.get("rates")
     if rates is not None:
         tables.append(
