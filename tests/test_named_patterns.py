@@ -85,3 +85,65 @@ def test_misuse_is_an_error_with_a_position(
 def test_a_segment_starting_with_at_is_quoted_by_format() -> None:
     spec = parse_syntax('"@x"/** -> frozen')
     assert partspec.format(spec) == '"@x"/** -> frozen\n'
+
+
+# ---------------------------------------------------------------- across includes
+
+BASE = """\
+let @norms = **/{ln,norm}*/*
+let @blocks = blocks/<i>/**
+"""
+TREE = {
+    "blocks": {"0": {"w": np.zeros(2), "ln": {"scale": np.zeros(2)}}},
+    "head": {"w": np.zeros(2)},
+}
+
+
+def _files(tmp_path, top: str) -> str:
+    (tmp_path / "base.pspec").write_text(BASE)
+    (tmp_path / "top.pspec").write_text(top)
+    return str(tmp_path / "top.pspec")
+
+
+def test_a_name_defined_in_an_included_file_is_usable_below_the_include(tmp_path) -> None:
+    top = (
+        'include "base.pspec"\n@norms  -> adam(1e-3)\n@blocks -> sgd(0.1 * i)\n**      -> frozen\n'
+    )
+    path = _files(tmp_path, top)
+    spec = partspec.load(path)
+    written_out = partspec.parse(
+        "**/{ln,norm}*/* -> adam(1e-3)\nblocks/<i>/** -> sgd(0.1 * i)\n** -> frozen\n"
+    )
+    assert partspec.compile(spec, TREE).labels == partspec.compile(written_out, TREE).labels
+    assert [p.ref for r in spec.rules for p in r.patterns] == ["norms", "blocks", None]
+    # The file itself formats with the names as written (nothing to expand there).
+    assert partspec.format(parse_syntax(top)) == top
+
+
+def test_a_name_used_above_the_include_that_defines_it_is_undefined(tmp_path) -> None:
+    path = _files(tmp_path, '@norms -> frozen\ninclude "base.pspec"\n** -> frozen\n')
+    with pytest.raises(SpecError) as info:
+        partspec.load(path)
+    d = info.value.diagnostics[0]
+    assert (d.code, d.line, d.column) == ("E301", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("top", "code", "line", "message"),
+    [
+        ('include "base.pspec"\n@nroms -> frozen\n', "E301", 2, "did you mean `@norms`?"),
+        ('include "base.pspec"\nlet @norms = x/**\n', "E302", 2, "already defined on line 1"),
+        ('include "base.pspec"\n@blocks, head/** -> frozen\n', "E204", 2, "capture different"),
+        ('include "base.pspec"\n** except @blocks -> frozen\n', "E204", 2, "`except`"),
+    ],
+)
+def test_misuse_across_files_is_an_error_in_the_using_file(
+    tmp_path, top: str, code: str, line: int, message: str
+) -> None:
+    path = _files(tmp_path, top)
+    with pytest.raises(SpecError) as info:
+        partspec.load(path)
+    d = info.value.diagnostics[0]
+    assert (d.code, d.line, d.filename) == (code, line, path)
+    assert message in d.message + (d.hint or "")
+    assert d.source_line == top.splitlines()[line - 1]

@@ -23,6 +23,7 @@ from partspec.diagnostics import Diagnostic, Span
 from partspec.diagnostics.text import line_of
 
 __all__ = [
+    "DEFERRED",
     "Alt",
     "BinOp",
     "Bool",
@@ -154,6 +155,11 @@ def capture_names(nodes: Iterable[GlobNode]) -> list[str]:
             for branch in n.branches:
                 out += capture_names(branch)
     return out
+
+
+#: ``Pattern.ref_index`` of a ``@name`` used below an ``include`` with no definition in
+#: its own file yet: resolving includes replaces it by the included file's definition.
+DEFERRED = -1
 
 
 @dataclass(frozen=True)

@@ -177,7 +177,7 @@ def _patterns(patterns: tuple[ast.Pattern, ...]) -> str:
     return ", ".join(
         format_pattern(p) if p.ref is None else f"@{p.ref}"
         for p in patterns
-        if p.ref is None or p.ref_index == 0
+        if p.ref is None or p.ref_index in (0, ast.DEFERRED)
     )
 
 

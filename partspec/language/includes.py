@@ -40,7 +40,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError
+from partspec.diagnostics import Annotation, Diagnostic, Span, SpecError, did_you_mean
 from partspec.diagnostics.text import line_of
 from partspec.language import ast
 from partspec.language.files import MAX_INCLUDE_BYTES, MAX_SPEC_BYTES, read_regular, read_stream
@@ -191,9 +191,95 @@ def resolve_includes(
     resolver = _Resolver(spec, base, allow_outside)
     top = _Frame(spec.filename, base, resolver.names.get(spec.filename or ""), spec.source)
     statements = resolver.expand(spec.statements, top)
-    return dataclasses.replace(
+    flat = dataclasses.replace(
         spec, statements=tuple(statements), sources={**spec.sources, **resolver.sources}
     )
+    return _expand_named(flat)
+
+
+def _expand_named(spec: ast.Spec) -> ast.Spec:
+    """Named patterns across files: a ``@name`` that its own file left for an included
+    file's definition (:data:`~partspec.language.ast.DEFERRED`) is expanded, in statement
+    order, by the definitions above it; a name defined in two files is ``E302``."""
+    from partspec.language.parser import check_captures, check_except_captures
+
+    named: dict[str, ast.PatternDef] = {}
+
+    def expand(patterns: tuple[ast.Pattern, ...]) -> tuple[ast.Pattern, ...]:
+        if all(p.ref_index != ast.DEFERRED for p in patterns):
+            return patterns
+        out: list[ast.Pattern] = []
+        for p in patterns:
+            if p.ref_index != ast.DEFERRED:
+                out.append(p)
+                continue
+            assert p.ref is not None
+            found = named.get(p.ref)
+            if found is None:
+                hint = did_you_mean(p.ref, named)
+                raise _spec_error(
+                    spec,
+                    Diagnostic.at(
+                        "E301",
+                        f"undefined pattern `@{p.ref}`",
+                        p.span,
+                        hint=hint.replace("`", "`@", 1)
+                        if hint
+                        else f"define it above its first use, in this file or in a file "
+                        f"included above it: `let @{p.ref} = ...`",
+                        label="not defined",
+                    ),
+                )
+            out += [
+                dataclasses.replace(d, span=p.span, ref=p.ref, ref_index=i)
+                for i, d in enumerate(found.patterns)
+            ]
+        return tuple(out)
+
+    changed = False
+    statements: list[ast.Statement] = []
+    for stmt in spec.statements:
+        new: ast.Statement = stmt
+        if isinstance(stmt, ast.PatternDef):
+            pats = expand(stmt.patterns)
+            if pats is not stmt.patterns:
+                new = dataclasses.replace(stmt, patterns=pats)
+                _checked(spec, check_captures, pats)
+            first = named.get(stmt.name)
+            if first is not None:
+                where = f" in {first.name_span.file}" if first.name_span.file else ""
+                raise _spec_error(
+                    spec,
+                    Diagnostic.at(
+                        "E302",
+                        f"pattern `@{stmt.name}` is already defined on line "
+                        f"{first.name_span.line}{where}",
+                        stmt.name_span,
+                        hint="choose another name; names cannot be rebound",
+                    ),
+                )
+            named[stmt.name] = new  # type: ignore[assignment]
+        elif isinstance(stmt, (ast.Rule, ast.WithRule)):
+            pats, excepts = expand(stmt.patterns), expand(stmt.excepts)
+            if pats is not stmt.patterns or excepts is not stmt.excepts:
+                new = dataclasses.replace(stmt, patterns=pats, excepts=excepts)
+                _checked(spec, check_captures, pats)
+                _checked(spec, check_except_captures, excepts)
+        changed = changed or new is not stmt
+        statements.append(new)
+    return dataclasses.replace(spec, statements=tuple(statements)) if changed else spec
+
+
+def _checked(spec: ast.Spec, check: Any, patterns: tuple[ast.Pattern, ...]) -> None:
+    """Run a parser check over expanded patterns, its error placed in ``spec``'s files."""
+    try:
+        check(patterns)
+    except SpecError as err:
+        raise SpecError([spec.attach(d) for d in err.diagnostics]) from None
+
+
+def _spec_error(spec: ast.Spec, diag: Diagnostic) -> SpecError:
+    return SpecError([spec.attach(diag)])
 
 
 def relocate(node: _T, file: str | None) -> _T:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lark import Token, Tree
@@ -163,6 +163,38 @@ def _error(
     return SpecError([Diagnostic.at(code, message, span, hint=hint, label=label)])
 
 
+def check_captures(patterns: Sequence[ast.Pattern]) -> None:
+    """``E204`` unless every pattern of a rule binds the same names (its action may use
+    any of them). Patterns still waiting for an included file's definition are skipped."""
+    known = [p for p in patterns if p.ref_index != ast.DEFERRED]
+    if not known:
+        return
+    first = set(ast.capture_names(known[0].nodes))
+    for pattern in known[1:]:
+        names = set(ast.capture_names(pattern.nodes))
+        if names != first:
+            shown = ", ".join(f"<{n}>" for n in sorted(first)) or "no captures"
+            raise _error(
+                "E204",
+                f"the patterns of one rule capture different names ({shown} in the first)",
+                pattern.span,
+                hint="capture the same names in every pattern of the rule, or split it "
+                "into several rules",
+            )
+
+
+def check_except_captures(patterns: Sequence[ast.Pattern]) -> None:
+    """``E204`` for a capture in an ``except`` pattern: it would bind nothing."""
+    for pattern in patterns:
+        if ast.capture_names(pattern.nodes):
+            raise _error(
+                "E204",
+                "a capture in an `except` pattern binds nothing",
+                pattern.span,
+                hint="use `*` (or `?*` for a non-empty run) in `except` patterns",
+            )
+
+
 def _unescape(body: str) -> str:
     if "\\" not in body:
         return body
@@ -196,6 +228,9 @@ class _Converter:
         self.text = text
         #: named patterns defined so far (``let @name = ...``), by name
         self.named: dict[str, ast.PatternDef] = {}
+        #: whether an ``include`` came before: an undefined ``@name`` may then be defined
+        #: by the included file, and is left for include resolution to expand.
+        self.after_include = False
         # The branches of each Alt with their tree nodes, for error positions.
         self._alt_parts: dict[int, list[list[tuple[ast.GlobNode, Any]]]] = {}
 
@@ -219,6 +254,7 @@ class _Converter:
                 out.append(self.let_pattern(child))
             elif child.data == "include_stmt":
                 (path,) = child.children
+                self.after_include = True
                 out.append(ast.Include(_unescape(str(path)[1:-1]), _meta_span(child)))
             elif child.data == "global_stmt":
                 (value,) = child.children
@@ -290,14 +326,7 @@ class _Converter:
         patterns = self.patterns(pats)
         self._check_rule_captures(patterns, pats)
         except_patterns = self.patterns(excepts) if isinstance(excepts, Tree) else ()
-        for pattern in except_patterns:
-            if ast.capture_names(pattern.nodes):
-                raise _error(
-                    "E204",
-                    "a capture in an `except` pattern binds nothing",
-                    pattern.span,
-                    hint="use `*` (or `?*` for a non-empty run) in `except` patterns",
-                )
+        check_except_captures(except_patterns)
         return patterns, except_patterns
 
     def rule(self, tree: Tree) -> ast.Rule:
@@ -387,18 +416,7 @@ class _Converter:
 
     def _check_rule_captures(self, patterns: tuple[ast.Pattern, ...], tree: Tree) -> None:
         """Every pattern of a rule binds the same names (the action may use any of them)."""
-        first = set(ast.capture_names(patterns[0].nodes))
-        for pattern in patterns[1:]:
-            names = set(ast.capture_names(pattern.nodes))
-            if names != first:
-                shown = ", ".join(f"<{n}>" for n in sorted(first)) or "no captures"
-                raise _error(
-                    "E204",
-                    f"the patterns of one rule capture different names ({shown} in the first)",
-                    pattern.span,
-                    hint="capture the same names in every pattern of the rule, or split it "
-                    "into several rules",
-                )
+        check_captures(patterns)
 
     # -- patterns
     def let_pattern(self, tree: Tree) -> ast.PatternDef:
@@ -440,6 +458,8 @@ class _Converter:
         name = str(tok)[1:]
         span = _tok_span(tok)
         named = self.named.get(name)
+        if named is None and self.after_include:
+            return [ast.Pattern((), span, ref=name, ref_index=ast.DEFERRED)]
         if named is None:
             hint = did_you_mean(name, self.named)
             raise _error(
