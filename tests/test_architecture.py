@@ -51,7 +51,7 @@ ORDER: list[tuple[str, list[str]]] = [
     ("partspec.matching", ["globs", "captures", "__init__"]),
     (
         "partspec.resolution",
-        ["settings", "resolver", "hints", "coverage", "result", "hyper", "__init__"],
+        ["settings", "resolver", "hints", "coverage", "result", "hyper", "selection", "__init__"],
     ),
     ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
     (

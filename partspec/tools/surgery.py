@@ -25,17 +25,14 @@ selects the head's first moments whatever the labels and chains around them.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from partspec._caches import register_lru
-from partspec.diagnostics import Diagnostic, SpecError, did_you_mean
+from partspec.diagnostics import SpecError, did_you_mean
 from partspec.jax.partition import (
     PartitionState,
     init_label,
@@ -45,48 +42,19 @@ from partspec.jax.partition import (
 )
 from partspec.jax.plan import GateState, Plan
 from partspec.jax.tree import leaf_info, leaf_segments
-from partspec.language import ast
-from partspec.language.checker import check_spec
-from partspec.language.parser import parse_selector
 from partspec.language.values import LeafInfo
-from partspec.resolution.resolver import Resolver, matcher_for
+from partspec.resolution.selection import (
+    Rename,
+    Selector,
+    TransferReport,
+    compile_selector,
+    duplicate,
+    error,
+    no_match,
+    plan_transfer,
+)
 
 __all__ = ["TransferReport", "replace", "reset_state", "select", "transfer"]
-
-#: How many paths an error or a report lists before summarising.
-MAX_LISTED = 20
-
-#: ``rename`` for :func:`transfer`: one ``(old_prefix, new_prefix)`` pair, a sequence of
-#: pairs (the first whose prefix matches applies), or a function from a source path to a
-#: destination path (``None`` to leave the leaf out).
-Rename = Union[tuple[str, str], Sequence[tuple[str, str]], Callable[[str], Union[str, None]]]
-
-_PATTERN_FILE = "<pattern>"
-
-
-# ---------------------------------------------------------------- patterns
-
-
-class _Selector:
-    """A compiled selector: the left side of a rule (patterns, ``except``, ``where``).
-
-    Leaves are selected exactly as a rule would own them: by the same matcher and, with
-    a ``where`` clause, by the same condition on each leaf's shape and dtype.
-    """
-
-    def __init__(self, spec: ast.Spec):
-        self.checked = check_spec(spec)  # an unknown dtype or a type error in `where`
-        self.matcher = matcher_for(self.checked)
-        self.has_condition = spec.rules[0].where is not None
-
-    def flags(self, leaves: Sequence[tuple[Sequence[str], Any]]) -> list[bool]:
-        """Whether each ``(segments, leaf)`` is selected."""
-        if not self.has_condition:
-            return [bool(self.matcher.match(segs)) for segs, _ in leaves]
-        resolver = Resolver(self.checked, self.matcher)
-        return [
-            resolver.locate(segs, functools.partial(_info, leaf))[0] == 0 for segs, leaf in leaves
-        ]
 
 
 def _info(leaf: Any) -> LeafInfo | None:
@@ -99,82 +67,9 @@ def _info(leaf: Any) -> LeafInfo | None:
         return None
 
 
-def _compile(pattern: str) -> _Selector:
-    if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
-    return _compile_cached(pattern)
-
-
-@functools.lru_cache(maxsize=256)
-def _compile_cached(pattern: str) -> _Selector:
-    """The selector of ``pattern`` (patterns, ``,``, ``except``, ``where``)."""
-    if "\n" in pattern or "\r" in pattern:
-        raise _pattern_error(pattern, "a pattern must be on one line")
-    if not pattern:
-        raise _pattern_error(pattern, 'empty pattern: `**` matches every leaf, `""` the root')
-    rule = parse_selector(pattern, filename=_PATTERN_FILE)
-    return _Selector(ast.Spec((rule,), source=pattern, filename=_PATTERN_FILE))
-
-
-register_lru(
-    "surgery.selectors", _compile_cached, owner=__name__, what="a compiled selector per pattern"
-)
-
-
-def _pattern_error(pattern: str, message: str, code: str = "E100") -> SpecError:
-    return SpecError(
-        [
-            Diagnostic(
-                code,
-                "error",
-                message,
-                1,
-                1,
-                1,
-                max(2, len(pattern) + 1),
-                filename=_PATTERN_FILE,
-                source_line=pattern,
-            )
-        ]
-    )
-
-
-def _listed(paths: Sequence[str], limit: int = MAX_LISTED) -> list[str]:
-    shown = [p or "<root>" for p in paths[:limit]]
-    if len(paths) > limit:
-        shown.append(f"... and {len(paths) - limit} more")
-    return shown
-
-
-def _no_match(pattern: str, paths: Sequence[str], what: str = "leaf") -> SpecError:
-    examples = ", ".join(f"`{p or '<root>'}`" for p in paths[:5])
-    more = ", ..." if len(paths) > 5 else ""
-    hint = (
-        f"the tree's paths are {examples}{more} (partspec.jax.tree.leaf_paths lists them)"
-        if paths
-        else "the tree has no leaves"
-    )
-    return SpecError(
-        [
-            Diagnostic(
-                "E701",
-                "error",
-                f"`{pattern}` matches no {what} of the tree",
-                1,
-                1,
-                1,
-                max(2, len(pattern) + 1),
-                filename=_PATTERN_FILE,
-                hint=hint,
-                label="matches nothing",
-                source_line=pattern,
-            )
-        ]
-    )
-
-
-def _error(code: str, where: str, message: str, **kw: Any) -> SpecError:
-    return SpecError([Diagnostic(code, "error", message, filename=where, **kw)])
+def _flags(selector: Selector, items: Sequence[tuple[Sequence[str], Any]]) -> list[bool]:
+    """Whether the selector selects each ``(segments, leaf)``."""
+    return selector.flags([segs for segs, _ in items], lambda i: _info(items[i][1]))
 
 
 def _flat(tree: Any) -> tuple[list[Any], Any, list[tuple[str, ...]]]:
@@ -210,26 +105,16 @@ def select(pattern: str, tree: Any) -> dict[str, Any]:
     >>> partspec.select("layers/{0..1}/w", {"layers": [{"w": 1.0}, {"w": 2.0}, {"w": 3.0}]})
     {'layers/0/w': 1.0, 'layers/1/w': 2.0}
     """
-    selector = _compile(pattern)
+    selector = compile_selector(pattern)
     items = leaf_segments(tree)
     out: dict[str, Any] = {}
-    for (segs, leaf), hit in zip(items, selector.flags(items)):
+    for (segs, leaf), hit in zip(items, _flags(selector, items)):
         if hit:
             path = "/".join(segs)
             if path in out:
-                raise _duplicate("partspec.select", path)
+                raise duplicate("partspec.select", path)
             out[path] = leaf
     return out
-
-
-def _duplicate(where: str, path: str) -> SpecError:
-    return _error(
-        "E704",
-        where,
-        f"two leaves have the same path `{path}`",
-        hint="a `/` inside a key separates segments: `{'a/b': x}` and `{'a': {'b': y}}` "
-        "both have the path `a/b`",
-    )
 
 
 def replace(pattern: str, tree: Any, fn: Callable[..., Any], *, with_path: bool = False) -> Any:
@@ -256,17 +141,17 @@ def replace(pattern: str, tree: Any, fn: Callable[..., Any], *, with_path: bool 
     >>> partspec.replace("**", [1.0, 2.0], lambda p, v: f"{p}={v}", with_path=True)
     ['0=1.0', '1=2.0']
     """
-    selector = _compile(pattern)
+    selector = compile_selector(pattern)
     leaves, treedef, segs = _flat(tree)
     new = list(leaves)
     hit = False
-    for i, chosen in enumerate(selector.flags(list(zip(segs, leaves)))):
+    for i, chosen in enumerate(_flags(selector, list(zip(segs, leaves)))):
         if chosen:
             s = segs[i]
             hit = True
             new[i] = fn("/".join(s), leaves[i]) if with_path else fn(leaves[i])
     if not hit:
-        raise _no_match(pattern, ["/".join(s) for s in segs])
+        raise no_match(pattern, ["/".join(s) for s in segs])
     return jax.tree_util.tree_unflatten(treedef, new)
 
 
@@ -343,7 +228,7 @@ def reset_state(
     at = [i for i, x in enumerate(leaves) if _is_partition(x) and _labels_of(x) == keys]
     if len(at) != 1:
         found = "no" if not at else f"{len(at)}"
-        raise _error(
+        raise error(
             "E705",
             where,
             f"the state holds {found} partition state with this plan's labels "
@@ -354,7 +239,7 @@ def reset_state(
     try:
         plan.labels_for(params)
     except (ValueError, SpecError):
-        raise _error(
+        raise error(
             "E705",
             where,
             "`params` has leaves that no rule of the plan covers",
@@ -366,7 +251,7 @@ def reset_state(
 
     if label is not None:
         if label not in plan.transforms:
-            raise _error(
+            raise error(
                 "E705",
                 where,
                 f"unknown label `{label}`",
@@ -390,11 +275,11 @@ def _reset_pattern(
     plan: Plan, part: PartitionState, params: Any, pattern: str, fresh: Callable[[str], Any]
 ) -> dict[str, Any]:
     """The new states of the labels owning parameters that ``pattern`` selects."""
-    selector = _compile(pattern)
+    selector = compile_selector(pattern)
     p_leaves, _, segs = _flat(params)
-    flags = selector.flags(list(zip(segs, p_leaves)))
+    flags = _flags(selector, list(zip(segs, p_leaves)))
     if not any(flags):
-        raise _no_match(pattern, ["/".join(s) for s in segs], "parameter")
+        raise no_match(pattern, ["/".join(s) for s in segs], "parameter")
     chosen = {s or ("",) for s, f in zip(segs, flags) if f}
     label_leaves = jax.tree_util.tree_leaves(plan.labels_for(params))
     touched = {lab for f, lab in zip(flags, label_leaves) if f} - plan.frozen_labels
@@ -406,7 +291,7 @@ def _reset_pattern(
         try:
             new[lab] = refresh_leaves(current[lab], fresh(lab), chosen.__contains__)
         except ValueError as exc:
-            raise _error(
+            raise error(
                 "E705",
                 "partspec.reset_state",
                 f"cannot tell which state of `{lab}` belongs to which parameter ({exc})",
@@ -419,107 +304,13 @@ def _reset_pattern(
 # ---------------------------------------------------------------- transfer
 
 
-@dataclass(frozen=True)
-class TransferReport:
-    """What :func:`transfer` did.
-
-    Attributes:
-      copied: ``(source path, destination path)`` of every copied leaf, in the
-        destination's leaf order.
-      missing: destination paths that the pattern selects but the source does not
-        have: they kept their values ("not filled").
-      skipped: destination paths outside the pattern: left as they were.
-      unused: source paths (before renaming) that were not copied anywhere.
-      values: the number of array elements copied.
-    """
-
-    copied: tuple[tuple[str, str], ...]
-    missing: tuple[str, ...]
-    skipped: tuple[str, ...]
-    unused: tuple[str, ...]
-    values: int = 0
-
-    @property
-    def not_filled(self) -> tuple[str, ...]:
-        """Every destination path that kept its value: ``missing`` then ``skipped``."""
-        return self.missing + self.skipped
-
-    def __str__(self) -> str:
-        n = len(self.copied)
-        lines = [
-            f"copied {_plural(n, 'leaf', 'leaves')} ({self.values:,} values); "
-            f"not filled: {len(self.missing)} missing, {len(self.skipped)} outside the "
-            f"pattern; unused in the source: {len(self.unused)}"
-        ]
-        if self.copied:
-            lines.append("copied:")
-            lines += [
-                f"  {s or '<root>'} -> {d or '<root>'}" if s != d else f"  {d or '<root>'}"
-                for s, d in self.copied[:MAX_LISTED]
-            ]
-            if n > MAX_LISTED:
-                lines.append(f"  ... and {n - MAX_LISTED} more")
-        for title, paths in (
-            ("missing (selected, not in the source; kept their values):", self.missing),
-            ("unused (in the source, not copied):", self.unused),
-        ):
-            if paths:
-                lines.append(title)
-                lines += [f"  {p}" for p in _listed(paths)]
-        return "\n".join(lines)
-
-
-def _renamer(rename: Rename | None) -> Callable[[str], str | None]:
-    if rename is None:
-        return lambda p: p
-    if callable(rename):
-        return rename
-    pairs: list[tuple[str, str]]
-    if (
-        isinstance(rename, tuple)
-        and len(rename) == 2
-        and isinstance(rename[0], str)
-        and isinstance(rename[1], str)
-    ):
-        pairs = [(rename[0], rename[1])]
-    else:
-        pairs = []
-        for pair in rename:
-            if not (
-                isinstance(pair, (tuple, list))
-                and len(pair) == 2
-                and all(isinstance(x, str) for x in pair)
-            ):
-                raise TypeError(
-                    "rename must be an (old_prefix, new_prefix) pair of strings, a sequence "
-                    f"of such pairs or a function, not {rename!r}"
-                )
-            pairs.append((pair[0], pair[1]))
-
-    def apply(path: str) -> str:
-        for old, new in pairs:
-            if path.startswith(old):
-                return new + path[len(old) :]
-        return path
-
-    return apply
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-def _shape_dtype(x: Any) -> tuple[tuple[int, ...], Any]:
+def _shape_dtype(x: Any) -> LeafInfo:
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
     if shape is None or dtype is None:
         arr = np.asarray(x)
         shape, dtype = arr.shape, arr.dtype
-    return tuple(shape), np.dtype(dtype)
-
-
-def _describe(shape: tuple[int, ...], dtype: Any) -> str:
-    return f"{dtype}[{','.join(map(str, shape))}]"
+    return LeafInfo(tuple(shape), str(np.dtype(dtype)))
 
 
 def transfer(
@@ -573,138 +364,18 @@ def transfer(
     unused (in the source, not copied):
       decoder/w
     """
-    where = "partspec.transfer"
-    selector = _compile(pattern)
-    sources, dropped = _sources(src, _renamer(rename), where)
+    src_items = leaf_segments(src)
     leaves, treedef, segs_list = _flat(dst)
-    paths = ["/".join(s) for s in segs_list]
-    selected = selector.flags(list(zip(segs_list, leaves)))
-    if not any(selected):
-        raise _no_match(pattern, paths)
+    pairs, report = plan_transfer(
+        [("/".join(segs), _shape_dtype(leaf)) for segs, leaf in src_items],
+        segs_list,
+        [_shape_dtype(leaf) for leaf in leaves],
+        pattern,
+        rename=rename,
+        strict=strict,
+        condition_info=lambda i: _info(leaves[i]),
+    )
     new = list(leaves)
-    copied: list[tuple[str, str]] = []
-    missing: list[str] = []
-    mismatches: list[str] = []
-    values = 0
-    seen: set[str] = set()
-    for i, path in enumerate(paths):
-        if not selected[i]:
-            continue
-        if path in seen:
-            raise _duplicate(where, path)
-        seen.add(path)
-        got = sources.get(path)
-        if got is None:
-            missing.append(path)
-        elif (bad := _mismatch(path, got[0], got[1], leaves[i])) is not None:
-            mismatches.append(bad)
-        else:
-            new[i] = got[1]
-            copied.append((got[0], path))
-            values += int(np.prod(_shape_dtype(got[1])[0], dtype=np.int64))
-    if mismatches:
-        raise _mismatches(where, mismatches)
-    used = {d for _, d in copied}
-    report = TransferReport(
-        tuple(copied),
-        tuple(missing),
-        tuple(p for p, s in zip(paths, selected) if not s),
-        tuple(sorted([s for t, (s, _) in sources.items() if t not in used] + dropped)),
-        values,
-    )
-    _check_transfer(report, where, pattern, sources, [p for p, s in zip(paths, selected) if s])
-    if strict and (report.missing or report.unused):
-        raise _strict_error(report, where)
+    for i, k in pairs:
+        new[i] = src_items[k][1]
     return jax.tree_util.tree_unflatten(treedef, new), report
-
-
-def _sources(
-    src: Any, renamer: Callable[[str], str | None], where: str
-) -> tuple[dict[str, tuple[str, Any]], list[str]]:
-    """Destination path -> (source path, leaf), and the source paths renamed to ``None``."""
-    sources: dict[str, tuple[str, Any]] = {}
-    dropped: list[str] = []
-    for segs, leaf in leaf_segments(src):
-        path = "/".join(segs)
-        target = renamer(path)
-        if target is None:
-            dropped.append(path)
-            continue
-        if not isinstance(target, str):
-            raise TypeError(f"rename returned {target!r} for `{path}`; expected a str or None")
-        if target in sources:
-            raise _error(
-                "E704",
-                where,
-                f"source leaves `{sources[target][0]}` and `{path}` both go to `{target}`",
-                hint="check `rename`, or leave one of them out with a rename function",
-            )
-        sources[target] = (path, leaf)
-    return sources, dropped
-
-
-def _mismatch(path: str, src_path: str, leaf: Any, dst_leaf: Any) -> str | None:
-    """Why ``leaf`` cannot replace ``dst_leaf`` (shapes or dtypes differ), or ``None``."""
-    s_shape, s_dtype = _shape_dtype(leaf)
-    d_shape, d_dtype = _shape_dtype(dst_leaf)
-    what = " and ".join(
-        w for w, bad in (("shapes", s_shape != d_shape), ("dtypes", s_dtype != d_dtype)) if bad
-    )
-    if not what:
-        return None
-    frm = f" (from `{src_path or '<root>'}`)" if src_path != path else ""
-    return (
-        f"`{path or '<root>'}`{frm}: {what} differ: source "
-        f"{_describe(s_shape, s_dtype)}, destination {_describe(d_shape, d_dtype)}"
-    )
-
-
-def _mismatches(where: str, mismatches: list[str]) -> SpecError:
-    """``E702``, one diagnostic per leaf whose shape or dtype differs."""
-    hint = (
-        "cast or reshape the source first (partspec.replace helps), or leave these "
-        "leaves out with `pattern` or `rename`"
-    )
-    last = len(mismatches) - 1
-    return SpecError(
-        [
-            Diagnostic("E702", "error", m, filename=where, hint=hint if i == last else None)
-            for i, m in enumerate(mismatches)
-        ]
-    )
-
-
-def _check_transfer(
-    report: TransferReport,
-    where: str,
-    pattern: str,
-    sources: dict[str, tuple[str, Any]],
-    selected: list[str],
-) -> None:
-    """``E703`` when nothing would be copied: both sides' paths, to compare."""
-    if report.copied:
-        return
-    raise _error(
-        "E703",
-        where,
-        f"nothing to copy: no source path equals a destination path matching `{pattern}`",
-        notes=(
-            "source paths: " + ", ".join(_listed([s for s, _ in sources.values()], 5)),
-            "destination paths: " + ", ".join(_listed(selected, 5)),
-        ),
-        hint="rewrite source paths with rename=(old_prefix, new_prefix)",
-    )
-
-
-def _strict_error(report: TransferReport, where: str) -> SpecError:
-    """``E703`` for ``strict=True``: every missing and unused leaf, named."""
-    missing, unused = report.missing, report.unused
-    notes = [f"missing: {p}" for p in missing] + [f"unused: {p}" for p in unused]
-    return _error(
-        "E703",
-        where,
-        f"strict transfer: {_plural(len(missing), 'destination leaf', 'destination leaves')} "
-        f"not filled, {_plural(len(unused), 'source leaf', 'source leaves')} unused",
-        notes=tuple(_listed(notes)),
-        hint="narrow `pattern`, fix `rename`, or pass strict=False and read the report",
-    )
