@@ -18,6 +18,7 @@ __all__ = ["EXTRAS", "MissingExtra", "has", "needs"]
 EXTRAS: dict[str, tuple[str, ...]] = {
     "jax": ("jax", "optax", "numpy"),
     "plot": ("matplotlib",),
+    "torch": ("torch",),
 }
 
 

@@ -1,8 +1,9 @@
 """Parameter structures without parameters: manifests and checkpoint headers.
 
 ``pspec check --tree TREE`` reads a parameter structure from a JSON manifest, an
-``.npz`` or ``.safetensors`` file (headers only), an Orbax checkpoint directory
-(metadata only) or ``MODULE:CALLABLE``. Nothing here imports JAX, except for
+``.npz`` or ``.safetensors`` file (headers only), a ``torch.save``d state dict (read
+with torch's ``weights_only`` loader, onto the meta device: no data), an Orbax
+checkpoint directory (metadata only) or ``MODULE:CALLABLE``. Nothing here imports JAX, except for
 ``MODULE:CALLABLE``, which runs the user's function under ``jax.eval_shape``.
 
 Every failure is a :class:`TreeInputError` whose message names the source and the
@@ -110,9 +111,14 @@ MAX_LEAF_SIZE = 2**63 - 1
 MAX_SAFETENSORS_HEADER = 100_000_000
 
 _FORMATS = (
-    "a JSON manifest (.json), an .npz or .safetensors file, an Orbax checkpoint "
-    "directory, or MODULE:CALLABLE"
+    "a JSON manifest (.json), an .npz or .safetensors file, a torch.save state dict "
+    "(.pt, .pth, .bin), an Orbax checkpoint directory, or MODULE:CALLABLE"
 )
+#: The buffers of torch's normalization layers (BatchNorm, InstanceNorm): in a state dict,
+#: never parameters.
+NORM_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+#: Extensions read as ``torch.save`` files (with ``weights_only=True``).
+_TORCH_EXTENSIONS = frozenset({".pt", ".pth", ".bin"})
 _CALLABLE_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 #: Extensions that make a name a file name, never ``MODULE:CALLABLE``: a missing
 #: ``model:v2.json`` is "no such file", not an import of ``model.py``.
@@ -216,6 +222,8 @@ def _dispatch(source: str) -> list[Leaf]:
         return _load_npz(source)
     if ext == ".safetensors":
         return _load_safetensors(source)
+    if ext in _TORCH_EXTENSIONS:
+        return _load_torch(source)
     what = f"extension {ext!r}" if ext else "no extension"
     _fail(source, f"unsupported tree input ({what}); expected {_FORMATS}")
 
@@ -639,6 +647,56 @@ def _load_safetensors(source: str) -> list[Leaf]:
         names.append(name)
         leaves.append(Leaf(_split(source, name, ".", where), shape, SAFETENSORS_DTYPES[code]))
     _check_unique(source, leaves, lambda i: f"tensor {names[i]!r}")
+    return leaves
+
+
+# ---------------------------------------------------------------- torch.save state dicts
+
+
+def _load_torch(source: str) -> list[Leaf]:
+    """The tensors of a ``torch.save``d state dict, read with ``weights_only=True``:
+    torch's restricted loader, which builds tensors and plain containers and refuses
+    any other object, so no code in the file runs. Nested dicts (a checkpoint's
+    ``{"model": state_dict, ...}``) give their keys as leading segments; entries that
+    are not tensors (an epoch number) and the normalization layers' buffers
+    (:data:`NORM_BUFFERS`) are skipped: they are not parameters, as in
+    ``model.named_parameters()``, which ``partspec.torch.compile`` labels."""
+    if importlib.util.find_spec("torch") is None:
+        _fail(source, "reading a torch.save file needs torch: pip install 'partspec[torch]'")
+    import torch
+
+    try:
+        obj = torch.load(source, map_location="meta", weights_only=True)
+    except Exception as exc:
+        if isinstance(exc, OSError):
+            raise
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split(". ")[0].splitlines()
+        _fail(
+            source,
+            f"not a state dict torch loads with weights_only=True ({type(exc).__name__}"
+            f"{': ' + first[0][:100] if first else ''}); save `model.state_dict()`, not the "
+            "model object",
+        )
+    if not isinstance(obj, dict):
+        _fail(source, f"expected a state dict (a dict of tensors), got {type(obj).__name__}")
+    leaves: list[Leaf] = []
+    names: list[str] = []
+
+    def walk(node: dict[Any, Any], prefix: tuple[str, ...], shown: str) -> None:
+        for key, value in node.items():
+            where = f"entry {shown + str(key)!r}"
+            if isinstance(value, dict):
+                walk(value, prefix + _split(source, str(key), ".", where), f"{shown}{key}/")
+            elif (
+                isinstance(value, torch.Tensor) and str(key).rsplit(".", 1)[-1] not in NORM_BUFFERS
+            ):
+                dtype = _dtype(source, str(value.dtype).removeprefix("torch."), where)
+                path = prefix + _split(source, str(key), ".", where)
+                leaves.append(Leaf(path, _shape(source, list(value.shape), where), dtype))
+                names.append(shown + str(key))
+
+    walk(obj, (), "")
+    _check_unique(source, leaves, lambda i: f"entry {names[i]!r}")
     return leaves
 
 
