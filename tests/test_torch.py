@@ -301,6 +301,7 @@ def test_several_kinds_behind_one_torch_optimizer() -> None:
     assert all(p in opt.state for g in opt.param_groups for p in g["params"])
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_scheduler_sets_every_groups_rate_as_the_optax_schedules_give_it() -> None:
     from partspec.jax.rates import rates_at
 

@@ -122,10 +122,22 @@ def exponential_decay(
         p = dec / steps
         if staircase:
             p = math.floor(p)
-        v = init if dec <= 0 else init * rate**p
+        v = init if dec <= 0 else init * _float32_range(rate, p)
         return float(clip(v, end)) if end is not None else float(v)
 
     return schedule
+
+
+def _float32_range(base: float, exponent: float) -> float:
+    """``base ** exponent``, infinite where float32 (optax's precision) overflows."""
+    try:
+        x = base**exponent
+    except OverflowError:
+        return math.inf
+    return x if abs(x) <= _FLOAT32_MAX else math.inf
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def cosine_decay_schedule(
