@@ -54,6 +54,7 @@ ORDER: list[tuple[str, list[str]]] = [
         ["settings", "resolver", "hints", "coverage", "result", "hyper", "selection", "__init__"],
     ),
     ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
+    ("partspec.torch", ["schedules", "mapping", "optim", "plan", "__init__"]),
     (
         "partspec.tools",
         ["plugins", "manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"],

@@ -29,7 +29,11 @@ NAMES = ("backbone", "mid", "head")
 def _model(seed: int = 0) -> Any:
     torch.manual_seed(seed)
     return torch.nn.ModuleDict(
-        {"backbone": torch.nn.Linear(4, 4), "mid": torch.nn.Linear(4, 4), "head": torch.nn.Linear(4, 3)}
+        {
+            "backbone": torch.nn.Linear(4, 4),
+            "mid": torch.nn.Linear(4, 4),
+            "head": torch.nn.Linear(4, 3),
+        }
     )
 
 
@@ -165,7 +169,8 @@ def test_seed_recipe_equals_hand_written_param_groups() -> None:
     """SGD(momentum 0.9, weight decay 1e-3), fc at 10x, StepLR(1, 0.1) stepped per epoch."""
     spec = """\
 param lr = 0.01
-** -> chain(add_decayed_weights(1e-3), sgd(exponential_decay(lr, 1, 0.1, staircase=true), momentum=0.9))
+let per_epoch = exponential_decay(lr, 1, 0.1, staircase=true)
+** -> chain(add_decayed_weights(1e-3), sgd(per_epoch, momentum=0.9))
 fc/** with lr * 10
 """
     torch.manual_seed(0)
@@ -181,7 +186,10 @@ fc/** with lr * 10
     )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
     gen = torch.Generator().manual_seed(1)
-    data = [(torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(4)]
+    data = [
+        (torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen))
+        for _ in range(4)
+    ]
     for _epoch in range(3):
         for x, y in data:
             for net, o in ((ours, plan.optimizer), (theirs, opt)):
@@ -237,7 +245,9 @@ def test_frozen_until_trains_first_at_that_update_with_fresh_state() -> None:
             assert int(plan.optimizer.state[mid]["step"]) == update - 2
     # The first update moves every weight by lr (Adam's first step is lr * sign(g)).
     model2 = _model()
-    plan2 = partspec.torch.compile("mid/** -> frozen until 3 then adam(0.1)\n** -> adam(0.1)", model2)
+    plan2 = partspec.torch.compile(
+        "mid/** -> frozen until 3 then adam(0.1)\n** -> adam(0.1)", model2
+    )
     rng = np.random.default_rng(0)
     for _ in range(4):
         _torch_update(plan2, model2, _grads(rng, model2))
@@ -246,7 +256,9 @@ def test_frozen_until_trains_first_at_that_update_with_fresh_state() -> None:
 
 
 def test_state_dicts_round_trip_mid_run() -> None:
-    spec = PARITY_SPEC.format(opt="adamw(sched, weight_decay=0.1)", lr=0.1, until=12, mult=3, clip=0.5)
+    spec = PARITY_SPEC.format(
+        opt="adamw(sched, weight_decay=0.1)", lr=0.1, until=12, mult=3, clip=0.5
+    )
     spec = "head/weight -> sgd(0.1, momentum=0.9)\n" + spec  # two kinds behind one optimizer
     rng = np.random.default_rng(0)
     grads = [_grads(rng, _model()) for _ in range(20)]
@@ -363,7 +375,9 @@ def test_timm_style_vit_gets_timms_rates_and_decay() -> None:
                     if not hasattr(mod, p):
                         mod.add_module(p, torch.nn.Module())
                     mod = getattr(mod, p)
-                mod.register_parameter(leaf, torch.nn.Parameter(torch.zeros(row["shape"], device="meta")))
+                mod.register_parameter(
+                    leaf, torch.nn.Parameter(torch.zeros(row["shape"], device="meta"))
+                )
 
     model = Vit()
     plan = partspec.torch.compile(partspec.load(ROOT / "examples/peers/timm_vit_b16.pspec"), model)
@@ -428,7 +442,7 @@ def test_transfer_shape_mismatch_names_both_sides() -> None:
 
 def test_transfer_strict_and_nothing_to_copy() -> None:
     model = _Classifier(2)
-    with pytest.raises(SpecError, match="E703|nothing to copy") as info:
+    with pytest.raises(SpecError, match="nothing to copy") as info:
         partspec.torch.transfer({"other.weight": torch.zeros(1)}, model)
     assert info.value.diagnostics[0].code == "E703"
     src = {k: v for k, v in _Classifier(2).state_dict().items() if not k.startswith("classifier")}

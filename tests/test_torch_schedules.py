@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("torch", reason="partspec.torch needs torch (the test extra)")
 
-from partspec.language._optax_table import TABLE  # noqa: E402
-from partspec.language.values import OptaxCall, ScaledSchedule  # noqa: E402
-from partspec.torch.schedules import _SCHEDULES, schedule_fn  # noqa: E402
+from partspec.language._optax_table import TABLE
+from partspec.language.values import OptaxCall, ScaledSchedule
+from partspec.torch.schedules import _SCHEDULES, schedule_fn
 
-COUNTS = list(range(0, 70)) + [99, 100, 101, 1000, 10**6]
+COUNTS = [*list(range(0, 70)), 99, 100, 101, 1000, 10**6]
 value = st.floats(0.0, 2.0, allow_nan=False).map(lambda x: float(np.float32(x)))
 steps = st.integers(-3, 40)
 pos_steps = st.integers(1, 40)
@@ -105,7 +105,9 @@ def test_every_allow_listed_schedule_has_an_implementation_and_a_strategy() -> N
 
 
 def _close(name: str, kwargs: dict[str, Any], factor: float = 1.0) -> None:
-    ours = schedule_fn(ScaledSchedule(factor, OptaxCall(name, "schedule", (), tuple(kwargs.items()))))
+    ours = schedule_fn(
+        ScaledSchedule(factor, OptaxCall(name, "schedule", (), tuple(kwargs.items())))
+    )
     theirs = getattr(optax, name)(**kwargs)
     # optax computes in float32: a value that cancels (1 + cos(x) near x = pi) is off
     # by float32 ulps of the schedule's scale, not of the value itself.

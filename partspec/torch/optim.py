@@ -23,7 +23,7 @@ from partspec.torch.mapping import TorchGroup
 
 __all__ = ["Optimizer", "Scheduler"]
 
-_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+_CLASSES: dict[str, Any] = {
     "SGD": torch.optim.SGD,
     "Adam": torch.optim.Adam,
     "AdamW": torch.optim.AdamW,
@@ -48,7 +48,9 @@ class Optimizer(torch.optim.Optimizer):
             entry: dict[str, Any] = {"params": params, "label": group.label, "lr": group.lr(0)}
             entry.update(group.options)
             by_kind.setdefault(group.kind, []).append(entry)
-        self.optimizers = [_CLASSES[kind](entries) for kind, entries in by_kind.items()]
+        self.optimizers: list[torch.optim.Optimizer] = [
+            _CLASSES[kind](entries) for kind, entries in by_kind.items()
+        ]
         self.max_norm = max_norm
         # Torch's base class keeps these very dicts: one list of groups, one state.
         super().__init__([g for o in self.optimizers for g in o.param_groups], {})
@@ -77,13 +79,13 @@ class Optimizer(torch.optim.Optimizer):
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not grads:
             return None
-        norm = torch.sqrt(sum(torch.sum(g.float() ** 2) for g in grads))  # type: ignore[arg-type]
+        norm = torch.sqrt(torch.stack([torch.sum(g.float() ** 2) for g in grads]).sum())
         if norm >= self.max_norm:
             for g in grads:
                 g.div_(norm.to(g.dtype)).mul_(self.max_norm)
         return norm
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every group (after clipping, with ``global clip_by_global_norm``)."""
         loss = None
         if closure is not None:
@@ -136,8 +138,8 @@ class Scheduler(torch.optim.lr_scheduler.LRScheduler):
             out.append(g.lr(max(n - start, 0)))
         return out
 
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        super().step(epoch)  # type: ignore[arg-type]
+    def step(self, epoch: int | None = None) -> None:
+        super().step(epoch)
         self._sync_grads()
 
     def _sync_grads(self) -> None:

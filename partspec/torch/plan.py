@@ -99,8 +99,8 @@ def compile(
     >>> import torch, partspec.torch
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     >>> plan = partspec.torch.compile("0/** -> frozen\\n1/* -> sgd(0.1, momentum=0.9)", model)
-    >>> plan.labels
-    {'0.weight': 'frozen', '0.bias': 'frozen', '1.weight': 'sgd(0.1, momentum=0.9)', '1.bias': 'sgd(0.1, momentum=0.9)'}
+    >>> plan.labels["0.weight"], plan.labels["1.bias"]
+    ('frozen', 'sgd(0.1, momentum=0.9)')
     >>> [(g["label"], g["lr"], len(g["params"])) for g in plan.optimizer.param_groups]
     [('sgd(0.1, momentum=0.9)', 0.1, 2)]
     >>> model[0].weight.requires_grad

@@ -17,6 +17,7 @@ of random arguments, to float32 rounding. A schedule registered with
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -166,7 +167,7 @@ def _piecewise_interpolate(
     values = [init_value]
     for _, s in items:
         values.append(values[-1] * s)
-    sizes = [max(b1 - b0, 1) for b0, b1 in zip(bounds, bounds[1:])]
+    sizes = [max(b1 - b0, 1) for b0, b1 in itertools.pairwise(bounds)]
 
     def interp(start: float, end: float, pct: float) -> float:
         if kind == "linear":
