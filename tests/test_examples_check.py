@@ -62,6 +62,19 @@ def test_manifest_is_up_to_date(manifest: Path, monkeypatch: pytest.MonkeyPatch)
     stem = manifest.name.removesuffix(".tree.json")
     module = SOURCES.get(stem, stem)
     monkeypatch.chdir(ROOT)
+    if stem == "torch_finetune":  # a PyTorch model: its named parameters
+        pytest.importorskip("torch", reason="the torch example's model needs torch")
+        import importlib
+
+        from partspec.tools.manifest import Leaf
+
+        model = importlib.import_module("examples.torch_finetune").Net(3)
+        fresh = dump_manifest(
+            Leaf(tuple(n.split(".")), tuple(p.shape), str(p.dtype).removeprefix("torch."))
+            for n, p in model.named_parameters()
+        )
+        assert manifest.read_text(encoding="utf-8") == fresh
+        return
     fresh = dump_manifest(load_leaves(f"examples.{module}:params"))
     assert manifest.read_text(encoding="utf-8") == fresh, (
         f"{manifest.name} is stale: run "

@@ -766,7 +766,7 @@ def test_missing_file_and_unknown_extension(tmp_path: Path) -> None:
     fails(str(tmp_path / "nope.npz"), "no such file")
     fails(str(tmp_path / "nope"), "no such file")
     msg = fails(
-        write(tmp_path / "model.pt", b"\x80\x02"), "unsupported tree input (extension '.pt')"
+        write(tmp_path / "model.pkl", b"\x80\x02"), "unsupported tree input (extension '.pkl')"
     )
     for fmt in (".json", ".npz", ".safetensors", "Orbax", "MODULE:CALLABLE"):
         assert fmt in msg
