@@ -60,7 +60,7 @@ def specs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("fmt", ["full", "concise", "json", "github"])
+@pytest.mark.parametrize("fmt", ["full", "concise", "json", "github", "sarif"])
 def test_check_formats_are_stable(specs: Path, fmt: str) -> None:
     code, out = run("check", "bad.pspec", "--format", fmt, cwd=specs)
     assert code == 1
@@ -69,7 +69,10 @@ def test_check_formats_are_stable(specs: Path, fmt: str) -> None:
 
 def test_json_output_is_documented_schema(specs: Path) -> None:
     _, out = run("check", "bad.pspec", "--format", "json", cwd=specs)
-    (d,) = json.loads(out)
+    doc = json.loads(out)
+    assert set(doc) == {"version", "diagnostics"}
+    assert doc["version"] == 2
+    (d,) = doc["diagnostics"]
     assert set(d) == {
         "code",
         "severity",
@@ -81,9 +84,11 @@ def test_json_output_is_documented_schema(specs: Path) -> None:
         "end_column",
         "hint",
         "notes",
+        "url",
         "related",
     }
     assert (d["code"], d["line"], d["column"]) == ("E401", 3, 16)
+    assert d["url"].endswith("/language/#E401")
 
 
 def test_clean_spec_exits_zero(specs: Path) -> None:
@@ -91,7 +96,7 @@ def test_clean_spec_exits_zero(specs: Path) -> None:
     assert code == 0
     assert out == f"All checks passed (1 spec).\n{NO_TREE}\n"
     code, out = run("check", "good.pspec", "--format", "json", cwd=specs)
-    assert (code, json.loads(out)) == (0, [])
+    assert (code, json.loads(out)) == (0, {"version": 2, "diagnostics": []})
 
 
 def test_several_specs_are_all_reported(specs: Path) -> None:

@@ -77,7 +77,7 @@ spec_bytes = st.one_of(
 @fuzz_settings
 @given(
     data=spec_bytes,
-    fmt=st.sampled_from(["full", "concise", "json", "github"]),
+    fmt=st.sampled_from(["full", "concise", "json", "github", "sarif"]),
     tree=st.booleans(),
     strict=st.booleans(),
 )
@@ -91,9 +91,13 @@ def test_check_any_spec_bytes(
         argv += ["--tree", str(ROOT / "examples" / "transfer_learning.tree.json")]
     code, out, _ = run([*argv, "--strict"] if strict else argv, capsys)
     if fmt == "json":
-        diags = json.loads(out)
+        diags = json.loads(out)["diagnostics"]
         assert isinstance(diags, list)
         assert (code == 0) == (not any(d["severity"] == "error" for d in diags))
+    if fmt == "sarif":  # any spec bytes give a log whose levels agree with the exit code
+        (run_,) = json.loads(out)["runs"]
+        levels = [r["level"] for r in run_["results"]]
+        assert (code == 0) == ("error" not in levels)
 
 
 @fuzz_settings

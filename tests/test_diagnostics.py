@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -83,3 +84,23 @@ def test_every_format_carries_the_annotations() -> None:
         }
     ]
     json.loads(RENDERERS["json"]([d]))
+
+
+def test_every_code_in_the_source_has_a_documentation_anchor() -> None:
+    # The JSON and SARIF outputs link each diagnostic to `language/#CODE`: an anchor in
+    # the code table of docs/language.md, which MkDocs publishes as language/.
+    from pathlib import Path
+
+    from partspec.diagnostics.render import code_url
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "language.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'<a id="([EW]\d{3})"></a>`\1`', doc))
+    used = {
+        code
+        for path in (root / "partspec").rglob("*.py")
+        for code in re.findall(r'"([EW]\d{3})"', path.read_text(encoding="utf-8"))
+    }
+    assert used <= anchors, f"codes without a row in docs/language.md: {sorted(used - anchors)}"
+    assert {"E001", "E105", "E423", "E901", "W604"} <= used
+    assert code_url("E105").endswith("language/#E105")

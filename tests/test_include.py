@@ -99,7 +99,7 @@ def test_rule_above_include_wins_and_rule_below_loses(tmp_path: Path) -> None:
     code, out = run(
         "check", "top.pspec", "--tree", "model.tree.json", "--format", "json", cwd=tmp_path
     )
-    diags = json.loads(out)
+    diags = json.loads(out)["diagnostics"]
     assert code == 0, out
     assert [(d["code"], d["filename"], d["line"]) for d in diags] == [("W602", "top.pspec", 3)]
 
@@ -493,7 +493,7 @@ def test_cli_check_names_the_included_file(tmp_path: Path) -> None:
     code, out = run("check", "top.pspec", "--format", "concise", cwd=tmp_path)
     assert out.splitlines()[0] == "lib/base.pspec:2:6: E401 unknown optimizer `adma`"
     code, out = run("check", "top.pspec", "--format", "json", cwd=tmp_path)
-    (d,) = json.loads(out)
+    (d,) = json.loads(out)["diagnostics"]
     assert (d["filename"], d["line"], d["code"]) == ("lib/base.pspec", 2, "E401")
     code, out = run("check", "top.pspec", "--format", "github", cwd=tmp_path)
     assert out.startswith("::error file=lib/base.pspec,line=2,col=6,")
@@ -527,7 +527,7 @@ def test_cli_exit_codes(tmp_path: Path, files: dict[str, str], code: int, expect
         write(proj / name, text)
     got, out = run("check", "top.pspec", "--format", "json", cwd=proj)
     assert got == code, out
-    assert [d["code"] for d in json.loads(out)] == [expected]
+    assert [d["code"] for d in json.loads(out)["diagnostics"]] == [expected]
 
 
 def test_cli_allow_outside_includes(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""One renderer per output format: ``full``, ``concise``, ``json``, ``github``.
+"""One renderer per output format: ``full``, ``concise``, ``json``, ``github``, ``sarif``.
 
 Each takes diagnostics as data (anything shaped like
 :class:`~partspec.diagnostics.Diagnostic`) and returns text; user text in them is
@@ -14,22 +14,40 @@ spec.pspec:1:12: E401 unknown optimizer `adma`
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from partspec._version import __version__
 from partspec.diagnostics.text import shown, source_window
 
 __all__ = [
+    "DOCS_URL",
     "FORMATS",
     "JSON_VERSION",
     "RENDERERS",
+    "SARIF_SCHEMA",
     "as_json",
+    "code_url",
     "concise",
     "full",
     "full_all",
     "github",
     "json_text",
+    "sarif",
 ]
+
+#: Where the documentation is published (``mkdocs.yml``'s ``site_url``).
+DOCS_URL = "https://partspec.github.io/partspec/"
+
+
+def code_url(code: str) -> str:
+    """The documentation of a diagnostic code: its row in the language reference's table.
+
+    >>> code_url("E401")
+    'https://partspec.github.io/partspec/language/#E401'
+    """
+    return f"{DOCS_URL}language/#{code}"
 
 
 class Renderable(Protocol):
@@ -111,8 +129,9 @@ def concise(diagnostics: Sequence[Renderable]) -> str:
     return "".join(f"{shown(d.location)}: {d.code} {shown(d.message)}\n" for d in diagnostics)
 
 
-#: The version of the JSON diagnostics schema (``docs/cli.md``).
-JSON_VERSION = 1
+#: The version of the JSON diagnostics schema (``docs/cli.md``). 2: an object with
+#: ``version`` and ``diagnostics`` (1 was a bare list), each diagnostic with a ``url``.
+JSON_VERSION = 2
 
 
 def as_json(d: Renderable) -> dict[str, Any]:
@@ -128,6 +147,7 @@ def as_json(d: Renderable) -> dict[str, Any]:
         "end_column": d.end_column or None,
         "hint": d.hint,
         "notes": list(d.notes),
+        "url": code_url(d.code),
         "related": [
             {
                 "filename": a.file or d.filename,
@@ -143,8 +163,10 @@ def as_json(d: Renderable) -> dict[str, Any]:
 
 
 def json_text(diagnostics: Sequence[Renderable]) -> str:
-    """A JSON list of diagnostics (see :func:`as_json`), indented, ending in a newline."""
-    return json.dumps([as_json(d) for d in diagnostics], indent=2) + "\n"
+    """``{"version": 2, "diagnostics": [...]}`` (see :func:`as_json`), indented, ending
+    in a newline."""
+    doc = {"version": JSON_VERSION, "diagnostics": [as_json(d) for d in diagnostics]}
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def _gh_escape(text: str, *, prop: bool = False) -> str:
@@ -176,12 +198,94 @@ def github(diagnostics: Sequence[Renderable]) -> str:
     return "".join(out)
 
 
+#: The schema that :func:`sarif`'s output follows.
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _artifact(filename: str | None) -> dict[str, Any]:
+    name = (filename or "<string>").replace("\\", "/")
+    uri = urllib.parse.quote(name, safe="/:")
+    out: dict[str, Any] = {"uri": uri}
+    if not name.startswith("/") and ":" not in name.split("/")[0]:
+        out["uriBaseId"] = "%SRCROOT%"  # relative to where pspec ran (the checkout)
+    return out
+
+
+def _region(line: int, column: int, end_line: int, end_column: int) -> dict[str, int]:
+    region = {"startLine": line, "startColumn": max(column, 1)}
+    if end_line >= line and end_column > 0:
+        region["endLine"] = end_line
+        region["endColumn"] = end_column
+    return region
+
+
+def sarif(diagnostics: Sequence[Renderable]) -> str:
+    """A SARIF 2.1.0 log (one run of ``pspec``), for GitHub code scanning.
+
+    Each code is a rule whose ``helpUri`` is its documentation; columns count Unicode
+    code points, as partspec's do. A problem of a whole file (``line == 0``) has a
+    location without a region.
+    """
+    codes = sorted({d.code for d in diagnostics})
+    index = {c: i for i, c in enumerate(codes)}
+    results = []
+    for d in diagnostics:
+        physical: dict[str, Any] = {"artifactLocation": _artifact(d.filename)}
+        if d.line > 0:
+            physical["region"] = _region(d.line, d.column, d.end_line, d.end_column)
+        text = d.message + "".join(f"\n{n}" for n in d.notes)
+        if d.hint:
+            text += f"\nhelp: {d.hint}"
+        result: dict[str, Any] = {
+            "ruleId": d.code,
+            "ruleIndex": index[d.code],
+            "level": "error" if str(d.severity) == "error" else "warning",
+            "message": {"text": text},
+            "locations": [{"physicalLocation": physical}],
+        }
+        related = [
+            {
+                "id": i,
+                "message": {"text": a.label},
+                "physicalLocation": {
+                    "artifactLocation": _artifact(a.file or d.filename),
+                    "region": _region(a.line, a.column, a.end_line, a.end_column),
+                },
+            }
+            for i, a in enumerate(d.annotations)
+            if a.line > 0
+        ]
+        if related:
+            result["relatedLocations"] = related
+        results.append(result)
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "pspec",
+                        "version": __version__,
+                        "informationUri": DOCS_URL,
+                        "rules": [{"id": c, "helpUri": code_url(c)} for c in codes],
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2) + "\n"
+
+
 #: Output format -> renderer of a list of diagnostics.
 RENDERERS: dict[str, Callable[[Sequence[Renderable]], str]] = {
     "full": lambda ds: "".join(full(d) + "\n\n" for d in ds),
     "concise": concise,
     "json": json_text,
     "github": github,
+    "sarif": sarif,
 }
 #: The formats, in the order the command line lists them.
 FORMATS = tuple(RENDERERS)

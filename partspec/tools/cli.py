@@ -626,7 +626,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=FORMATS,
         default="full",
         help="full (default: source lines and carets), concise (one line each), json, "
-        "or github (workflow annotations)",
+        "github (workflow annotations) or sarif (SARIF 2.1.0, for GitHub code scanning)",
     )
     c.set_defaults(func=cmd_check)
 
