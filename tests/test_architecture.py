@@ -57,7 +57,18 @@ ORDER: list[tuple[str, list[str]]] = [
     ("partspec.torch", ["schedules", "mapping", "optim", "plan", "__init__"]),
     (
         "partspec.tools",
-        ["plugins", "manifest", "surgery", "explain", "plot", "diff", "cli", "__init__"],
+        [
+            "config",
+            "plugins",
+            "lexer",
+            "manifest",
+            "surgery",
+            "explain",
+            "plot",
+            "diff",
+            "cli",
+            "__init__",
+        ],
     ),
     ("partspec", ["__init__", "__main__"]),
 ]

@@ -81,3 +81,53 @@ def test_what_needs_the_jax_extra_says_so_in_one_line(
         main(["check", "--strict", str(tmp_path / "s.pspec"), "--tree", str(tmp_path / "t.json")])
         == 0
     )
+
+
+def test_the_metadata_names_the_license_urls_and_typing_that_ship() -> None:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert meta["license"] == "Apache-2.0" and meta["license-files"] == ["LICENSE"]
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert (ROOT / "partspec" / "py.typed").is_file()
+    assert "Typing :: Typed" in meta["classifiers"]
+    from partspec.diagnostics.render import DOCS_URL
+
+    assert meta["urls"]["Documentation"] == DOCS_URL
+    mkdocs = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert f"site_url: {DOCS_URL}" in mkdocs
+    assert meta["urls"]["Repository"] in mkdocs
+
+
+def test_every_readme_link_works_on_pypi() -> None:
+    # PyPI renders the README without the repository around it: a relative link is dead.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert links
+    relative = [t for t in links if not t.startswith(("https://", "http://", "#"))]
+    assert not relative, relative
+    repo = "https://github.com/partspec/partspec/"
+    for target in links:
+        if target.startswith(repo):  # and each points at a file of this checkout
+            path = re.sub(r"^(blob|tree)/main/", "", target[len(repo) :]).split("#")[0]
+            assert (ROOT / path).exists(), target
+
+
+def test_mypy_in_a_user_project_sees_partspecs_types(tmp_path: Path) -> None:
+    pytest.importorskip("mypy", reason="mypy (the dev extra)")
+    import subprocess
+    import sys
+
+    user = tmp_path / "train.py"
+    user.write_text(
+        "import partspec\n"
+        "spec = partspec.parse('** -> frozen')\n"
+        "n: str = len(spec.rules)\n"  # an error only if mypy knows what parse returns
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--strict", str(user)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "py.typed" not in proc.stdout, proc.stdout
+    assert 'Incompatible types in assignment (expression has type "int"' in proc.stdout, proc.stdout

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -35,12 +36,15 @@ from partspec.language.includes import STDIN, STDIN_NAME
 
 if TYPE_CHECKING:
     from partspec.language.ast import Spec
+    from partspec.tools.config import Config
 
 __all__ = ["main"]
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 #: Commands that compile a spec or build a model: they need the `jax` extra.
 _NEEDS_JAX = frozenset({"explain", "diff", "tree", "plot"})
+#: Commands that need a parameter tree (``--tree``, or ``tree`` in ``[tool.partspec]``).
+_NEEDS_TREE = frozenset({"explain", "diff", "plot"})
 #: Diagnostic codes that mean the input, not the spec, is bad (exit 2).
 _USAGE_CODES = frozenset({"E001", "E304"})
 
@@ -563,6 +567,7 @@ _TREE_HELP = (
     "parameter structure: a .json manifest, .npz, .safetensors, an Orbax checkpoint "
     "directory, or MODULE:CALLABLE (which imports and runs that module)"
 )
+_TREE_DEFAULT = " (required; default: `tree` of [tool.partspec] in pyproject.toml)"
 
 
 def _examples(*commands: str) -> dict[str, Any]:
@@ -615,12 +620,23 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     c.add_argument(
-        "specs", nargs="+", metavar="SPEC", help=".pspec files (`-` reads standard input)"
+        "specs",
+        nargs="*",
+        metavar="SPEC",
+        help=".pspec files or directories of them (`-` reads standard input; none: `files` "
+        "of [tool.partspec] in pyproject.toml)",
     )
-    c.add_argument("--tree", metavar="TREE", help=_TREE_HELP)
+    c.add_argument(
+        "--tree", metavar="TREE", help=_TREE_HELP + " (default: `tree` of [tool.partspec])"
+    )
     add_values(c)
     add_includes(c)
-    c.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    c.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="treat warnings as errors (default: `strict` of [tool.partspec], else off)",
+    )
     c.add_argument(
         "--format",
         choices=FORMATS,
@@ -640,7 +656,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     e.add_argument("spec", metavar="SPEC", help="the .pspec file (`-` reads standard input)")
-    e.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
+    e.add_argument("--tree", metavar="TREE", help=_TREE_HELP + _TREE_DEFAULT)
     add_values(e)
     add_includes(e)
     e.add_argument("--leaves", metavar="GLOB", help="also show the owner of each matching leaf")
@@ -675,9 +691,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "specs",
-        nargs="+",
+        nargs="*",
         metavar="SPEC",
-        help=".pspec files, rewritten in place (`-` formats standard input to standard output)",
+        help=".pspec files or directories of them, rewritten in place (`-` formats standard "
+        "input to standard output; none: `files` of [tool.partspec] in pyproject.toml)",
     )
     f.add_argument("--check", action="store_true", help="exit 1 and show a diff instead")
     f.set_defaults(func=cmd_fmt)
@@ -689,7 +706,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("old", metavar="OLD", help="the spec the checkpoint was made under")
     d.add_argument("new", metavar="NEW", help="the edited spec")
-    d.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
+    d.add_argument("--tree", metavar="TREE", help=_TREE_HELP + _TREE_DEFAULT)
     add_values(d)
     add_includes(d)
     d.add_argument(
@@ -707,7 +724,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     pl.add_argument("spec", metavar="SPEC", help="the .pspec file (`-` reads standard input)")
-    pl.add_argument("--tree", metavar="TREE", required=True, help=_TREE_HELP)
+    pl.add_argument("--tree", metavar="TREE", help=_TREE_HELP + _TREE_DEFAULT)
     pl.add_argument("--steps", metavar="N", type=int, required=True, help="plot updates 0 to N - 1")
     add_values(pl)
     add_includes(pl)
@@ -742,15 +759,56 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plugins(named: Sequence[str]) -> None:
+def _plugins(config: Config, named: Sequence[str]) -> None:
     """Import the plugins named by ``--plugin`` and by ``[tool.partspec]``: the one
     place where these commands import user code."""
-    from partspec.tools.plugins import PluginError, find_pyproject, load_plugins, pyproject_plugins
+    from partspec.tools.plugins import PluginError, load_plugins
 
     try:
-        load_plugins([*pyproject_plugins(find_pyproject()), *named])
+        load_plugins([*config.plugins, *named])
     except PluginError as err:
         raise _Usage(str(err)) from None
+
+
+def _toml_item(name: str, value: Any) -> str:
+    """A ``[tool.partspec.set]`` value as the ``--set`` item that gives it."""
+    if isinstance(value, bool):
+        return f"{name}={'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f"{name}={json.dumps(value)}"
+    return f"{name}={value!r}"
+
+
+def _configure(args: argparse.Namespace) -> Config:
+    """Fill what the command line left out from ``[tool.partspec]`` (the command line
+    wins), and expand directories given as specs."""
+    from partspec.tools.config import ConfigError, expand_specs, load_config
+
+    try:
+        config = load_config()
+    except ConfigError as err:
+        raise _Usage(str(err)) from None
+    where = (
+        f"[tool.partspec] of {config.path}" if config.path else "[tool.partspec] of pyproject.toml"
+    )
+    if hasattr(args, "set"):
+        args.set = [_toml_item(k, v) for k, v in config.values.items()] + list(args.set)
+    if hasattr(args, "strict") and args.strict is None:
+        args.strict = config.strict
+    if hasattr(args, "tree") and args.tree is None:
+        args.tree = config.tree
+        if args.tree is None and args.command in _NEEDS_TREE:
+            raise _Usage(f"--tree TREE is required (or set `tree` in {where})")
+    if hasattr(args, "specs"):
+        base = config.path.parent if config.path else None
+        given = list(args.specs) or list(config.files)
+        if not given:
+            raise _Usage(f"give SPEC files or directories (or set `files` in {where})")
+        try:
+            args.specs = expand_specs(given, config.exclude, base)
+        except ConfigError as err:
+            raise _Usage(str(err)) from None
+    return config
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -776,8 +834,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command in _NEEDS_JAX:
             needs("jax", f"`pspec {args.command}`")
+        config = _configure(args)
         if hasattr(args, "plugin"):
-            _plugins(args.plugin)
+            _plugins(config, args.plugin)
         return int(args.func(args, out))
     except (_Usage, MissingExtra) as exc:
         print(f"pspec: error: {_shown(str(exc))}", file=sys.stderr)
