@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "jax": ("jax", "optax", "numpy"),
     "plot": ("matplotlib",),
     "torch": ("torch",),
+    "lsp": ("pygls", "lsprotocol"),
 }
 
 

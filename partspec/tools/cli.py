@@ -311,43 +311,16 @@ def _check_one(
     set_items: Sequence[str] = (),
 ) -> tuple[list[Diagnostic], int]:
     """Diagnostics for one spec file and the exit code it deserves."""
-    import dataclasses
-
-    from partspec.language.checker import check_spec
+    from partspec.tools.checking import check_loaded
 
     spec, diags, code = _load_spec(path, allow_outside)
     if spec is None:
         return diags, code
-    try:
-        checked = check_spec(spec, values, require=leaves is not None)
-    except SpecError as err:
-        _set_errors(err, set_items)
-        code = _exit_code(err.diagnostics)
-        return err.diagnostics, code
-    if leaves is None:
-        found = list(checked.warnings)  # deprecated optax functions
-        if strict:
-            found = [dataclasses.replace(w, severity="error") for w in found]
-    else:
-        from partspec.language.values import LeafInfo
-        from partspec.resolution import resolve_paths
-        from partspec.resolution.coverage import is_integer_dtype
-
-        # Shapes and dtypes matter to `where` conditions, and integer leaves to E503.
-        infos = (
-            [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves]
-            if any(r.rule.where is not None for r in checked.rules)
-            or any(r.rule.where is not None for r in checked.with_rules)
-            or any(is_integer_dtype(leaf.dtype) for leaf in leaves)
-            else None
-        )
-        try:
-            resolution = resolve_paths(checked, [leaf.path for leaf in leaves], infos)
-        except SpecError as err:  # a condition or capture that fails on some leaf
-            return err.diagnostics, EXIT_PROBLEMS
-        found = resolution.diagnostics(strict=strict)
-    bad = any(d.severity == "error" for d in found)
-    return found, EXIT_PROBLEMS if bad else EXIT_CLEAN
+    outcome = check_loaded(spec, values, leaves, strict=strict)
+    if outcome.checked is None:  # names, calls or types: a --set value may be at fault
+        _set_errors(SpecError(outcome.diagnostics), set_items)
+        return outcome.diagnostics, _exit_code(outcome.diagnostics)
+    return outcome.diagnostics, EXIT_PROBLEMS if outcome.failed else EXIT_CLEAN
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -549,6 +522,13 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         raise _Usage(f"cannot read tree: {exc}") from None
     out.write(render_json(report) if args.format == "json" else render_diff(report))
     return EXIT_CLEAN if report.restorable else EXIT_PROBLEMS
+
+
+def cmd_lsp(args: argparse.Namespace, out: TextIO) -> int:
+    """``pspec lsp``: the language server, on standard input and output."""
+    from partspec.tools.lsp import serve
+
+    return serve()
 
 
 def cmd_tree(args: argparse.Namespace, out: TextIO) -> int:
@@ -756,6 +736,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     t.set_defaults(func=cmd_tree)
+
+    ls = sub.add_parser(
+        "lsp",
+        help="the language server for editors, over stdio (needs the `lsp` extra)",
+        **_examples("pspec lsp", "pspec lsp --plugin my_project.partspec_ext"),
+    )
+    ls.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that specs can use what it registers (runs its code; "
+        "[tool.partspec] plugins of the current directory's project are imported too)",
+    )
+    ls.set_defaults(func=cmd_lsp)
     return p
 
 
@@ -827,13 +822,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         print(
-            "pspec: error: a command is required (check, explain, fmt, plot, tree, diff)",
+            "pspec: error: a command is required (check, explain, fmt, plot, tree, diff, lsp)",
             file=sys.stderr,
         )
         return EXIT_USAGE
     try:
         if args.command in _NEEDS_JAX:
             needs("jax", f"`pspec {args.command}`")
+        if args.command == "lsp":
+            needs("lsp", "`pspec lsp`")
         config = _configure(args)
         if hasattr(args, "plugin"):
             _plugins(config, args.plugin)
