@@ -197,3 +197,21 @@ def test_collapse_gives_one_row_per_capture_rule(tmp_path: Path) -> None:
     assert row.split()[:4] == ["layer[i=0..3]", "1.25e-4", "..", "0.001"]
     assert "update 100 .. 400" in row and " 12 " in row  # 4 leaves of 3 parameters
     assert "frozen until update 100, 200, 300, 400: 12 params" in text
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_a_onecycle_schedule_over_a_few_steps_trains_with_finite_rates(
+    kind: str, steps: int
+) -> None:
+    # A onecycle whose first phase rounds to zero steps (`int(0.3 * 3) == 0`) gave NaN
+    # learning rates at every step before optax 0.2.7 (optax#1403): the short runs of a
+    # smoke test diverged silently. pyproject.toml's optax floor rules those versions out.
+    spec = f"** -> sgd({kind}_onecycle_schedule({steps}, 0.1))"
+    params = {"w": jnp.zeros(3)}
+    plan = partspec.compile(spec, params)
+    state = plan.tx.init(params)
+    update = jax.jit(plan.tx.update)
+    for _ in range(steps + 2):
+        updates, state = update({"w": jnp.ones(3)}, state, params)
+        assert np.isfinite(np.asarray(updates["w"])).all(), updates

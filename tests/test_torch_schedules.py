@@ -117,9 +117,8 @@ def _close(name: str, kwargs: dict[str, Any], factor: float = 1.0) -> None:
         [1.0] + [abs(v) for k, v in kwargs.items() if k.endswith("value") and v is not None]
     )
     for n in COUNTS:
-        # The count as optax's optimizer state holds it (int32 under jit); a Python int
-        # takes numpy's path, which optax < 0.2.7 lets divide 0 by 0 for a onecycle phase
-        # of zero steps (optax#1403) where training itself gets finite rates.
+        # The count as optax's optimizer state holds it (int32 under jit), not a Python
+        # int, which takes numpy's path through the schedule instead of XLA's.
         want = factor * float(theirs(jnp.asarray(n, jnp.int32)))
         got = ours(n)
         # and a float32 power's error grows with the log of the result (1.5 ** 200).
