@@ -748,7 +748,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE",
         help="import MODULE first, so that specs can use what it registers (runs its code; "
-        "[tool.partspec] plugins of the current directory's project are imported too)",
+        "the server never imports the plugins of [tool.partspec] by itself)",
     )
     ls.set_defaults(func=cmd_lsp)
     return p
@@ -832,7 +832,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "lsp":
             needs("lsp", "`pspec lsp`")
         config = _configure(args)
-        if hasattr(args, "plugin"):
+        if args.command == "lsp":  # an editor starts it: only what its command line names
+            _plugins(type(config)(), args.plugin)
+        elif hasattr(args, "plugin"):
             _plugins(config, args.plugin)
         return int(args.func(args, out))
     except (_Usage, MissingExtra) as exc:
