@@ -119,3 +119,13 @@ def test_lsp_positions_count_utf16_units_and_come_back(line: str, col0: int) -> 
     units = _utf16(line, col)
     assert units == len(line[: col - 1].encode("utf-16-le")) // 2
     assert _column(line, units) == col
+
+
+def test_the_tree_is_read_again_only_when_it_changes(tmp_path: Path, tree: Config) -> None:
+    path = Path(tree.tree or "")
+    a = analyze("** -> sgd(0.1)\n", str(tmp_path / "s.pspec"), tree)
+    b = analyze("** -> sgd(0.2)\n", str(tmp_path / "s.pspec"), tree)
+    assert a.leaves is b.leaves and a.leaves is not None and len(a.leaves) == 6
+    path.write_text(json.dumps({"only": {"shape": [1], "dtype": "float32"}}))
+    c = analyze("** -> sgd(0.1)\n", str(tmp_path / "s.pspec"), tree)
+    assert c.leaves is not None and [leaf.path for leaf in c.leaves] == [("only",)]

@@ -125,6 +125,11 @@ class Analysis:
         return self.own.includes[0] if self.own.includes else None
 
 
+#: The last trees read, by (path, modification time, size): a buffer is analysed on
+#: every keystroke, and a manifest of 100,000 leaves takes a while to read.
+_TREES: dict[tuple[str, int, int], Sequence[Any]] = {}
+
+
 def _leaves(config: Config) -> tuple[Sequence[Any] | None, str | None]:
     if config.tree is None:
         return None, None
@@ -133,9 +138,21 @@ def _leaves(config: Config) -> tuple[Sequence[Any] | None, str | None]:
     if ":" in config.tree and not os.path.exists(config.tree):
         return None, None  # MODULE:CALLABLE runs user code: never from an editor
     try:
-        return load_leaves(config.tree), None
+        st = os.stat(config.tree)
+        key = (os.path.abspath(config.tree), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key is not None and key in _TREES:
+        return _TREES[key], None
+    try:
+        leaves = load_leaves(config.tree)
     except TreeInputError as err:
         return None, str(err)
+    if key is not None:
+        if len(_TREES) >= 4:
+            _TREES.clear()
+        _TREES[key] = leaves
+    return leaves, None
 
 
 def analyze(
