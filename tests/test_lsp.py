@@ -86,6 +86,14 @@ class Client:
         assert "error" not in msg, msg
         return msg["result"]
 
+    def change(self, uri: str, version: int, text: str) -> list[dict[str, Any]]:
+        """Replace the document's text (as an editor does on typing); its diagnostics."""
+        self.notify(
+            "textDocument/didChange",
+            {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]},
+        )
+        return self.diagnostics(uri)
+
     def diagnostics(self, uri: str) -> list[dict[str, Any]]:
         msg = self.wait(
             lambda m: (
@@ -137,23 +145,11 @@ def test_a_session_of_typing_hovering_completing_and_formatting(project: Path) -
         assert d["codeDescription"]["href"].endswith("/language/#E401")
 
         # Fix it: no diagnostics; the tree from [tool.partspec] is checked (coverage).
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": GOOD}]},
-        )
-        assert client.diagnostics(uri) == []
+        assert client.change(uri, 2, GOOD) == []
         broken = GOOD.replace("head/**", "head/*/x")
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": broken}]},
-        )
-        codes = sorted(d["code"] for d in client.diagnostics(uri))
+        codes = sorted(d["code"] for d in client.change(uri, 3, broken))
         assert codes == ["E501", "W601"]
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 4}, "contentChanges": [{"text": GOOD}]},
-        )
-        assert client.diagnostics(uri) == []
+        assert client.change(uri, 4, GOOD) == []
 
         # Hover on a rule: what it owns and its learning rate; on a name: its value.
         td = {"uri": uri}
@@ -173,21 +169,13 @@ def test_a_session_of_typing_hovering_completing_and_formatting(project: Path) -
 
         # Completion: optimizers after `->`, keyword arguments inside a call.
         typing = GOOD + "extra/** -> ada"
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 5}, "contentChanges": [{"text": typing}]},
-        )
-        client.diagnostics(uri)
+        client.change(uri, 5, typing)
         end = pos(typing, "-> ada", 6)
         items = client.request("textDocument/completion", {"textDocument": td, "position": end})
         labels = [i["label"] for i in items["items"]]
         assert "adam" in labels and "adamw" in labels and "sgd" not in labels
         typing = GOOD + "extra/** -> adamw(1e-3, we"
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 6}, "contentChanges": [{"text": typing}]},
-        )
-        client.diagnostics(uri)
+        client.change(uri, 6, typing)
         end = pos(typing, ", we", 4)
         items = client.request("textDocument/completion", {"textDocument": td, "position": end})
         (item,) = [i for i in items["items"] if i["label"] == "weight_decay"]
@@ -195,11 +183,7 @@ def test_a_session_of_typing_hovering_completing_and_formatting(project: Path) -
 
         # Go to definition: a param, a named pattern of an included file, the include.
         messy = 'param lr=1e-3\ninclude "parts/base.pspec"\nhead/**->adam( lr*2 )\n'
-        client.notify(
-            "textDocument/didChange",
-            {"textDocument": {"uri": uri, "version": 7}, "contentChanges": [{"text": messy}]},
-        )
-        client.diagnostics(uri)
+        client.change(uri, 7, messy)
         loc = client.request(
             "textDocument/definition", {"textDocument": td, "position": pos(messy, "lr*2")}
         )
