@@ -129,3 +129,15 @@ def test_the_tree_is_read_again_only_when_it_changes(tmp_path: Path, tree: Confi
     path.write_text(json.dumps({"only": {"shape": [1], "dtype": "float32"}}))
     c = analyze("** -> sgd(0.1)\n", str(tmp_path / "s.pspec"), tree)
     assert c.leaves is not None and [leaf.path for leaf in c.leaves] == [("only",)]
+
+
+def test_a_with_rules_hover_counts_the_leaves_whose_settings_it_decides(
+    tmp_path: Path, tree: Config
+) -> None:
+    text = "** -> adamw(1e-3, weight_decay=0.05)\n**/b with weight_decay = 0\nnone/** with lr * 2\n"
+    a = analyze(text, str(tmp_path / "s.pspec"), tree)
+    got = hover(a, 2, 3)
+    assert got is not None and got.startswith("**`with` rule** `weight_decay = 0`")
+    assert "decides settings of 3 leaves, 6 parameters" in got
+    got = hover(a, 3, 3)
+    assert got is not None and "decides nothing" in got

@@ -323,7 +323,43 @@ def hover(a: Analysis, line: int, column: int) -> str | None:
     for cr in checked.rules:
         if _own_file(a, cr.rule.span) and _inside(cr.rule.span, line, column):
             return _rule_hover(a, cr.index)
+    for cw in checked.with_rules:
+        if _own_file(a, cw.rule.span) and _inside(cw.rule.span, line, column):
+            return _with_hover(a, cw.index)
     return None
+
+
+def _with_hover(a: Analysis, index: int) -> str:
+    """What a ``with`` rule decides: its settings, and the trained leaves it decides them
+    for (a later ``with`` rule may decide the same setting instead)."""
+    from partspec.language.formatter import format_setting
+
+    checked = a.outcome.checked
+    assert checked is not None
+    cw = checked.with_rules[index]
+    settings = ", ".join(format_setting(s) for s in cw.rule.settings)
+    head = f"**`with` rule** `{settings}`"
+    res = a.outcome.resolution
+    if res is None:
+        return f"{head}\n\n_set `tree` in `[tool.partspec]` of pyproject.toml to see its leaves_"
+    assert a.leaves is not None
+    decided = {lab for lab, act in res.actions.items() if index in act.with_rules}
+    n_leaves = n_params = 0
+    for label, leaf in zip(res.labels, a.leaves):
+        if label in decided:
+            n_leaves += 1
+            n_params += math.prod(leaf.shape)
+    if not n_leaves:
+        why = (
+            "switched off"
+            if cw.switched_off
+            else "decides nothing: no trained leaf, or later rules"
+        )
+        return f"{head}\n\n({why})"
+    return (
+        f"{head}\n\ndecides settings of {n_leaves:,} lea{'f' if n_leaves == 1 else 'ves'}, "
+        f"{n_params:,} parameter{'' if n_params == 1 else 's'} ({len(decided)} labels)"
+    )
 
 
 # ---------------------------------------------------------------- definition
