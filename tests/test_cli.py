@@ -262,7 +262,7 @@ def test_every_option_has_help_and_every_command_an_example() -> None:
 
     parser = _parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) == {"check", "explain", "fmt", "diff", "plot", "tree"}
+    assert set(sub.choices) == {"check", "explain", "fmt", "diff", "plot", "tree", "lsp"}
     for name, command in sub.choices.items():
         assert command.epilog and command.epilog.startswith("examples:\n  pspec " + name), name
         for action in command._actions:

@@ -442,7 +442,7 @@ def test_cli_missing_files_exit_2(files: Path):
     assert code == 2
     assert "missing.pspec" in text and "also-missing.pspec" in text and "E001" in text
     code, text = cli(files, "old.pspec", "missing.pspec", "--format", "json")
-    assert code == 2 and json.loads(text)[0]["code"] == "E001"
+    assert code == 2 and json.loads(text)["diagnostics"][0]["code"] == "E001"
 
 
 def test_cli_unreadable_tree_exits_2(files: Path, capsys: pytest.CaptureFixture[str]):

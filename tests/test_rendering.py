@@ -50,7 +50,7 @@ def test_keys_with_surrogates_and_escapes_never_crash_or_reach_the_terminal(
     assert b"\x1b" not in proc.stdout and b"\x07" not in proc.stdout
     text = proc.stdout.decode("utf-8")
     if fmt == "json":
-        notes = json.loads(text)[0]["notes"]
+        notes = json.loads(text)["diagnostics"][0]["notes"]
         assert f"not covered: {SURROGATE}/w" in notes and f"not covered: {ESCAPE}/w" in notes
     elif fmt != "concise":  # concise has no notes
         assert "a\\ud800/w" in text and "k\\x1b[2J" in text

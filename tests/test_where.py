@@ -463,7 +463,7 @@ def test_cli_lists_leaves_a_condition_leaves_uncovered(tmp_path: Path, manifest:
     )
     code, out = pspec("check", "--strict", spec, "--tree", str(manifest), "--format", "json")
     assert code == 1
-    (d,) = json.loads(out)
+    (d,) = json.loads(out)["diagnostics"]
     assert d["code"] == "E501" and d["message"].startswith("4 parameter leaves are not covered")
     assert d["notes"] == [
         "not covered: emb/table",
@@ -483,7 +483,7 @@ def test_cli_strict_turns_a_condition_that_never_holds_into_an_error(
     assert (code, out.splitlines()[0]) == (0, f"{spec}:1:1: W601 rule matches no parameter")
     code, out = pspec("check", "--strict", spec, "--tree", str(manifest), "--format", "json")
     assert code == 1
-    assert [(d["code"], d["severity"], d["line"]) for d in json.loads(out)] == [
+    assert [(d["code"], d["severity"], d["line"]) for d in json.loads(out)["diagnostics"]] == [
         ("W601", "error", 1)
     ]
 
@@ -493,7 +493,7 @@ def test_cli_index_error_names_the_leaf(tmp_path: Path, manifest: Path) -> None:
     assert pspec("check", spec)[0] == 0  # no tree: nothing to index yet
     code, out = pspec("check", spec, "--tree", str(manifest), "--format", "json")
     assert code == 1
-    (d,) = json.loads(out)
+    (d,) = json.loads(out)["diagnostics"]
     assert (d["code"], d["line"], d["column"]) == ("E406", 1, 10)
     assert d["message"].startswith("for `enc/bias` (shape [3], dtype float32): index 1")
 
