@@ -638,3 +638,38 @@ def test_count_sees_a_capture_the_action_does_not_use(action: str, paths: bool) 
     else:
         plan = partspec.compile(spec, tree)
         assert plan.checked.values["d"] == 6  # layers 1..6: layer 0 belongs to rule 2
+
+
+_COUNTED_SPECS = [
+    "let n = count(i)\n**/layer_<i>/** -> sgd(0.1 * (n - i))\n** -> frozen",
+    "let n = count(i)\n**/layer_<i> where ndim >= 0 -> adam(1e-3 * 0.5 ** i)\n** -> sgd(0.1 * n)",
+    "let n = count(i)\nlayer_<i>/** -> sgd(0.1 * (i + 1))\n**/layer_<i>/** -> sgd(n)\n** -> sgd(1)",
+]
+
+
+_LAYERED = st.dictionaries(
+    st.sampled_from([f"layer_{i}" for i in range(6)] + ["head", "enc"]),
+    st.one_of(st.just(0.0), S.param_trees(leaves=st.just(0.0), max_leaves=3)),
+    min_size=1,
+    max_size=6,
+).flatmap(lambda d: st.sampled_from([d, {"enc": d}, {"enc": d, "layer_9": {"w": 0.0}}]))
+
+
+@given(tree=_LAYERED, spec=st.sampled_from(_COUNTED_SPECS))
+def test_a_counted_spec_labels_its_paths_as_the_tree_walk_labels_the_tree(
+    tree: Any, spec: str
+) -> None:
+    # With `count`, compile labels the paths it already walked to count, in one pass,
+    # and builds the label tree from them; the reference walks the tree itself.
+    from partspec.jax.plan import matcher_for
+    from partspec.jax.tree import label_tree
+    from partspec.resolution.resolver import Resolver
+
+    try:
+        plan = partspec.compile(spec, tree)
+    except partspec.SpecError as err:  # a capture that is not a number, for instance
+        assert all(d.code[:2] in ("E4", "E5") for d in err.diagnostics), err
+        return
+    ref = label_tree(Resolver(plan.checked, matcher_for(plan.checked)), tree)
+    assert plan.labels == ref
+    assert jax.tree_util.tree_structure(plan.labels) == jax.tree_util.tree_structure(ref)

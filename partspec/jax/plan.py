@@ -53,7 +53,7 @@ from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.load import parse
 from partspec.language.values import Action, LeafInfo
 from partspec.resolution.resolver import Resolver, matcher_for
-from partspec.resolution.result import Resolution, collect_counts, finish
+from partspec.resolution.result import Resolution, collect_counts, finish, walk_paths
 
 __all__ = [
     "GateState",
@@ -541,15 +541,27 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
     """
     try:
         leaves = None
+        dtypes: set[Any] = set()
+        known: tuple[tuple[int, ...], tuple[str | None, ...]] | None = None
         if checked.counted:
-            # `count(i)`: the distinct values of capture i over the tree, then check again.
+            # `count(i)`: the distinct values of capture i over the tree, then check
+            # again. The paths are at hand: label them in one pass over them, not in a
+            # second walk of the tree.
             leaves = leaf_segments(params)
             infos = [leaf_info(x) for _, x in leaves]
             paths = [segs for segs, _ in leaves]
-            checked = checked.with_counts(collect_counts(checked, paths, infos))
-        resolver = Resolver(checked, matcher_for(checked))
-        dtypes: set[Any] = set()
-        labels = label_tree(resolver, params, leaves, dtypes)
+            states: list[int] = []
+            counted_with = matcher_for(checked)
+            checked = checked.with_counts(collect_counts(checked, paths, infos, states=states))
+            resolver = Resolver(checked, matcher_for(checked))
+            same = resolver.matcher is counted_with  # the counts change no pattern
+            owners, labs = walk_paths(resolver, paths, infos, states if same else None)
+            known = (tuple(owners), tuple(labs))
+            labels = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), labs)
+            dtypes.update(getattr(x, "dtype", None) for _, x in leaves)
+        else:
+            resolver = Resolver(checked, matcher_for(checked))
+            labels = label_tree(resolver, params, leaves, dtypes)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
 
         def uncovered_paths() -> list[str]:
@@ -567,7 +579,7 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             checked,
             resolver,
             uncovered_paths,
-            per_leaf,
+            known if known is not None else per_leaf,
             lambda: [segs for segs, _ in leaves or leaf_segments(params)],
             _integer_leaves(params, dtypes),
         )

@@ -29,7 +29,7 @@ from partspec.language.values import Action, LeafInfo, OptaxCall, Until
 from partspec.resolution.coverage import integer_leaf_errors, rule_diagnostics
 from partspec.resolution.resolver import DYNAMIC, Resolver, matcher_for
 
-__all__ = ["LabelAction", "Resolution", "collect_counts", "finish", "resolve_paths"]
+__all__ = ["LabelAction", "Resolution", "collect_counts", "finish", "resolve_paths", "walk_paths"]
 
 
 @dataclass(frozen=True)
@@ -228,12 +228,35 @@ def collect_counts(
     checked: CheckedSpec,
     paths: Sequence[Sequence[str]],
     leaves: Sequence[LeafInfo] | None = None,
+    *,
+    states: list[int] | None = None,
 ) -> Mapping[str, int]:
     """``count(name)`` for each counted capture: its distinct values over the leaves
-    owned by the rules that capture it."""
+    owned by the rules that capture it.
+
+    ``states``, a list, receives each path's state in ``matcher_for(checked)``, for a
+    second walk over the same paths (:func:`walk_paths`) to start from.
+    """
     resolver = Resolver(checked, matcher_for(checked))
-    _walk_paths(resolver, paths, leaves, resolve_all=True)
+    _walk_paths(resolver, paths, leaves, resolve_all=True, record=states)
     return resolver.counts()
+
+
+def walk_paths(
+    resolver: Resolver,
+    paths: Sequence[Sequence[str]],
+    leaves: Sequence[LeafInfo] | None,
+    states: Sequence[int] | None = None,
+) -> tuple[list[int], list[str | None]]:
+    """Owner rule and label of each path (in order), recorded in ``resolver``.
+
+    ``states``: each path's state in ``resolver.matcher``, when an earlier walk
+    (:func:`collect_counts`) found them: the paths are not matched again.
+
+    Raises:
+      SpecError: a condition or capture fails on some leaf (the message names it).
+    """
+    return _walk_paths(resolver, paths, leaves, resolve_all=False, states=states)
 
 
 def _leaf_at(leaves: Sequence[LeafInfo] | None, n: int) -> LeafInfo | None:
@@ -246,9 +269,12 @@ def _walk_paths(
     leaves: Sequence[LeafInfo] | None,
     *,
     resolve_all: bool,
+    states: Sequence[int] | None = None,
+    record: list[int] | None = None,
 ) -> tuple[list[int], list[str | None]]:
     """Owner and label of each path; ``resolve_all`` also resolves every leaf whose owner
-    captures a counted name (to count)."""
+    captures a counted name (to count). Each path's state is taken from ``states`` when
+    given, and appended to ``record`` when given."""
     matcher = resolver.matcher
     owners: list[int] = []
     labels: list[str | None] = []
@@ -277,19 +303,26 @@ def _walk_paths(
         return got
 
     key, sep = matcher.key, matcher.sep
+    keep = record.append if record is not None else None
     for n, path in enumerate(paths):
         segs = tuple(path)
-        common = 0
-        limit = min(len(segs), len(prev)) - 1
-        while common < limit and segs[common] == prev[common]:
-            common += 1
-        del after_sep[common + 1 :]
-        s = after_sep[common]
-        for i in range(common, len(segs)):
-            s = key(s, segs[i])
-            if i < len(segs) - 1:
-                s = sep(s)
-                after_sep.append(s)
+        if states is not None:
+            s = states[n]
+        else:
+            common = 0
+            limit = min(len(segs), len(prev)) - 1
+            while common < limit and segs[common] == prev[common]:
+                common += 1
+            del after_sep[common + 1 :]
+            s = after_sep[common]
+            for i in range(common, len(segs)):
+                s = key(s, segs[i])
+                if i < len(segs) - 1:
+                    s = sep(s)
+                    after_sep.append(s)
+            prev = segs
+        if keep is not None:
+            keep(s)
         try:
             lab: Any = resolver.static(s)
         except SpecError:
@@ -302,5 +335,4 @@ def _walk_paths(
             owner = matcher.owner(s)
         owners.append(owner)
         labels.append(lab)
-        prev = segs
     return owners, labels
