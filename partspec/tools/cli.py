@@ -7,6 +7,11 @@ Commands:
   ``pspec tree MODULE:CALLABLE [-o FILE]``
   ``pspec diff OLD NEW --tree TREE [--set NAME=VALUE]... [--format F]``
   ``pspec plot SPEC --tree TREE --steps N [-o FILE] [--format image|csv|json]``
+  ``pspec lsp [--plugin MODULE]`` (the language server, over stdio)
+
+A SPEC may be a directory (its ``*.pspec`` files) or ``-``; ``[tool.partspec]`` in
+``pyproject.toml`` gives defaults for SPECs, ``--tree``, ``--set``, ``--strict`` and plugins
+(:mod:`partspec.tools.config`).
 
 ``check``, ``explain`` and ``diff`` follow ``include`` statements (and take
 ``--allow-outside-includes``); ``fmt`` formats each file as written.
