@@ -142,3 +142,11 @@ def test_check_reads_standard_input(project: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "<stdin>:4:1" in proc.stdout, proc.stdout
+
+
+def test_a_module_callable_tree_is_kept_as_written(project: Path) -> None:
+    # It was dropped (tree None): `pspec check` then checked no coverage at all.
+    configure(project, 'tree = "my_models.vit:params"\n')
+    assert load_config(project).tree == "my_models.vit:params"
+    configure(project, 'tree = "model.tree.json"\n')
+    assert load_config(project).tree.endswith("model.tree.json")
