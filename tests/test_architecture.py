@@ -51,7 +51,17 @@ ORDER: list[tuple[str, list[str]]] = [
     ("partspec.matching", ["globs", "captures", "__init__"]),
     (
         "partspec.resolution",
-        ["settings", "resolver", "hints", "coverage", "result", "hyper", "selection", "__init__"],
+        [
+            "settings",
+            "resolver",
+            "counting",
+            "hints",
+            "coverage",
+            "result",
+            "hyper",
+            "selection",
+            "__init__",
+        ],
     ),
     ("partspec.jax", ["tree", "optimizers", "partition", "rates", "plan", "__init__"]),
     ("partspec.torch", ["schedules", "mapping", "optim", "plan", "__init__"]),

@@ -52,8 +52,9 @@ from partspec.language._optax_table import OPTAX_VERSION
 from partspec.language.checker import CheckedSpec, check_spec
 from partspec.language.load import parse
 from partspec.language.values import Action, LeafInfo
+from partspec.resolution.counting import CountingPass
 from partspec.resolution.resolver import Resolver, matcher_for
-from partspec.resolution.result import Resolution, collect_counts, finish, walk_paths
+from partspec.resolution.result import Resolution, finish
 
 __all__ = [
     "GateState",
@@ -540,28 +541,21 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
     the tree's leaves) are computed when first asked for.
     """
     try:
-        leaves = None
         dtypes: set[Any] = set()
-        known: tuple[tuple[int, ...], tuple[str | None, ...]] | None = None
         if checked.counted:
-            # `count(i)`: the distinct values of capture i over the tree, then check
-            # again. The paths are at hand: label them in one pass over them, not in a
-            # second walk of the tree.
-            leaves = leaf_segments(params)
-            infos = [leaf_info(x) for _, x in leaves]
-            paths = [segs for segs, _ in leaves]
-            states: list[int] = []
-            counted_with = matcher_for(checked)
-            checked = checked.with_counts(collect_counts(checked, paths, infos, states=states))
-            resolver = Resolver(checked, matcher_for(checked))
-            same = resolver.matcher is counted_with  # the counts change no pattern
-            owners, labs = walk_paths(resolver, paths, infos, states if same else None)
-            known = (tuple(owners), tuple(labs))
-            labels = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), labs)
-            dtypes.update(getattr(x, "dtype", None) for _, x in leaves)
+            # `count(i)`: one walk labels the tree and counts; the labels that depend
+            # on a count are put in once the counts are known.
+            counting = CountingPass(checked)
+            labels = label_tree(counting.resolver, params, None, dtypes, counting)
+            assert counting.final is not None
+            checked = counting.final.checked
+            resolver = counting.final
+            if labels is None:  # the counts changed a label given during the walk
+                resolver = Resolver(checked, matcher_for(checked))
+                labels = label_tree(resolver, params, None, dtypes)
         else:
             resolver = Resolver(checked, matcher_for(checked))
-            labels = label_tree(resolver, params, leaves, dtypes)
+            labels = label_tree(resolver, params, None, dtypes)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
 
         def uncovered_paths() -> list[str]:
@@ -579,8 +573,8 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             checked,
             resolver,
             uncovered_paths,
-            known if known is not None else per_leaf,
-            lambda: [segs for segs, _ in leaves or leaf_segments(params)],
+            per_leaf,
+            lambda: [segs for segs, _ in leaf_segments(params)],
             _integer_leaves(params, dtypes),
         )
     except SpecError as err:

@@ -20,6 +20,7 @@ import numpy as np
 from partspec._caches import register
 from partspec.diagnostics import SpecError
 from partspec.language.values import LeafInfo
+from partspec.resolution.counting import CountingPass, Deferred
 from partspec.resolution.resolver import DYNAMIC, Resolver
 
 __all__ = ["is_variable", "key_text", "label_tree", "leaf_info", "leaf_paths", "leaf_segments"]
@@ -176,15 +177,9 @@ register(
 
 
 _UNCOVERED: Any = type("_Uncovered", (), {"__repr__": lambda self: "UNCOVERED"})()
-
-
-class _Pending:
-    """A leaf whose label needs its path: resolved after the walk."""
-
-    __slots__ = ("f", "info")
-
-    def __init__(self, f: int, info: LeafInfo):
-        self.f, self.info = f, info
+_MISS: Any = object()
+#: ``lead_of`` for a state whose outcomes are not cached (captures after a ``**``).
+_NO_KEY = -2
 
 
 def label_tree(
@@ -192,6 +187,7 @@ def label_tree(
     tree: Any,
     segments: list[tuple[tuple[str, ...], Any]] | None = None,
     dtypes: set[Any] | None = None,
+    counting: CountingPass | None = None,
 ) -> Any:
     """Label every leaf of ``tree`` with the label of the rule that owns it.
 
@@ -200,74 +196,128 @@ def label_tree(
     ``segments`` is ``leaf_segments(tree)`` if the caller has it already. Given a set
     ``dtypes``, the walk adds every leaf's ``dtype`` to it (``None`` for a leaf without
     one), so that a caller needs no second pass over the leaves.
+
+    A spec that uses ``count(...)`` is labelled through ``counting`` (whose resolver
+    is ``resolver``): the walk counts, :meth:`CountingPass.finish` labels what waited
+    for the counts, and the labels are put in place; the outcomes are then recorded in
+    ``counting.final``. Returns ``None`` if the counts change a label given during the
+    walk (the caller labels the tree again with ``counting.final``).
     """
     seen = dtypes.add if dtypes is not None else None
     matcher = resolver.matcher
     keys_of = matcher.key_transitions
     trans_of = matcher.transitions
-    label_of = resolver.label_of
+    # The labels known from a final state alone (``str``): the fast path.
+    label_of: dict[int, Any] = resolver.label_of if counting is None else counting.direct
     kind_cache = _kind_cache
-    pending = False
-    # When some labels need paths, they are resolved after the walk by lining the
-    # label tree's leaves up with the tree's: an uncovered leaf must then not be
-    # ``None``, which JAX takes for an empty subtree.
-    may_pend = resolver.may_need_paths
-    uncovered = _UNCOVERED if may_pend else None
+    # A leaf's path is carried down only when some label may need it (captures).
+    track = resolver.may_need_paths or counting is not None
+    # Placeholders for labels that wait for the counts: where they sit in a dict
+    # (patched in place), and whether one sits in another container (then the label
+    # tree is flattened to put them in, and an uncovered leaf must not be ``None``,
+    # which JAX takes for an empty subtree).
+    holes: list[tuple[dict[Any, Any], Any]] = []
+    boxed = False
 
-    # Labels decided by state, shape and dtype (conditions without captures).
-    by_leaf: dict[tuple[int, Any, Any], Any] = {}
+    # Outcomes by (final state, shape, dtype, the leading keys of the path that
+    # captures read): a label, ``None``, or a placeholder. ``lead_of``: per final state
+    # seen, how many leading keys (``_NO_KEY``: the outcome is not cached).
+    by_leaf: dict[Any, Any] = {}
+    lead_of: dict[int, int] = {}
 
-    def leaf(f: int, v: Any) -> Any:
-        nonlocal pending
-        if seen is not None:
-            seen(getattr(v, "dtype", None))
-        lab = resolver.static(f)
-        if lab is None:
-            return uncovered
-        if lab is not DYNAMIC:
-            return lab
-        key = (f, getattr(v, "shape", None), getattr(v, "dtype", None))
-        try:
-            got = by_leaf.get(key)
-        except TypeError:  # an unhashable shape or dtype
-            key, got = (f, None, None), None
-        if got is not None:
-            return got
-        info = leaf_info(v)
-        if resolver.needs_path(f):
-            pending = True
-            return _Pending(f, info)
-        got = resolver.resolve(f, info)[1] or uncovered
-        if key is not None and key[1] is not None and key[2] is not None:
-            by_leaf[key] = got
+    def first_sight(f: int) -> int:
+        if counting is not None:
+            lead = counting.lead(f)
+        else:
+            lab = resolver.static(f)
+            needs = lab is DYNAMIC and resolver.needs_path(f)
+            lead = resolver.path_lead(f) if needs else 0
+        got = lead_of[f] = _NO_KEY if lead is None else lead
         return got
 
-    def visit(v: Any, f: int) -> Any:
-        # ``f`` is the state after this value's own key.
+    def leaf(f: int, v: Any, path: Any, key: Any) -> Any:
+        # ``path``: the parent's segments (when tracked); ``key``: the leaf's own
+        # segment, or ``None`` when ``path`` is the leaf's whole path.
+        if seen is not None:
+            seen(getattr(v, "dtype", None))
+        lead = lead_of.get(f)
+        if lead is None:
+            lead = first_sight(f)
+        shape, dtype = getattr(v, "shape", None), getattr(v, "dtype", None)
+        ck: Any = None
+        if lead >= 0 and shape is not None and dtype is not None:
+            if not lead:
+                prefix = ()
+            elif lead <= len(path):
+                prefix = path[:lead]
+            else:
+                prefix = (*path, key)[:lead]
+            ck = (f, shape, dtype, prefix)
+            try:
+                got = by_leaf.get(ck, _MISS)
+            except TypeError:  # an unhashable shape or dtype
+                ck, got = None, _MISS
+            if got is not _MISS:
+                return got
+        segs = None if path is None else path if key is None else (*path, key)
+        if counting is not None:
+            assert segs is not None
+            got = counting.leaf(f, functools.partial(leaf_info, v), segs)
+        else:
+            got = resolver.static(f)
+            if got is DYNAMIC:
+                got = resolver.resolve(f, leaf_info(v), segs)[1]
+        if ck is not None:
+            by_leaf[ck] = got
+        return got
+
+    def boxed_leaf(f: int, v: Any, segs: Any) -> Any:
+        # A leaf that is not a dict's value.
+        nonlocal boxed
+        lab = leaf(f, v, segs, None)
+        if lab is None and counting is not None:
+            boxed = True
+            return _UNCOVERED
+        if lab.__class__ is Deferred:
+            boxed = True
+        return lab
+
+    def visit(v: Any, f: int, segs: Any) -> Any:
+        # ``f`` is the state after this value's own key; ``segs`` its path.
         t = type(v)
         k = kind_cache.get(t)
         if k is None:
             k = _NODE if t in (dict, list, tuple) or v is None else _kind(v)
         if k == _LEAF:
-            return leaf(f, v)
+            return boxed_leaf(f, v, segs)
         if k == _VAR:
             pairs, treedef = _children(v)
-            return treedef.unflatten([visit(c, f) for _, c in pairs])
+            return treedef.unflatten([visit(c, f, segs) for _, c in pairs])
         s = trans_of[f].get(None, -1)
         if s < 0:
             s = matcher.sep(f)
-        return walk(v, s)
+        return walk(v, s, segs)
 
     def step(s: int, key: str) -> int:
         f = keys_of[s].get(key, -1)
         return f if f >= 0 else matcher.key(s, key)
 
-    def walk(node: Any, s: int) -> Any:
+    def walk(node: Any, s: int, path: Any) -> Any:
         t = type(node)
         if t is dict:
             out = {}
             keys = keys_of[s]
-            for key, v in node.items():
+            plen = len(path) if path is not None else 0
+            order: Any = node
+            if track:
+                # JAX's leaf order (a dict's keys sorted): labels that depend on the
+                # path are handed out, and listed, in the order of their first leaf.
+                try:  # noqa: SIM105 (a context manager per node costs more)
+                    order = sorted(node)
+                except TypeError:  # keys JAX cannot order either
+                    pass
+            for key in order:
+                v = node[key]
                 kt = key if type(key) is str else str(key)
                 f = keys.get(kt, -1)
                 if f < 0:
@@ -276,52 +326,88 @@ def label_tree(
                 if tv is dict:
                     # The common case inline: a dict under a dict.
                     s2 = trans_of[f].get(None, -1)
-                    out[key] = walk(v, s2 if s2 >= 0 else matcher.sep(f))
+                    out[key] = walk(
+                        v, s2 if s2 >= 0 else matcher.sep(f), (*path, kt) if track else None
+                    )
                 elif kind_cache.get(tv) == _LEAF:
                     if seen is not None:
                         seen(getattr(v, "dtype", None))
                     lab = label_of.get(f)
-                    out[key] = lab if lab.__class__ is str else leaf(f, v)
+                    if lab.__class__ is not str:
+                        # The outcome cache inline (``leaf`` fills it).
+                        lead = lead_of.get(f, -1)
+                        if 0 <= lead <= plen:
+                            try:
+                                lab = by_leaf.get(
+                                    (f, v.shape, v.dtype, path[:lead] if lead else ()), _MISS
+                                )
+                            except (AttributeError, TypeError):
+                                lab = _MISS
+                            if lab is _MISS:
+                                lab = leaf(f, v, path, kt)
+                        else:
+                            lab = leaf(f, v, path, kt)
+                        if lab.__class__ is Deferred:
+                            holes.append((out, key))
+                    out[key] = lab
                 else:
-                    out[key] = visit(v, f)
+                    out[key] = visit(v, f, (*path, kt) if track else None)
             return out
         if t is list or t is tuple:
-            items = [visit(v, step(s, str(i))) for i, v in enumerate(node)]
+            items = [
+                visit(v, step(s, str(i)), (*path, str(i)) if track else None)
+                for i, v in enumerate(node)
+            ]
             return items if t is list else tuple(items)
         if node is None:
             return None
         pairs, treedef = _children(node)
         return treedef.unflatten(
-            [visit(c, step(s, key)) if key is not None else visit(c, s) for key, c in pairs]
+            [
+                visit(c, step(s, key), (*path, key) if track else None)
+                if key is not None
+                else visit(c, s, path)
+                for key, c in pairs
+            ]
         )
+
+    def locate_all(r: Resolver) -> None:
+        # A condition failed on some leaf: find it again with its path, for the message.
+        for segs, x in segments if segments is not None else leaf_segments(tree):
+            r.locate(segs, functools.partial(leaf_info, x))
 
     try:
         start = matcher.start
         kind = _NODE if type(tree) in (dict, list, tuple) or tree is None else _kind(tree)
         if kind == _LEAF:
-            result = leaf(start, tree)
+            result = boxed_leaf(start, tree, ())
         elif kind == _VAR:
             pairs, treedef = _children(tree)
             result = treedef.unflatten(
-                [visit(c, start) if _kind(c) != _NODE else walk(c, start) for _, c in pairs]
+                [visit(c, start, ()) if _kind(c) != _NODE else walk(c, start, ()) for _, c in pairs]
             )
         else:
-            result = walk(tree, start)
+            result = walk(tree, start, ())
     except SpecError:
-        # A condition failed on some leaf: find it again with its path, for the message.
-        for segs, x in segments if segments is not None else leaf_segments(tree):
-            resolver.locate(segs, functools.partial(leaf_info, x))
+        locate_all(resolver)
         raise
-    if may_pend:
+    if counting is None:
+        return result
+    try:
+        final = counting.finish()
+    except SpecError:
+        assert counting.final is not None
+        locate_all(counting.final)
+        raise
+    if final is None:
+        return None
+    for out, key in holes:
+        out[key] = out[key].label
+    if boxed:
         flat, treedef = jax.tree_util.tree_flatten(result)
-        if pending:
-            if segments is None:
-                segments = leaf_segments(tree)
-            assert len(flat) == len(segments)
-            flat = [
-                resolver.resolve(lab.f, lab.info, segs)[1] if isinstance(lab, _Pending) else lab
-                for lab, (segs, _) in zip(flat, segments)
-            ]
-        flat = [None if lab is _UNCOVERED else lab for lab in flat]
+        flat = [
+            None if lab is _UNCOVERED else lab.label if lab.__class__ is Deferred else lab
+            for lab in flat
+        ]
         result = jax.tree_util.tree_unflatten(treedef, flat)
     return result

@@ -15,6 +15,7 @@ Call(func='adam', args=(Num(value=0.005),), kwargs=())
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -360,7 +361,7 @@ class Rule:
     label_span: Span = _span()
     where: Expr | None = None
 
-    @property
+    @functools.cached_property
     def captures(self) -> tuple[str, ...]:
         """The names the rule's patterns capture, in order of appearance."""
         cached: tuple[str, ...] | None = self.__dict__.get("_captures")
@@ -407,7 +408,7 @@ class WithRule:
     span: Span = _span()
     where: Expr | None = None
 
-    @property
+    @functools.cached_property
     def captures(self) -> tuple[str, ...]:
         """The names the rule's patterns capture, in order of appearance."""
         names = (n for p in self.patterns for n in capture_names(p.nodes))

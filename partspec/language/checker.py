@@ -264,8 +264,20 @@ class CheckedSpec:
         return got
 
     def with_counts(self, counts: Mapping[str, int]) -> CheckedSpec:
-        """The spec checked again with ``count(name)`` known (from a parameter tree)."""
-        return _Checker(self.spec, self.inputs, self.inputs is not None, counts).run()
+        """The spec checked again with ``count(name)`` known (from a parameter tree).
+
+        Remembered per counts (a spec is compiled again for every parameter structure
+        of one model: NNX state, gradients, abstract trees).
+        """
+        key = tuple(sorted(counts.items()))
+        memo: dict[Any, CheckedSpec] = self.__dict__.setdefault("_with_counts", {})
+        got = memo.get(key)
+        if got is None:
+            got = _Checker(self.spec, self.inputs, self.inputs is not None, counts).run()
+            if len(memo) >= 16:
+                memo.clear()
+            memo[key] = got
+        return got
 
 
 def _where_uses(rule: ast.Rule | ast.WithRule, names: tuple[str, ...]) -> bool:

@@ -196,10 +196,10 @@ class _Extractor:
             self.keys = found[1]
             self.whole = compile_patterns([pattern])
 
-    def extract(self, segments: Sequence[str]) -> dict[str, str] | None:
+    def extract(self, segments: Sequence[str], matched: bool = False) -> dict[str, str] | None:
         if self.program is not None:
             return _run(self.program, "/".join(segments))
-        if not self.whole.match(segments):
+        if not matched and not self.whole.match(segments):
             return None
         k = self.keys
         assert k is not None
@@ -231,7 +231,9 @@ register_lru(
 )
 
 
-def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str, str] | None:
+def extract_captures(
+    pattern: ast.Pattern, segments: Sequence[str], *, matched: bool = False
+) -> dict[str, str] | None:
     """The text each ``<name>`` of ``pattern`` binds on a path, or ``None`` if it does not match.
 
     Where a path can match in several ways, every wildcard (``*``, ``**``, and the
@@ -245,8 +247,11 @@ def extract_captures(pattern: ast.Pattern, segments: Sequence[str]) -> dict[str,
     {'i': '3', 'name': 'kernel'}
     >>> extract_captures(p, ["enc", "kernel"]) is None
     True
+
+    ``matched=True`` says the caller knows the pattern matches the whole path (a
+    matcher said so): only the captures are read.
     """
-    return _extractor(pattern).extract(segments)
+    return _extractor(pattern).extract(segments, matched)
 
 
 def capture_keys(pattern: ast.Pattern) -> int | None:

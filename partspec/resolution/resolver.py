@@ -47,6 +47,10 @@ def matcher_for(checked: CheckedSpec) -> Matcher:
     return _matcher(tuple(sides), len(checked.rules))
 
 
+#: Settled (label, settings) pairs kept per checked spec.
+MAX_SETTLED = 4096
+
+
 class _Dynamic:
     def __repr__(self) -> str:
         return "DYNAMIC"
@@ -95,12 +99,16 @@ class Resolver:
         self._n = len(checked.rules)
         self._rules: tuple[Any, ...] = (*checked.rules, *checked.with_rules)
         self._labels = [r.label for r in checked.rules]
-        self._settled: dict[Any, tuple[str, Action]] = {}
+        # (label, settings) -> the final label and action: the same for every
+        # resolver of this checked spec (a spec is compiled again for each structure).
+        self._settled: dict[Any, tuple[str, Action]] = checked.__dict__.setdefault("_settled", {})
         self._dynamic = checked.dynamic
         self._needs_path: dict[int, bool] = {}
         self._lead: dict[int, int | None] = {}
         self._memo: dict[Any, tuple[int, str | None]] = {}
+        self._count_memo: dict[Any, tuple[int, str | None]] = {}
         self._tests: dict[tuple[int, LeafInfo | None], bool] = {}
+        self._counting: dict[int, bool] = {}
 
     def static(self, f: int) -> Any:
         """The label at final state ``f`` if the path decides it, else :data:`DYNAMIC`."""
@@ -117,19 +125,7 @@ class Resolver:
             or any(rules[r].captures for r in cands[len(owners) :])
         ):
             lab = DYNAMIC
-            counted = self.checked.counted
-            capturing = [
-                r
-                for r in cands
-                if rules[r].captures
-                or rules[r].where_captures
-                or counted.intersection(rules[r].rule.captures)
-            ]
-            self._needs_path[f] = bool(capturing)
-            # The result is then decided by the leaf and this many leading keys.
-            keys = [capture_keys(p) for r in capturing for p in rules[r].rule.patterns]
-            known = [k for k in keys if k is not None]
-            self._lead[f] = None if len(known) < len(keys) else max(known, default=0)
+            self._needs_path[f], self._lead[f] = self._path_use(cands)
         else:
             lab = self._labels[owners[0]] if owners else None
             withs = cands[len(owners) :]
@@ -178,13 +174,16 @@ class Resolver:
             return label, action
         items = sorted(decided.items(), key=lambda kv: (kv[0] != "lr", kv[0]))
         key = (label, tuple((name, value) for name, (_, value) in items))
-        got = self._settled.get(key)
+        settled = self._settled
+        got = settled.get(key)
         if got is None:
             try:
                 got = apply_settings(label, action, [(name, v) for name, (_, v) in items])
             except SettingError as bad:
                 raise self._setting_error(owner, decided[bad.name][0], bad, path) from None
-            self._settled[key] = got
+            if len(settled) >= MAX_SETTLED:
+                settled.clear()
+            settled[key] = got
         self.settings_from.setdefault(got[0], set()).update(w - n for w, _ in decided.values())
         return got
 
@@ -221,6 +220,52 @@ class Resolver:
             return self.resolve(f, leaf(), segments)
         return self.matcher.owner(f), lab
 
+    def _path_use(self, cands: Sequence[int]) -> tuple[bool, int | None]:
+        """Whether the rules ``cands`` read a leaf's path (captures), and how many of its
+        leading keys decide what they read (``None``: no fixed number)."""
+        rules = self._rules
+        counted = self.checked.counted
+        capturing = [
+            r
+            for r in cands
+            if rules[r].captures
+            or rules[r].where_captures
+            or counted.intersection(rules[r].rule.captures)
+        ]
+        keys = [capture_keys(p) for r in capturing for p in rules[r].rule.patterns]
+        known = [k for k in keys if k is not None]
+        return bool(capturing), None if len(known) < len(keys) else max(known, default=0)
+
+    def path_lead(self, f: int) -> int | None:
+        """How many leading keys of a leaf's path, with its shape and dtype, decide the
+        outcome at final state ``f`` (``0``: the path's state alone; ``None``: the whole
+        path may matter). The same for the ``count(...)`` bindings recorded there."""
+        if self.label_of.get(f, "") is DYNAMIC and not self._needs_path[f]:
+            return 0
+        lead = self._lead.get(f, -1)
+        if lead == -1:
+            lead = self._lead[f] = self._path_use(self.matcher.matches(f))[1]
+        return lead
+
+    def counts_at(self, f: int) -> bool:
+        """Whether a leaf at final state ``f`` may add to some ``count(...)``: a rule whose
+        patterns match there captures a counted name (whether it owns the leaf, or the
+        ``with`` rule applies, can depend on a ``where`` condition)."""
+        counted = self.checked.counted
+        if not counted:
+            return False
+        got = self._counting.get(f)
+        if got is None:
+            got = self._counting[f] = any(
+                counted.intersection(self._rules[r].rule.captures) for r in self.matcher.matches(f)
+            )
+        return got
+
+    def has_withs(self, f: int) -> bool:
+        """Whether some ``with`` rule's pattern matches leaves at final state ``f``."""
+        cands = self.matcher.matches(f)
+        return bool(cands) and cands[-1] >= self._n
+
     @property
     def may_need_paths(self) -> bool:
         """Whether some leaf's label may need its path (captures)."""
@@ -235,18 +280,27 @@ class Resolver:
         return self._needs_path[f]
 
     def resolve(
-        self, f: int, leaf: LeafInfo | None, segments: Sequence[str] | None = None
+        self,
+        f: int,
+        leaf: LeafInfo | None,
+        segments: Sequence[str] | None = None,
+        *,
+        count_only: bool = False,
     ) -> tuple[int, str | None]:
         """``(owner rule index or -1, label)`` for one leaf at state ``f``.
 
         ``segments`` (the leaf's path) is needed when :meth:`needs_path` says so.
+        ``count_only`` decides the owner and records the values of its captures (and
+        of the ``with`` rules that match) for :meth:`counts`, but no label: ``(owner,
+        None)``.
         """
         memo_key: Any = (f, leaf)
         lead = self._lead.get(f)
         if segments is not None and self._needs_path.get(f, True):
             memo_key = (f, leaf, tuple(segments[:lead])) if lead is not None else None
+        memo = self._count_memo if count_only else self._memo
         if memo_key is not None:
-            got = self._memo.get(memo_key)
+            got = memo.get(memo_key)
             if got is not None:
                 return got
         checked, rules = self.checked, self._rules
@@ -258,8 +312,11 @@ class Resolver:
             if got is None:
                 got = {}
                 assert segments is not None
-                for pattern in rules[r].rule.patterns:
-                    texts = extract_captures(pattern, segments)
+                patterns = rules[r].rule.patterns
+                # The matcher matched rule r here: its only pattern matches the path.
+                single = len(patterns) == 1
+                for pattern in patterns:
+                    texts = extract_captures(pattern, segments, matched=single)
                     if texts is not None:
                         got = {k: capture_value(v) for k, v in texts.items()}
                         break
@@ -310,6 +367,11 @@ class Resolver:
                 caps = binding(owner)
                 for name, value in caps.items():
                     self.bindings.setdefault(name, set()).add(value)
+            if count_only:
+                result = (owner, None)
+                if memo_key is not None:
+                    memo[memo_key] = result
+                return result
             if cr.captures:
                 label, action = checked.bind(owner, binding(owner), path)
             else:
@@ -320,7 +382,7 @@ class Resolver:
             self.owners_by_label.setdefault(label, set()).add(owner)
             result = (owner, label)
         if memo_key is not None:
-            self._memo[memo_key] = result
+            memo[memo_key] = result
         return result
 
     def used_actions(self) -> dict[str, Action]:

@@ -26,10 +26,11 @@ from typing import Any
 from partspec.diagnostics import Diagnostic, SpecError
 from partspec.language.checker import CheckedSpec
 from partspec.language.values import Action, LeafInfo, OptaxCall, Until
+from partspec.resolution.counting import CountingPass, Deferred
 from partspec.resolution.coverage import integer_leaf_errors, rule_diagnostics
 from partspec.resolution.resolver import DYNAMIC, Resolver, matcher_for
 
-__all__ = ["LabelAction", "Resolution", "collect_counts", "finish", "resolve_paths", "walk_paths"]
+__all__ = ["LabelAction", "Resolution", "finish", "resolve_paths"]
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,20 @@ def resolve_paths(
     Raises:
       SpecError: a condition or capture fails on some leaf (the message names it).
     """
+    resolver: Resolver | None = None
     if checked.counted:
-        checked = checked.with_counts(collect_counts(checked, paths, leaves))
-    resolver = Resolver(checked, matcher_for(checked))
-    owners, labels = _walk_paths(resolver, paths, leaves, resolve_all=False)
+        counting = CountingPass(checked)
+        got = _walk_paths(counting.resolver, paths, leaves, counting)
+        assert counting.final is not None
+        resolver = counting.final
+        if got is not None:
+            owners, labels = got
+        checked = resolver.checked
+    if resolver is None or got is None:
+        resolver = Resolver(checked, matcher_for(checked))
+        got = _walk_paths(resolver, paths, leaves)
+        assert got is not None
+        owners, labels = got
     return finish(
         checked,
         resolver,
@@ -224,41 +235,6 @@ def resolve_paths(
     )
 
 
-def collect_counts(
-    checked: CheckedSpec,
-    paths: Sequence[Sequence[str]],
-    leaves: Sequence[LeafInfo] | None = None,
-    *,
-    states: list[int] | None = None,
-) -> Mapping[str, int]:
-    """``count(name)`` for each counted capture: its distinct values over the leaves
-    owned by the rules that capture it.
-
-    ``states``, a list, receives each path's state in ``matcher_for(checked)``, for a
-    second walk over the same paths (:func:`walk_paths`) to start from.
-    """
-    resolver = Resolver(checked, matcher_for(checked))
-    _walk_paths(resolver, paths, leaves, resolve_all=True, record=states)
-    return resolver.counts()
-
-
-def walk_paths(
-    resolver: Resolver,
-    paths: Sequence[Sequence[str]],
-    leaves: Sequence[LeafInfo] | None,
-    states: Sequence[int] | None = None,
-) -> tuple[list[int], list[str | None]]:
-    """Owner rule and label of each path (in order), recorded in ``resolver``.
-
-    ``states``: each path's state in ``resolver.matcher``, when an earlier walk
-    (:func:`collect_counts`) found them: the paths are not matched again.
-
-    Raises:
-      SpecError: a condition or capture fails on some leaf (the message names it).
-    """
-    return _walk_paths(resolver, paths, leaves, resolve_all=False, states=states)
-
-
 def _leaf_at(leaves: Sequence[LeafInfo] | None, n: int) -> LeafInfo | None:
     return leaves[n] if leaves is not None else None
 
@@ -267,48 +243,28 @@ def _walk_paths(
     resolver: Resolver,
     paths: Sequence[Sequence[str]],
     leaves: Sequence[LeafInfo] | None,
-    *,
-    resolve_all: bool,
-    states: Sequence[int] | None = None,
-    record: list[int] | None = None,
-) -> tuple[list[int], list[str | None]]:
-    """Owner and label of each path; ``resolve_all`` also resolves every leaf whose owner
-    captures a counted name (to count). Each path's state is taken from ``states`` when
-    given, and appended to ``record`` when given."""
+    counting: CountingPass | None = None,
+) -> tuple[list[int], list[str | None]] | None:
+    """Owner and label of each path, recorded in ``resolver``; through ``counting``
+    (whose resolver is ``resolver``) for a spec that uses ``count(...)``, recorded in
+    ``counting.final``: ``None`` if the counts change a label given during the walk."""
     matcher = resolver.matcher
     owners: list[int] = []
-    labels: list[str | None] = []
+    labels: list[Any] = []
     # Paths come in tree order, so neighbours share prefixes: keep the state after
     # each segment of the previous path (with its trailing "/") and reuse the common part.
     prev: tuple[str, ...] = ()
     after_sep: list[int] = [matcher.start]  # after_sep[i]: state before segment i
-    rules = resolver.checked.rules
-    withs = resolver.checked.with_rules
-    counted = resolver.checked.counted
-    counting: dict[int, bool] = {}
-
-    def counts_at(state: int) -> bool:
-        """Whether a leaf decided at ``state`` by its path alone can add to a count: its
-        owner captures a counted name (a leaf no counted capture sees is not resolved)."""
-        got = counting.get(state)
-        if got is None:
-            owner = matcher.owner(state)
-            got = counting[state] = (
-                owner >= 0 and bool(counted.intersection(rules[owner].rule.captures))
-            ) or any(
-                counted.intersection(withs[r - len(rules)].rule.captures)
-                for r in matcher.matches(state)
-                if r >= len(rules)
-            )
-        return got
-
     key, sep = matcher.key, matcher.sep
-    keep = record.append if record is not None else None
-    for n, path in enumerate(paths):
-        segs = tuple(path)
-        if states is not None:
-            s = states[n]
-        else:
+
+    def locate_all(r: Resolver) -> None:
+        # A condition or setting failed on some leaf: find it again, for the message.
+        for n, path in enumerate(paths):
+            r.locate(tuple(path), functools.partial(_leaf_at, leaves, n))
+
+    try:
+        for n, path in enumerate(paths):
+            segs = tuple(path)
             common = 0
             limit = min(len(segs), len(prev)) - 1
             while common < limit and segs[common] == prev[common]:
@@ -321,18 +277,33 @@ def _walk_paths(
                     s = sep(s)
                     after_sep.append(s)
             prev = segs
-        if keep is not None:
-            keep(s)
-        try:
-            lab: Any = resolver.static(s)
-        except SpecError:
-            resolver.locate(segs, functools.partial(_leaf_at, leaves, n))
-            raise
-        if lab is DYNAMIC or (resolve_all and counts_at(s)):
             info = leaves[n] if leaves is not None else None
-            owner, lab = resolver.resolve(s, info, segs)
+            if counting is not None:
+                lab: Any = counting.leaf(s, info, segs)
+                owner = s  # the state, for now: the owner once the counts are known
+            else:
+                lab = resolver.static(s)
+                if lab is DYNAMIC:
+                    owner, lab = resolver.resolve(s, info, segs)
+                else:
+                    owner = matcher.owner(s)
+            owners.append(owner)
+            labels.append(lab)
+    except SpecError:
+        locate_all(resolver)
+        raise
+    if counting is None:
+        return owners, labels
+    try:
+        if counting.finish() is None:
+            return None
+    except SpecError:
+        assert counting.final is not None
+        locate_all(counting.final)
+        raise
+    for n, lab in enumerate(labels):
+        if lab.__class__ is Deferred:
+            owners[n], labels[n] = lab.owner, lab.label
         else:
-            owner = matcher.owner(s)
-        owners.append(owner)
-        labels.append(lab)
+            owners[n] = matcher.owner(owners[n])
     return owners, labels
