@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import partspec
 from partspec.jax.tree import leaf_paths
 from partspec.language import ast
+from partspec.language.formatter import format_expr
 from partspec.language.values import Unset
 from partspec.matching.captures import extract_captures
 from partspec.matching.globs import compile_patterns
@@ -832,3 +834,104 @@ def test_a_label_the_counts_change_after_the_walk_is_labelled_again(monkeypatch:
         want
     )
     assert len(calls) == 2
+
+
+@st.composite
+def _counted_specs(draw: st.DrawFn, counted: bool = True) -> str:
+    """Random specs that count `i`: rules and `with` rules over layered paths, with and
+    without captures, `where` conditions and actions or settings computed from the count.
+    With ``counted=False``, the same without ``count``."""
+    segment = st.sampled_from(["layer_<i>", "<i>", "enc", "**", "*", "w", "b", "layer_*", "{w,b}"])
+
+    def one_capture(segs: list[str]) -> str:
+        text = "/".join(segs)
+        first = text.find("<i>")
+        return text if first < 0 else text[: first + 3] + text[first + 3 :].replace("<i>", "*")
+
+    pattern = st.lists(segment, min_size=1, max_size=3).map(one_capture)
+    lines = ["let n = count(i)", "let m = n + 1"]
+    for _ in range(draw(st.integers(1, 4))):
+        pat = draw(pattern)
+        uses_i = "<i>" in pat
+        where = ""
+        if draw(st.booleans()):
+            where = " where " + format_expr(draw(S.leaf_conditions()))
+        if draw(st.integers(0, 2)) == 0:  # a with rule
+            values = ["n", "m", "2"] + (["(i + 1)", "(n - i + 1)"] if uses_i else [])
+            setting = draw(
+                st.sampled_from(
+                    [f"lr * {v}" for v in values] + [f"weight_decay = 0.01 * {v}" for v in values]
+                )
+            )
+            lines.append(f"{pat}{where} with {setting}")
+        else:
+            args = ["0.1", "0.1 * n", "0.01 * m"] + (
+                ["0.1 * (i + 1)", "0.1 * (n - i)"] if uses_i else []
+            )
+            action = draw(
+                st.sampled_from(
+                    ["frozen", "frozen until 3 then adamw(0.1 * n)"] + [f"adamw({a})" for a in args]
+                )
+            )
+            lines.append(f"{pat}{where} -> {action}")
+    if draw(st.booleans()):
+        lines.append("** -> adamw(1e-3)")
+    if not any("<i>" in line for line in lines):
+        lines.append("layer_<i>/** -> adamw(0.1 * (n - i))")
+    if not counted:
+        lines = [re.sub(r"\bm\b", "6", re.sub(r"\bn\b", "5", line)) for line in lines[2:]]
+    return "\n".join(lines)
+
+
+def _same_outcome(spec: str, tree: Any) -> None:
+    from partspec.jax.tree import leaf_info, leaf_segments
+    from partspec.resolution import resolve_paths
+    from partspec.resolution.resolver import Resolver
+
+    leaves = leaf_segments(tree)
+    paths = [segs for segs, _ in leaves]
+    infos = [leaf_info(x) for _, x in leaves]
+    checked = partspec.check(spec)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", partspec.SpecWarning)
+            plan = partspec.compile(spec, tree)
+    except partspec.SpecError as err:
+        # A capture that is not a number in arithmetic, a setting the optimizer does
+        # not take (E4xx, naming the leaf), leaves no rule covers (E5xx): the path
+        # walk finds the same.
+        codes = {d.code for d in err.diagnostics}
+        assert all(c[:2] in ("E4", "E5") for c in codes), err
+        try:
+            found = {d.code for d in resolve_paths(checked, paths, infos).errors}
+        except partspec.SpecError as again:
+            found = {d.code for d in again.diagnostics}
+        assert found == codes
+        return
+    by_paths = resolve_paths(checked, paths, infos)
+    counts = _naive_counts(checked, paths, infos)
+    assert dict(plan.checked.counts or {}) == counts
+    final = Resolver(checked.with_counts(counts))
+    want = [final.locate(segs, lambda info=info: info) for segs, info in zip(paths, infos)]
+    treedef = jax.tree_util.tree_structure(tree)
+    assert plan.labels == jax.tree_util.tree_unflatten(treedef, [lab for _, lab in want])
+    assert list(zip(plan.resolution.owners, plan.resolution.labels)) == want
+    assert list(zip(by_paths.owners, by_paths.labels)) == want
+    assert dict(by_paths.counts) == counts
+    assert by_paths.actions == plan.resolution.actions
+
+
+@given(spec=_counted_specs(), tree=_SHAPED_LAYERED)
+def test_random_counted_specs_label_as_counting_by_the_definition_does(
+    spec: str, tree: Any
+) -> None:
+    # Any mix of captures, conditions, `with` settings and counts: the one walk (tree
+    # and paths) agrees with counting leaf by leaf, checking again, then labelling.
+    _same_outcome(spec, tree)
+
+
+@given(spec=_counted_specs(counted=False), tree=_SHAPED_LAYERED)
+def test_random_capture_specs_label_as_resolving_leaf_by_leaf_does(spec: str, tree: Any) -> None:
+    # Without count: the tree walk resolves a leaf whose label needs its path at once,
+    # remembering outcomes by state, shape, dtype and the keys its captures read.
+    _same_outcome(spec, tree)
