@@ -107,6 +107,8 @@ class Resolver:
         self._lead: dict[int, int | None] = {}
         self._memo: dict[Any, tuple[int, str | None]] = {}
         self._count_memo: dict[Any, tuple[int, str | None]] = {}
+        self._outcomes: dict[Any, tuple[int, str | None]] = {}
+        self._count_outcomes: dict[Any, tuple[int, str | None]] = {}
         self._tests: dict[tuple[int, LeafInfo | None], bool] = {}
         self._counting: dict[int, bool] = {}
 
@@ -351,6 +353,22 @@ class Resolver:
                 matched.append(r)
             else:
                 withs.append(r)
+        # The outcome is decided by which rules hold and what their captures bind:
+        # leaves at other states, or of other shapes, that agree on these share it.
+        reads = [*matched[:1], *withs]
+        decided_by = (
+            f if not matched and not withs else tuple(matched),
+            tuple(withs),
+            ()
+            if segments is None
+            else tuple(tuple(binding(r).items()) if rules[r].rule.captures else () for r in reads),
+        )
+        outcomes = self._count_outcomes if count_only else self._outcomes
+        got = outcomes.get(decided_by)
+        if got is not None:
+            if memo_key is not None:
+                memo[memo_key] = got
+            return got
         self.match_sets.add(tuple(matched))
         counted = self.checked.counted
         if segments is not None and counted:
@@ -371,6 +389,7 @@ class Resolver:
                 result = (owner, None)
                 if memo_key is not None:
                     memo[memo_key] = result
+                outcomes[decided_by] = result
                 return result
             if cr.captures:
                 label, action = checked.bind(owner, binding(owner), path)
@@ -383,6 +402,7 @@ class Resolver:
             result = (owner, label)
         if memo_key is not None:
             memo[memo_key] = result
+        outcomes[decided_by] = result
         return result
 
     def used_actions(self) -> dict[str, Action]:
