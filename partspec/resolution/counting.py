@@ -81,6 +81,10 @@ class CountingPass:
         self._deferred: dict[Hashable, Deferred] = {}
         self._static: dict[int, str | None] = {}
         self._bound: set[Hashable] = set()
+        # Per counting state, the rules whose captures its leaves add (``None``: a
+        # condition decides); the (rule, leading keys) already added.
+        self._counters: dict[int, list[tuple[int, int | None]] | None] = {}
+        self._counted: set[Hashable] = set()
 
     def _mode(self, f: int) -> tuple[int, int | None]:
         r = self.resolver
@@ -102,8 +106,26 @@ class CountingPass:
         else:
             mode = (_DIRECT, 0)
             self.direct[f] = lab
+        if mode[0] in (_KEYED_COUNT, _BIND):
+            self._counters[f] = r.path_counters(f)
         self._modes[f] = mode
         return mode
+
+    def _count(
+        self, f: int, info: LeafInfo | Callable[[], LeafInfo | None] | None, segments: Any
+    ) -> None:
+        """Add a leaf's captures to the counts."""
+        counters = self._counters[f]
+        if counters is None:  # a condition decides: resolve the leaf
+            info = info() if callable(info) else info
+            self.resolver.resolve(f, info, segments, count_only=True)
+            return
+        seen = self._counted
+        for r, lead in counters:
+            key = (r, tuple(segments[:lead])) if lead is not None else None
+            if key is None or key not in seen:
+                self.resolver.record_captures(r, segments)
+                seen.add(key)
 
     def lead(self, f: int) -> int | None:
         """How many leading keys of a leaf's path, with its shape and dtype, decide
@@ -146,8 +168,7 @@ class CountingPass:
             key = (f, shape_dtype, tuple(segments[:lead]))
         if kind == _BIND:
             if key is None or key not in self._bound:
-                info = info() if callable(info) else info
-                self.resolver.resolve(f, info, segments, count_only=True)
+                self._count(f, info, segments)
                 self._bound.add(key)
             return self._static[f]
         got = self._deferred.get(key) if key is not None else None
@@ -155,7 +176,7 @@ class CountingPass:
             if callable(info):
                 info = info()
             if kind == _KEYED_COUNT:
-                self.resolver.resolve(f, info, segments, count_only=True)
+                self._count(f, info, segments)
             got = Deferred(f, info, tuple(segments))
             self._events.append(got)
             if key is not None:

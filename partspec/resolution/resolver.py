@@ -263,6 +263,40 @@ class Resolver:
             )
         return got
 
+    def path_counters(self, f: int) -> list[tuple[int, int | None]] | None:
+        """The rules whose captures a leaf at final state ``f`` adds to the counts, when
+        its path alone decides them: each with how many leading keys decide its
+        captures (``None``: the whole path). ``None`` when a ``where`` condition takes
+        part (the owner, or a ``with`` rule that captures a counted name, depends on
+        the leaf): :meth:`resolve` with ``count_only`` is then needed.
+        """
+        counted = self.checked.counted
+        rules, n = self._rules, self._n
+        cands = self.matcher.matches(f)
+        owner = next((r for r in cands if r < n), None)
+        if owner is not None and rules[owner].rule.where is not None:
+            return None  # which rule owns the leaf depends on the leaf
+        reading = [owner] if owner is not None and rules[owner].rule.captures else []
+        reading += [w for w in cands if w >= n and counted.intersection(rules[w].rule.captures)]
+        if any(rules[r].rule.where is not None for r in reading):
+            return None
+        out: list[tuple[int, int | None]] = []
+        for r in reading:
+            keys = [capture_keys(p) for p in rules[r].rule.patterns]
+            out.append((r, None if None in keys else max(k for k in keys if k is not None)))
+        return out
+
+    def record_captures(self, r: int, segments: Sequence[str]) -> None:
+        """Record what rule ``r`` captures on a path it matches, for :meth:`counts`."""
+        patterns = self._rules[r].rule.patterns
+        single = len(patterns) == 1
+        for pattern in patterns:
+            texts = extract_captures(pattern, segments, matched=single)
+            if texts is not None:
+                for name, text in texts.items():
+                    self.bindings.setdefault(name, set()).add(capture_value(text))
+                return
+
     def has_withs(self, f: int) -> bool:
         """Whether some ``with`` rule's pattern matches leaves at final state ``f``."""
         cands = self.matcher.matches(f)
