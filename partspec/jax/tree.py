@@ -248,7 +248,7 @@ def label_tree(
         if lead >= 0 and shape is not None and dtype is not None:
             if not lead:
                 prefix = ()
-            elif lead <= len(path):
+            elif lead <= len(path) or key is None:
                 prefix = path[:lead]
             else:
                 prefix = (*path, key)[:lead]

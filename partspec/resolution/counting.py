@@ -140,13 +140,11 @@ class CountingPass:
         f: int,
         info: LeafInfo | Callable[[], LeafInfo | None] | None,
         segments: Sequence[str],
-        shape_dtype: Hashable = None,
     ) -> str | Deferred | None:
         """The label of one leaf at final state ``f``, or its placeholder.
 
         ``info`` is the leaf's shape and dtype (or a function giving them, called only
-        when needed); ``shape_dtype``, if given, a cheaper key equal for leaves with
-        equal ``info``. ``segments`` is the leaf's path.
+        when needed); ``segments`` is the leaf's path.
 
         Raises:
           SpecError: a condition or capture fails on this leaf.
@@ -162,10 +160,8 @@ class CountingPass:
         elif lead is None:
             key = None
         else:
-            if shape_dtype is None:
-                info = info() if callable(info) else info
-                shape_dtype = info
-            key = (f, shape_dtype, tuple(segments[:lead]))
+            info = info() if callable(info) else info
+            key = (f, info, tuple(segments[:lead]))
         if kind == _BIND:
             if key is None or key not in self._bound:
                 self._count(f, info, segments)
