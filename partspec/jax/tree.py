@@ -219,11 +219,16 @@ def label_tree(
     holes: list[tuple[dict[Any, Any], Any]] = []
     boxed = False
 
-    # Outcomes by (final state, shape, dtype, the leading keys of the path that
-    # captures read): a label, ``None``, or a placeholder. ``lead_of``: per final state
-    # seen, how many leading keys (``_NO_KEY``: the outcome is not cached).
+    # Outcomes by (the rules whose patterns match, the leaf's shape and dtype where a
+    # condition reads them, the leading keys of the path that captures read): a label,
+    # ``None``, or a placeholder. Final states with the same matching rules decide
+    # alike. ``lead_of``: per final state seen, how many leading keys (``_NO_KEY``: the
+    # outcome is not cached); ``class_of``: its rules, and whether conditions need the
+    # leaf.
     by_leaf: dict[Any, Any] = {}
     lead_of: dict[int, int] = {}
+    class_of: dict[int, tuple[tuple[int, ...], bool]] = {}
+    rules: tuple[Any, ...] = (*resolver.checked.rules, *resolver.checked.with_rules)
 
     def first_sight(f: int) -> int:
         if counting is not None:
@@ -232,6 +237,8 @@ def label_tree(
             lab = resolver.static(f)
             needs = lab is DYNAMIC and resolver.needs_path(f)
             lead = resolver.path_lead(f) if needs else 0
+        cands = matcher.matches(f)
+        class_of[f] = (cands, any(rules[r].rule.where is not None for r in cands))
         got = lead_of[f] = _NO_KEY if lead is None else lead
         return got
 
@@ -245,14 +252,15 @@ def label_tree(
             lead = first_sight(f)
         shape, dtype = getattr(v, "shape", None), getattr(v, "dtype", None)
         ck: Any = None
-        if lead >= 0 and shape is not None and dtype is not None:
+        cands, reads_leaf = class_of[f]
+        if lead >= 0 and (not reads_leaf or (shape is not None and dtype is not None)):
             if not lead:
                 prefix = ()
             elif lead <= len(path) or key is None:
                 prefix = path[:lead]
             else:
                 prefix = (*path, key)[:lead]
-            ck = (f, shape, dtype, prefix)
+            ck = (cands, shape, dtype, prefix) if reads_leaf else (cands, prefix)
             try:
                 got = by_leaf.get(ck, _MISS)
             except TypeError:  # an unhashable shape or dtype
@@ -337,9 +345,13 @@ def label_tree(
                         # The outcome cache inline (``leaf`` fills it).
                         lead = lead_of.get(f, -1)
                         if 0 <= lead <= plen:
+                            cands, reads_leaf = class_of[f]
                             try:
                                 lab = by_leaf.get(
-                                    (f, v.shape, v.dtype, path[:lead] if lead else ()), _MISS
+                                    (cands, v.shape, v.dtype, path[:lead] if lead else ())
+                                    if reads_leaf
+                                    else (cands, path[:lead] if lead else ()),
+                                    _MISS,
                                 )
                             except (AttributeError, TypeError):
                                 lab = _MISS
