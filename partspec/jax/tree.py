@@ -229,6 +229,9 @@ def label_tree(
     lead_of: dict[int, int] = {}
     class_of: dict[int, tuple[tuple[int, ...], bool]] = {}
     rules: tuple[Any, ...] = (*resolver.checked.rules, *resolver.checked.with_rules)
+    # Per final state, the rules whose conditions read only the leaf (no captures):
+    # leaves whose conditions all come out the same share an outcome too.
+    tested: dict[int, tuple[int, ...] | None] = {}
 
     def first_sight(f: int) -> int:
         if counting is not None:
@@ -238,7 +241,10 @@ def label_tree(
             needs = lab is DYNAMIC and resolver.needs_path(f)
             lead = resolver.path_lead(f) if needs else 0
         cands = matcher.matches(f)
-        class_of[f] = (cands, any(rules[r].rule.where is not None for r in cands))
+        conditions = tuple(r for r in cands if rules[r].rule.where is not None)
+        class_of[f] = (cands, bool(conditions))
+        plain = conditions and not any(rules[r].where_captures for r in conditions)
+        tested[f] = conditions if plain else None
         got = lead_of[f] = _NO_KEY if lead is None else lead
         return got
 
@@ -267,6 +273,20 @@ def label_tree(
                 ck, got = None, _MISS
             if got is not _MISS:
                 return got
+        ck2: Any = None
+        conditions = tested.get(f)
+        if ck is not None and conditions is not None:
+            # The same rules hold for another shape: the same outcome.
+            try:
+                info = leaf_info(v)
+                ck2 = (cands, tuple(resolver.holds(r, info) for r in conditions), prefix)
+            except SpecError:  # resolving it below says where and why
+                ck2 = None
+            if ck2 is not None:
+                got = by_leaf.get(ck2, _MISS)
+                if got is not _MISS:
+                    by_leaf[ck] = got
+                    return got
         segs = None if path is None else path if key is None else (*path, key)
         if counting is not None:
             assert segs is not None
@@ -277,6 +297,8 @@ def label_tree(
                 got = resolver.resolve(f, leaf_info(v), segs)[1]
         if ck is not None:
             by_leaf[ck] = got
+        if ck2 is not None:
+            by_leaf[ck2] = got
         return got
 
     def boxed_leaf(f: int, v: Any, segs: Any) -> Any:

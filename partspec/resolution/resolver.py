@@ -286,6 +286,18 @@ class Resolver:
             out.append((r, None if None in keys else max(k for k in keys if k is not None)))
         return out
 
+    def holds(self, r: int, leaf: LeafInfo | None) -> bool:
+        """Whether rule ``r``'s ``where`` condition, which uses no capture, holds for a
+        leaf of this shape and dtype (remembered per rule and leaf).
+
+        Raises:
+          SpecError: the condition cannot be evaluated for this leaf.
+        """
+        ok = self._tests.get((r, leaf))
+        if ok is None:
+            ok = self._tests[r, leaf] = self.checked.test(r, leaf, {}, "<leaf>")
+        return ok
+
     def record_captures(self, r: int, segments: Sequence[str]) -> None:
         """Record what rule ``r`` captures on a path it matches, for :meth:`counts`."""
         patterns = self._rules[r].rule.patterns
