@@ -16,8 +16,8 @@ from partspec.jax.optimizers import frozen, frozen_until
 from partspec.jax.partition import (
     GroupState,
     Leaves,
-    PerLabel,
     label_states,
+    lockstep_keys,
     partition,
     with_label_states,
 )
@@ -34,6 +34,14 @@ ACTIONS: dict[str, Any] = {
     "frozen": frozen,
     "until1": lambda: frozen_until(1, optax.adam(1e-2)),
     "until2": lambda: frozen_until(2, optax.adam(2e-2)),
+    "until2b": lambda: frozen_until(2, optax.adam(5e-3)),
+    # A counter that reads the gradients: never shared, whatever the other labels do.
+    "finite": lambda: optax.apply_if_finite(optax.adam(1e-2), 2),
+    "finite2": lambda: optax.apply_if_finite(optax.adam(3e-2), 2),
+    # Noise keys: shared from the same seed, not from another.
+    "noise0": lambda: optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.1)),
+    "noise0b": lambda: optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.3)),
+    "noise1": lambda: optax.chain(optax.add_noise(0.1, 0.5, 1), optax.sgd(0.1)),
     "sched": lambda: optax.adam(optax.linear_schedule(1e-2, 0.0, 4)),
     # Two schedules of one shape in one group: under jit, each label's scalar work must
     # round as optax.partition's does.
@@ -115,33 +123,92 @@ def test_init_and_update_in_one_jit_equal_optax_partition_bit_for_bit(tree: Any,
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@given(labelled_trees())
-def test_each_leaf_is_held_once_and_labels_of_one_shape_share_a_group(tree: Any) -> None:
+@given(labelled_trees(), st.integers(0, 1000))
+def test_labels_share_a_group_exactly_when_their_step_counts_move_in_lockstep(
+    tree: Any, seed: int
+) -> None:
     params, labels = tree
     used = sorted(set(jax.tree_util.tree_leaves(labels)))
     transforms = {lab: ACTIONS[lab]() for lab in used}
     state = partition(transforms, lambda _: labels).init(params)
     n_leaves = len(jax.tree_util.tree_leaves(params))
-    mu_entries = 0
+    mu_entries = scalars = 0
     for group in state.groups.values():
         assert isinstance(group, GroupState)
         for x in jax.tree_util.tree_leaves(group.inner, is_leaf=lambda x: isinstance(x, Leaves)):
             if isinstance(x, Leaves):
                 mu_entries += len(jax.tree_util.tree_leaves(x))
-    # No placeholders: the state's leaves are at most a fixed number per parameter leaf
-    # (adam: mu and nu) plus one scalar per label per counter.
+            else:
+                scalars += 1
+    # No placeholders: at most two mirrors (adam: mu and nu) of each parameter leaf, and
+    # each group's counters once.
     assert mu_entries <= 2 * n_leaves
+    assert scalars <= sum(
+        len(jax.tree_util.tree_leaves(transforms[g.labels[0]].init(Leaves({}))))
+        for g in state.groups.values()
+    )
     shapes = {
-        lab: jax.tree_util.tree_structure(tx.init(Leaves({})), is_leaf=None)
-        for lab, tx in transforms.items()
+        lab: jax.tree_util.tree_structure(tx.init(Leaves({}))) for lab, tx in transforms.items()
     }
-    # adam1, adam2 and sched have the same state structure only if the schedule's
-    # count is part of it: what matters is that equal structures share.
+    keys = dict(zip(used, lockstep_keys([transforms[lab] for lab in used], ["float32"])))
     groups_of = {lab: name for name, g in state.groups.items() for lab in g.labels}
     for a in used:
         for b in used:
-            if shapes[a] == shapes[b] and a in groups_of and b in groups_of:
-                assert groups_of[a] == groups_of[b], (a, b)
+            share = shapes[a] == shapes[b] and keys[a] is not None and keys[a] == keys[b]
+            assert (groups_of[a] == groups_of[b]) == (share or a == b), (a, b)
+    # And what sharing claims holds: under optax.partition, each label with its own
+    # counters, the counters of one group's labels stay equal, whatever the gradients
+    # (some not finite, which apply_if_finite counts).
+    rng = np.random.default_rng(seed)
+    tx = optax.partition(transforms, labels)
+    theirs = tx.init(params)
+    for _ in range(4):
+        grads = jax.tree.map(
+            lambda p: jnp.asarray(
+                np.where(rng.random(p.shape) < 0.3, np.nan, rng.normal(size=p.shape)), p.dtype
+            ),
+            params,
+        )
+        _, theirs = tx.update(grads, theirs, params)
+        for group in state.groups.values():
+            counters = [_counters(theirs.inner_states[lab]) for lab in group.labels]
+            for other in counters[1:]:
+                for x, y in zip(counters[0], other):
+                    np.testing.assert_array_equal(x, y)
+
+
+def _counters(state: Any) -> list[np.ndarray]:
+    """A state's leaves that mirror no parameter (under no dict key), keys as data."""
+    out = []
+    for path, x in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if not any(isinstance(k, jax.tree_util.DictKey) for k in path):
+            key = jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+            out.append(np.asarray(jax.random.key_data(x) if key else x))
+    return out
+
+
+def test_lockstep_keys_share_rates_but_not_steps_seeds_or_gradient_counters() -> None:
+    keys = lockstep_keys(
+        [
+            optax.adamw(1e-3, weight_decay=0.1),
+            optax.adamw(7e-4, weight_decay=0.3, b1=0.8),
+            optax.adamw(optax.cosine_decay_schedule(1e-3, 100), weight_decay=0.1),
+            optax.adamw(optax.cosine_decay_schedule(5e-4, 200), weight_decay=0.3, b1=0.8),
+            frozen_until(10, optax.adamw(1e-3)),
+            frozen_until(20, optax.adamw(1e-3)),
+            frozen_until(20, optax.adamw(5e-4, weight_decay=0.3)),
+            optax.apply_if_finite(optax.adam(1e-3), 3),
+            optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.1)),
+            optax.chain(optax.add_noise(0.1, 0.5, 1), optax.sgd(0.1)),
+        ]
+    )
+    adamw, adamw2, cosine, cosine2, until10, until20, until20b, finite, seed0, seed1 = keys
+    assert adamw == adamw2 is not None
+    assert cosine == cosine2 is not None  # a schedule's values are not in its count
+    assert until10 != until20
+    assert until20 == until20b is not None  # the rate is inside the cond, not in its count
+    assert finite is None
+    assert seed0 != seed1
 
 
 def test_a_hundred_adam_labels_have_one_state_like_one_adam() -> None:
@@ -155,10 +222,15 @@ def test_a_hundred_adam_labels_have_one_state_like_one_adam() -> None:
     def nodes(t: Any) -> int:
         return int(jax.tree_util.tree_structure(t).num_nodes)
 
-    assert nodes(ours) <= 2 * nodes(one)
+    assert nodes(ours) <= nodes(one) + 3  # PartitionState, its dict, one GroupState
     assert nodes(theirs) > 50 * nodes(one)  # what optax.partition costs
     (group,) = ours.groups.values()
-    assert isinstance(group.inner[0].count, PerLabel) and len(group.inner[0].count) == 100
+    assert len(group.labels) == 100 and jnp.shape(group.inner[0].count) == ()
+
+    def size(t: Any) -> int:
+        return sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(t))
+
+    assert size(ours) == size(one)  # one count, as one Adam has
 
 
 def test_label_states_are_what_optax_partition_holds_without_placeholders() -> None:
@@ -214,3 +286,54 @@ def test_scheduled_labels_sharing_a_group_round_as_optax_partition_under_jit() -
     for a, b in zip(ours, theirs):
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_label_reset_alone_leaves_its_group_and_trains_as_under_optax_partition() -> None:
+    """Labels in lockstep share one count; resetting one of them alone must not give it
+    the others' count (Adam's bias correction would be off): it gets a group of its own,
+    and its updates stay those of optax.partition with that label's state reset."""
+    params = {"a": jnp.full(3, 0.5), "b": jnp.full(2, -0.2), "c": jnp.full(1, 0.1)}
+    labels = {"a": "x", "b": "y", "c": "z"}
+    transforms = {"x": optax.adam(0.1), "y": optax.adam(0.2), "z": optax.adam(0.3)}
+    ours_tx = partition(transforms, lambda _: labels)
+    theirs_tx = optax.partition(transforms, labels)
+    ours, theirs = ours_tx.init(params), theirs_tx.init(params)
+    rng = np.random.default_rng(0)
+
+    def step(ours: Any, theirs: Any) -> tuple[Any, Any]:
+        g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        u1, ours = jax.jit(ours_tx.update)(g, ours, params)
+        u2, theirs = jax.jit(theirs_tx.update)(g, theirs, params)
+        for x, y in zip(jax.tree_util.tree_leaves(u1), jax.tree_util.tree_leaves(u2)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        return ours, theirs
+
+    for _ in range(3):
+        ours, theirs = step(ours, theirs)
+    assert [g.labels for g in ours.groups.values()] == [("x", "y", "z")]
+    fresh = transforms["y"].init(Leaves({"b": jnp.zeros(2)}))
+    ours = with_label_states(ours, {"y": fresh})
+    inner = dict(theirs.inner_states)
+    inner["y"] = inner["y"]._replace(
+        inner_state=transforms["y"].init(
+            jax.tree.map(lambda p, lab: p if lab == "y" else optax.MaskedNode(), params, labels)
+        )
+    )
+    theirs = optax.PartitionState(inner)
+    assert sorted(g.labels for g in ours.groups.values()) == [("x", "z"), ("y",)]
+    counts = {
+        lab: int(s[0].count) for lab, s in label_states(ours, params, lambda _: labels).items()
+    }
+    assert counts == {"x": 3, "y": 0, "z": 3}
+    for _ in range(3):
+        ours, theirs = step(ours, theirs)
+    # Every label reset together with the same count: one group again is not needed,
+    # but the labels given equal counts stay together.
+    all_fresh = {
+        lab: transforms[lab].init(
+            Leaves({k: jnp.zeros_like(v) for k, v in params.items() if labels[k] == lab})
+        )
+        for lab in ("x", "z")
+    }
+    again = with_label_states(ours, all_fresh)
+    assert sorted(g.labels for g in again.groups.values()) == [("x", "z"), ("y",)]

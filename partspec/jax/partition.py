@@ -11,22 +11,29 @@ the bit) but lays the state out like a single optimizer's:
 
 * a label's transformation is initialised and updated on a :class:`Leaves` tree holding
   only its own leaves (nested dicts of their path segments), never placeholders;
-* labels whose states have the same structure (adamw at different learning rates, the
-  same optimizer ``frozen until`` different steps) share one :class:`GroupState`: the
-  parts that mirror parameters hold each leaf once (the union over the labels), and
-  every other state leaf (a step count, an unfreeze counter) is kept per label, in a
-  :class:`PerLabel` keyed by label.
+* labels whose states have the same structure and whose other state (step counts,
+  noise keys: every state leaf that mirrors no parameter) provably moves in lockstep
+  share one :class:`GroupState`, holding each of their leaves once (the parts that mirror
+  parameters) and that other state once. Lockstep is decided by tracing each label's
+  update once at ``init`` (:func:`lockstep_keys`): two labels share when the computation
+  of their non-mirror state is the same, reads nothing but that state, and starts from
+  the same values. Adam at a thousand learning rates is one group with one count; a
+  ``frozen until`` at different steps, or ``apply_if_finite`` (whose counter reads the
+  gradients), are not shared.
 
-So the state has about as many nodes as one optimizer's, whatever the number of labels.
-:func:`label_states` gives each label's own state back (what ``optax.partition`` would
-have held, without the placeholders), and :func:`with_label_states` puts edited ones in.
+So the state has about as many nodes and bytes as one optimizer's, whatever the number
+of labels, and each label is still updated by its own transformation with its own leaves
+(the updates of ``optax.partition``, to the bit). :func:`label_states` gives each label's
+own state back (what ``optax.partition`` would have held, without the placeholders), and
+:func:`with_label_states` puts edited ones in: a label whose edited step count differs
+from its group's leaves the group for one of its own.
 
 >>> import jax.numpy as jnp, optax
 >>> params = {"a": jnp.ones(2), "b": jnp.ones(3)}
 >>> tx = partition({"x": optax.adam(0.1), "y": optax.adam(0.2)}, lambda t: {"a": "x", "b": "y"})
 >>> state = tx.init(params)
->>> [(g.labels, sorted(g.inner[0].count)) for g in state.groups.values()]
-[(('x', 'y'), ['x', 'y'])]
+>>> [(g.labels, g.inner[0].count) for g in state.groups.values()]
+[(('x', 'y'), Array(0, dtype=int32))]
 >>> sorted(label_states(state, params, lambda t: {"a": "x", "b": "y"})["y"][0].mu)
 ['b']
 """
@@ -39,6 +46,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from partspec.jax.tree import leaf_segments
@@ -47,10 +55,10 @@ __all__ = [
     "GroupState",
     "Leaves",
     "PartitionState",
-    "PerLabel",
     "group_name",
     "init_label",
     "label_states",
+    "lockstep_keys",
     "partition",
     "refresh_leaves",
     "with_label_states",
@@ -136,58 +144,13 @@ class Leaves:
 
 
 @jax.tree_util.register_pytree_with_keys_class
-class PerLabel:
-    """One value per label of a group, for a state leaf that mirrors no parameter (a
-    step count, a noise key): a pytree node keyed by label, ``.../count/head``.
-
-    Each label's scalar stays its own array, as under ``optax.partition``, so XLA
-    compiles each label's scalar work (its schedule, its bias correction) exactly as
-    it would there: same updates to the bit.
-    """
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-
-    def tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], tuple[str, ...]]:
-        keys = tuple(self.values)
-        return [(jax.tree_util.DictKey(k), self.values[k]) for k in keys], keys
-
-    def tree_flatten(self) -> tuple[list[Any], tuple[str, ...]]:
-        return list(self.values.values()), tuple(self.values)
-
-    @classmethod
-    def tree_unflatten(cls, keys: tuple[str, ...], children: Sequence[Any]) -> PerLabel:
-        return cls(dict(zip(keys, children)))
-
-    def __repr__(self) -> str:
-        return f"PerLabel({self.values!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PerLabel) and self.values == other.values
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __getitem__(self, label: str) -> Any:
-        return self.values[label]
-
-    def __iter__(self) -> Any:
-        return iter(self.values)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
-@jax.tree_util.register_pytree_with_keys_class
 class GroupState:
     """The state of labels whose states have one structure.
 
     Attributes:
       labels: the labels, sorted. Static (part of the tree structure).
-      inner: the labels' states merged: every :class:`Leaves` is the union of theirs,
-        every other leaf a :class:`PerLabel` (or, for a group of one label, that
-        label's own).
+      inner: the labels' states merged: every :class:`Leaves` is the union of theirs;
+        every other leaf (a step count) is held once, the labels' being equal.
     """
 
     __slots__ = ("inner", "labels")
@@ -249,10 +212,6 @@ def _is_leaves(x: Any) -> bool:
     return isinstance(x, Leaves)
 
 
-def _is_slot(x: Any) -> bool:
-    return isinstance(x, (Leaves, PerLabel))
-
-
 def _signature(state: Any) -> Any:
     """What labels must share to share a :class:`GroupState`: the structure, with each
     :class:`Leaves` as one slot, and the shape and dtype of every other leaf."""
@@ -262,8 +221,198 @@ def _signature(state: Any) -> Any:
     )
 
 
-def _merge(labels: Sequence[str], states: Sequence[Any]) -> Any:
-    """Several labels' states (one signature) as one: Leaves unioned, the rest per label."""
+def _scalars(state: Any) -> list[Any]:
+    """The state leaves that mirror no parameter (step counts, keys), in tree order."""
+    return [x for x in jax.tree_util.tree_leaves(state, is_leaf=_is_leaves) if not _is_leaves(x)]
+
+
+# ------------------------------------------------------------------ lockstep
+
+
+def lockstep_keys(
+    transforms: Sequence[optax.GradientTransformation], dtypes: Sequence[Any] = ()
+) -> list[Any]:
+    """For each transformation, what decides how its non-mirror state moves, or ``None``.
+
+    Each ``update`` is traced (all together, once) on a tree of one scalar leaf per
+    dtype in ``dtypes`` (float32 if none); the key is the
+    computation of the new non-mirror state leaves (step counts, keys) from the old ones,
+    cut out of the trace: its operations, their literal constants and parameters. Two
+    transformations with equal keys, started from equal values, keep equal non-mirror
+    state for ever: at every update each computes the same function of the same values.
+    The key is ``None`` (share with no other label) when that computation reads anything
+    else (the updates, the parameters, an extra argument, a constant array) or the trace
+    fails.
+
+    >>> import optax
+    >>> a, b, c = lockstep_keys([optax.adam(0.1), optax.adam(0.2), optax.adam(0.1, b1=0.5)])
+    >>> a == b, a == c  # the rate is not in the count's computation; b1 is in no count
+    (True, True)
+    >>> lockstep_keys([optax.apply_if_finite(optax.adam(0.1), 3)])  # reads the gradients
+    [None]
+    """
+    probe = _probe(dtypes)
+    try:
+        abstract = [jax.eval_shape(tx.init, probe) for tx in transforms]
+
+        def run(states: list[Any], u: Leaves) -> list[list[Any]]:
+            return [_scalars(tx.update(u, s, u)[1]) for tx, s in zip(transforms, states)]
+
+        closed = jax.make_jaxpr(run)(abstract, probe)
+        with jax.ensure_compile_time_eval():
+            concrete = Leaves({k: jnp.zeros((), v.dtype) for k, v in probe.tree.items()})
+            starts = [
+                tuple(_value_text(x) for x in _scalars(tx.init(concrete))) for tx in transforms
+            ]
+    except Exception:  # a transformation that cannot be traced on its own: shares nothing
+        return [None] * len(transforms)
+    jaxpr = closed.jaxpr
+    consts = {id(v): c for v, c in zip(jaxpr.constvars, closed.consts)}
+    producer = _producers(jaxpr.eqns)
+    keys: list[Any] = []
+    n_in = n_out = 0
+    for state, start in zip(abstract, starts):
+        inputs: dict[int, str] = {}
+        for x in jax.tree_util.tree_leaves(state, is_leaf=_is_leaves):
+            if _is_leaves(x):
+                n_in += len(jax.tree_util.tree_leaves(x))
+            else:
+                inputs[id(jaxpr.invars[n_in])] = f"in{len(inputs)}"
+                n_in += 1
+        outs = jaxpr.outvars[n_out : n_out + len(inputs)]
+        n_out += len(inputs)
+        cut = _cut(jaxpr.eqns, producer, consts, inputs, outs)
+        keys.append(None if cut is None else (cut[0], start))
+    return keys
+
+
+def _probe(dtypes: Sequence[Any]) -> Leaves:
+    """The tree a label's transformation is traced on: one scalar leaf per dtype."""
+    kinds = sorted({jnp.dtype(d).name for d in dtypes} or {"float32"})
+    return Leaves({k: jax.ShapeDtypeStruct((), jnp.dtype(k)) for k in kinds})
+
+
+def _value_text(x: Any) -> tuple[str, tuple[int, ...], str]:
+    """An array as its dtype, shape and a digest of its bytes (keys by their data)."""
+    if jnp.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    a = np.asarray(x)
+    return a.dtype.name, a.shape, hashlib.sha256(a.tobytes()).hexdigest()
+
+
+def _cut(
+    eqns: Sequence[Any],
+    producer: Mapping[int, tuple[int, int]],
+    consts: Mapping[int, Any],
+    inputs: Mapping[int, str],
+    outs: Sequence[Any],
+) -> tuple[tuple[Any, ...], frozenset[str]] | None:
+    """The operations computing ``outs`` from ``inputs``, named canonically, and the
+    inputs they read; ``None`` when they read anything else of the trace.
+
+    A ``cond`` is cut too: only the branch operations computing its outputs that are
+    needed count (``frozen until``'s step count is computed beside the moments).
+    """
+    wanted: dict[int, set[int]] = {}  # operation -> which of its outputs are needed
+    conds: dict[int, tuple[Any, tuple[int, ...]]] = {}  # cond -> branch cuts, operands
+    stack = list(outs)
+    while stack:
+        v = stack.pop()
+        if _is_literal(v) or id(v) in inputs or id(v) in consts:
+            continue
+        hit = producer.get(id(v))
+        if hit is None:
+            return None  # the updates, the parameters, another label's state
+        at, pos = hit
+        got = wanted.setdefault(at, set())
+        if pos in got:
+            continue
+        first = not got
+        got.add(pos)
+        eqn = eqns[at]
+        if eqn.primitive.name == "cond":
+            inner = _cut_cond(eqn, sorted(got))
+            if inner is None:
+                return None
+            conds[at] = inner
+            stack.append(eqn.invars[0])
+            stack.extend(eqn.invars[1 + k] for k in inner[1])
+        elif first:
+            stack.extend(eqn.invars)
+    names: dict[int, Any] = dict(inputs)
+    used: set[str] = set()
+
+    def name(v: Any) -> Any:
+        if _is_literal(v):
+            return ("literal", repr(v.val), str(v.aval))
+        if id(v) in consts:
+            return ("const", _value_text(consts[id(v)]))
+        got = names[id(v)]
+        if id(v) in inputs:
+            used.add(got)
+        return got
+
+    rows = []
+    for at in sorted(wanted):
+        eqn = eqns[at]
+        if at in conds:
+            branches, operands = conds[at]
+            ins = (name(eqn.invars[0]), *(name(eqn.invars[1 + k]) for k in operands))
+            row: Any = ("cond", branches, operands, ins, tuple(sorted(wanted[at])))
+        else:
+            ins = tuple(name(v) for v in eqn.invars)
+            row = (eqn.primitive.name, _text(eqn.params), ins)
+        for v in eqn.outvars:
+            names[id(v)] = f"v{len(names) - len(inputs)}"
+        rows.append((*row, tuple(str(v.aval) for v in eqn.outvars)))
+    return (tuple(rows), tuple(name(v) for v in outs)), frozenset(used)
+
+
+def _cut_cond(eqn: Any, outputs: Sequence[int]) -> tuple[Any, tuple[int, ...]] | None:
+    """Each branch of a ``cond`` cut to ``outputs``, and the operands they read."""
+    cuts = []
+    read: set[int] = set()
+    for branch in eqn.params["branches"]:
+        jaxpr = branch.jaxpr
+        inputs = {id(v): f"op{k}" for k, v in enumerate(jaxpr.invars)}
+        got = _cut(
+            jaxpr.eqns,
+            _producers(jaxpr.eqns),
+            {id(v): c for v, c in zip(jaxpr.constvars, branch.consts)},
+            inputs,
+            [jaxpr.outvars[k] for k in outputs],
+        )
+        if got is None:
+            return None
+        cuts.append(got[0])
+        read |= {int(n[2:]) for n in got[1]}
+    return tuple(cuts), tuple(sorted(read))
+
+
+def _producers(eqns: Sequence[Any]) -> dict[int, tuple[int, int]]:
+    """Each variable an operation defines -> (that operation, which of its outputs)."""
+    return {id(v): (i, k) for i, eqn in enumerate(eqns) for k, v in enumerate(eqn.outvars)}
+
+
+def _is_literal(v: Any) -> bool:
+    return hasattr(v, "val") and not hasattr(v, "suffix")
+
+
+def _text(x: Any) -> Any:
+    """Operation parameters as comparable text: sub-computations printed, with the
+    values of their constants."""
+    if hasattr(x, "jaxpr") and hasattr(x, "consts"):  # a closed jaxpr
+        return ("closed", str(x.jaxpr), tuple(_value_text(c) for c in x.consts))
+    if isinstance(x, dict):
+        return tuple(sorted((str(k), _text(v)) for k, v in x.items()))
+    if isinstance(x, (tuple, list)):
+        return tuple(_text(v) for v in x)
+    return repr(x)
+
+
+def _merge(states: Sequence[Any]) -> Any:
+    """Several labels' states (one signature, in lockstep) as one: Leaves unioned, every
+    other leaf taken from the first (they are equal)."""
     if len(states) == 1:
         return states[0]
 
@@ -273,7 +422,7 @@ def _merge(labels: Sequence[str], states: Sequence[Any]) -> Any:
             for x in xs:
                 tree = _union(tree, x.tree)
             return Leaves(tree)
-        return PerLabel(dict(zip(labels, xs)))
+        return xs[0]
 
     return jax.tree.map(merge, *states, is_leaf=_is_leaves)
 
@@ -289,17 +438,13 @@ def _union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _split(inner: Any, label: str, segs: Sequence[Segments]) -> Any:
-    """``label``'s state out of a group's merged state, over the leaves ``segs``."""
+def _split(inner: Any, segs: Sequence[Segments]) -> Any:
+    """One label's state out of a group's merged state, over its leaves ``segs``."""
 
     def part(x: Any) -> Any:
-        if _is_leaves(x):
-            return Leaves.of([(s, x.get(s)) for s in segs])
-        if isinstance(x, PerLabel):
-            return x.values[label]
-        return x
+        return Leaves.of([(s, x.get(s)) for s in segs]) if _is_leaves(x) else x
 
-    return jax.tree.map(part, inner, is_leaf=_is_slot)
+    return jax.tree.map(part, inner, is_leaf=_is_leaves)
 
 
 class _Layout(NamedTuple):
@@ -365,15 +510,44 @@ def partition(
         states = {lab: tx.init(_sub(flat, layout, lab)) for lab, tx in transforms.items()}
         # Labels in sorted order, not rule order: a group (its name, the order of its
         # stacked leaves) then depends only on which labels there are and their states,
-        # so a checkpoint restores after rules are reordered, counts in the right place.
+        # so a checkpoint restores after rules are reordered.
         by_signature: dict[Any, list[str]] = {}
         for lab in sorted(states):
             by_signature.setdefault(_signature(states[lab]), []).append(lab)
-        groups = {
-            group_name(labs): GroupState(tuple(labs), _merge(labs, [states[lab] for lab in labs]))
-            for labs in by_signature.values()
-        }
+        groups: dict[str, GroupState] = {}
+        for labs in by_signature.values():
+            for members in lockstep(labs, layout, flat):
+                merged = _merge([states[lab] for lab in members])
+                groups[group_name(members)] = GroupState(tuple(members), merged)
         return PartitionState(groups)
+
+    keys: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def lockstep(labs: list[str], layout: _Layout, flat: Sequence[Any]) -> list[list[str]]:
+        """``labs`` (one signature) in classes whose non-mirror state moves in lockstep."""
+        if len(labs) == 1:
+            return [labs]
+        kinds = {
+            lab: tuple(
+                sorted({jnp.result_type(flat[j]).name for j in layout.by_label.get(lab, [])})
+            )
+            for lab in labs
+        }
+        missing = [lab for lab in labs if (lab, kinds[lab]) not in keys]
+        if missing:
+            if len(keys) > 4 * len(transforms) + 64:
+                keys.clear()
+            by_kinds: dict[tuple[str, ...], list[str]] = {}
+            for lab in missing:
+                by_kinds.setdefault(kinds[lab], []).append(lab)
+            for kind, some in by_kinds.items():
+                found = lockstep_keys([transforms[lab] for lab in some], kind)
+                keys.update({(lab, kind): key for lab, key in zip(some, found)})
+        classes: dict[Any, list[str]] = {}
+        for lab in labs:
+            key = keys[lab, kinds[lab]]
+            classes.setdefault(("alone", lab) if key is None else key, []).append(lab)
+        return list(classes.values())
 
     def update_fn(
         updates: Any, state: PartitionState, params: Any = None, **extra: Any
@@ -387,7 +561,7 @@ def partition(
             new_states = []
             for lab in group.labels:
                 idx = layout.by_label.get(lab, [])
-                sub_state = _split(group.inner, lab, [layout.segs[j] for j in idx])
+                sub_state = _split(group.inner, [layout.segs[j] for j in idx])
                 tx = optax.with_extra_args_support(transforms[lab])
                 sub_updates, sub_state = tx.update(
                     _sub(flat_updates, layout, lab),
@@ -398,7 +572,8 @@ def partition(
                 for j in idx:
                     new_flat[j] = sub_updates.get(layout.segs[j])
                 new_states.append(sub_state)
-            groups[name] = GroupState(group.labels, _merge(group.labels, new_states))
+            # In lockstep, so every label's new count is the first's; XLA computes it once.
+            groups[name] = GroupState(group.labels, _merge(new_states))
         return jax.tree_util.tree_unflatten(treedef, new_flat), PartitionState(groups)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -417,7 +592,7 @@ def label_states(
     for group in state.groups.values():
         for lab in group.labels:
             segs = [layout.segs[j] for j in layout.by_label.get(lab, [])]
-            out[lab] = _split(group.inner, lab, segs)
+            out[lab] = _split(group.inner, segs)
     return out
 
 
@@ -465,7 +640,11 @@ def _entry_paths(tree: dict[str, Any], prefix: Segments) -> list[Segments]:
 def with_label_states(state: PartitionState, new: Mapping[str, Any]) -> PartitionState:
     """``state`` with the states of the labels in ``new`` replaced.
 
-    Each new state must have the structure :func:`label_states` gave for its label.
+    Each new state must have the structure :func:`label_states` gave for its label. A
+    group's labels share their non-mirror state (step counts), so a label whose new
+    count differs from the rest of its group's (a label reset alone) leaves the group
+    for one of its own, with its labels that got the same count: the state's structure
+    then changes (its group names), and its updates are each label's own, as before.
     """
     groups: dict[str, GroupState] = {}
     for name, group in state.groups.items():
@@ -473,19 +652,61 @@ def with_label_states(state: PartitionState, new: Mapping[str, Any]) -> Partitio
         if not touched:
             groups[name] = group
             continue
-        inner = group.inner
+        kept = [lab for lab in group.labels if lab not in new]
+        classes: list[tuple[list[Any], list[str]]] = []
+        if kept:
+            classes.append((_scalars(group.inner), kept))
         for lab in touched:
-            inner = _put(inner, lab, new[lab])
-        groups[name] = GroupState(group.labels, inner)
+            mine = _scalars(new[lab])
+            for scalars, members in classes:
+                if _same(scalars, mine):
+                    members.append(lab)
+                    break
+            else:
+                classes.append((mine, [lab]))
+        if len(classes) == 1:
+            inner = group.inner
+            for lab in touched:
+                inner = _put(inner, new[lab])
+            groups[name] = GroupState(group.labels, inner)
+            continue
+        mirrors = _mirror_paths(group.inner)
+        for lab in touched:  # what is left to the kept labels
+            for segs in _mirror_paths(new[lab]):
+                mirrors.discard(segs)
+        for _, members in classes:
+            parts = [new[lab] for lab in members if lab in new]
+            if members is kept:
+                parts.insert(0, _split(group.inner, sorted(mirrors)))
+            members.sort()
+            groups[group_name(members)] = GroupState(tuple(members), _merge(parts))
     return PartitionState(groups)
 
 
-def _put(inner: Any, label: str, mine: Any) -> Any:
-    def put(x: Any, y: Any) -> Any:
-        if _is_leaves(x):
-            return Leaves(_union(x.tree, y.tree))
-        if isinstance(x, PerLabel):
-            return PerLabel({**x.values, label: y})
-        return y
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two lists of state leaves are equal in value (never, for traced ones)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x is y:
+            continue
+        if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+            return False
+        if _value_text(x) != _value_text(y):
+            return False
+    return True
 
-    return jax.tree.map(put, inner, mine, is_leaf=_is_slot)
+
+def _mirror_paths(state: Any) -> set[Segments]:
+    """The parameter paths a state's mirrors hold (the first mirror's)."""
+    for x in jax.tree_util.tree_leaves(state, is_leaf=_is_leaves):
+        if _is_leaves(x):
+            return set(_entry_paths(x.tree, ()))
+    return set()
+
+
+def _put(inner: Any, mine: Any) -> Any:
+    def put(x: Any, y: Any) -> Any:
+        return Leaves(_union(x.tree, y.tree)) if _is_leaves(x) else y
+
+    return jax.tree.map(put, inner, mine, is_leaf=_is_leaves)
