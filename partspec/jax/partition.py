@@ -253,17 +253,15 @@ def lockstep_keys(
     """
     probe = _probe(dtypes)
     try:
-        abstract = [jax.eval_shape(tx.init, probe) for tx in transforms]
+        with jax.ensure_compile_time_eval():
+            concrete = Leaves({k: jnp.zeros((), v.dtype) for k, v in probe.tree.items()})
+            states = [tx.init(concrete) for tx in transforms]
+        starts = [tuple(_value_text(x) for x in _scalars(state)) for state in states]
 
         def run(states: list[Any], u: Leaves) -> list[list[Any]]:
             return [_scalars(tx.update(u, s, u)[1]) for tx, s in zip(transforms, states)]
 
-        closed = jax.make_jaxpr(run)(abstract, probe)
-        with jax.ensure_compile_time_eval():
-            concrete = Leaves({k: jnp.zeros((), v.dtype) for k, v in probe.tree.items()})
-            starts = [
-                tuple(_value_text(x) for x in _scalars(tx.init(concrete))) for tx in transforms
-            ]
+        closed = jax.make_jaxpr(run)(states, concrete)
     except Exception:  # a transformation that cannot be traced on its own: shares nothing
         return [None] * len(transforms)
     jaxpr = closed.jaxpr
@@ -271,7 +269,7 @@ def lockstep_keys(
     producer = _producers(jaxpr.eqns)
     keys: list[Any] = []
     n_in = n_out = 0
-    for state, start in zip(abstract, starts):
+    for state, start in zip(states, starts):
         inputs: dict[int, str] = {}
         for x in jax.tree_util.tree_leaves(state, is_leaf=_is_leaves):
             if _is_leaves(x):
@@ -491,6 +489,7 @@ def partition(
       is a :class:`PartitionState`.
     """
     cache: dict[Any, _Layout] = {}
+    extended = {lab: optax.with_extra_args_support(tx) for lab, tx in transforms.items()}
 
     def layout_of(tree: Any) -> _Layout:
         key = jax.tree_util.tree_structure(tree)
@@ -562,8 +561,7 @@ def partition(
             for lab in group.labels:
                 idx = layout.by_label.get(lab, [])
                 sub_state = _split(group.inner, [layout.segs[j] for j in idx])
-                tx = optax.with_extra_args_support(transforms[lab])
-                sub_updates, sub_state = tx.update(
+                sub_updates, sub_state = extended[lab].update(
                     _sub(flat_updates, layout, lab),
                     sub_state,
                     _sub(flat_params, layout, lab),

@@ -546,16 +546,16 @@ def resolve_tree(checked: CheckedSpec, params: Any) -> tuple[Resolution, Any, Re
             # `count(i)`: one walk labels the tree and counts; the labels that depend
             # on a count are put in once the counts are known.
             counting = CountingPass(checked)
-            labels = label_tree(counting.resolver, params, None, dtypes, counting)
+            labels = label_tree(counting.resolver, params, dtypes, counting)
             assert counting.final is not None
             checked = counting.final.checked
             resolver = counting.final
             if labels is None:  # the counts changed a label given during the walk
                 resolver = Resolver(checked, matcher_for(checked))
-                labels = label_tree(resolver, params, None, dtypes)
+                labels = label_tree(resolver, params, dtypes)
         else:
             resolver = Resolver(checked, matcher_for(checked))
-            labels = label_tree(resolver, params, None, dtypes)
+            labels = label_tree(resolver, params, dtypes)
         uncovered: list[tuple[tuple[str, ...], Any]] = []
 
         def uncovered_paths() -> list[str]:

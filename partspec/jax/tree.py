@@ -185,7 +185,6 @@ _NO_KEY = -2
 def label_tree(
     resolver: Resolver,
     tree: Any,
-    segments: list[tuple[tuple[str, ...], Any]] | None = None,
     dtypes: set[Any] | None = None,
     counting: CountingPass | None = None,
 ) -> Any:
@@ -193,7 +192,7 @@ def label_tree(
 
     Returns the label tree: same structure and container types as ``tree``, ``None``
     for uncovered leaves. The resolver records the outcomes (coverage, labels in use).
-    ``segments`` is ``leaf_segments(tree)`` if the caller has it already. Given a set
+    Given a set
     ``dtypes``, the walk adds every leaf's ``dtype`` to it (``None`` for a leaf without
     one), so that a caller needs no second pass over the leaves.
 
@@ -407,7 +406,7 @@ def label_tree(
 
     def locate_all(r: Resolver) -> None:
         # A condition failed on some leaf: find it again with its path, for the message.
-        for segs, x in segments if segments is not None else leaf_segments(tree):
+        for segs, x in leaf_segments(tree):
             r.locate(segs, functools.partial(leaf_info, x))
 
     try:

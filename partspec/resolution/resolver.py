@@ -234,9 +234,15 @@ class Resolver:
             or rules[r].where_captures
             or counted.intersection(rules[r].rule.captures)
         ]
-        keys = [capture_keys(p) for r in capturing for p in rules[r].rule.patterns]
-        known = [k for k in keys if k is not None]
-        return bool(capturing), None if len(known) < len(keys) else max(known, default=0)
+        leads = [self._rule_lead(r) for r in capturing]
+        known = [k for k in leads if k is not None]
+        return bool(capturing), None if len(known) < len(leads) else max(known, default=0)
+
+    def _rule_lead(self, r: int) -> int | None:
+        """How many leading keys of a path decide what rule ``r``'s patterns capture
+        (``None``: no fixed number)."""
+        keys = [capture_keys(p) for p in self._rules[r].rule.patterns]
+        return None if None in keys else max((k for k in keys if k is not None), default=0)
 
     def path_lead(self, f: int) -> int | None:
         """How many leading keys of a leaf's path, with its shape and dtype, decide the
@@ -280,11 +286,7 @@ class Resolver:
         reading += [w for w in cands if w >= n and counted.intersection(rules[w].rule.captures)]
         if any(rules[r].rule.where is not None for r in reading):
             return None
-        out: list[tuple[int, int | None]] = []
-        for r in reading:
-            keys = [capture_keys(p) for p in rules[r].rule.patterns]
-            out.append((r, None if None in keys else max(k for k in keys if k is not None)))
-        return out
+        return [(r, self._rule_lead(r)) for r in reading]
 
     def holds(self, r: int, leaf: LeafInfo | None) -> bool:
         """Whether rule ``r``'s ``where`` condition, which uses no capture, holds for a
