@@ -23,7 +23,7 @@ import pytest
 from flax.training import train_state
 
 import partspec
-from partspec.jax.partition import GroupState, PartitionState
+from partspec.jax.partition import GroupState, PartitionState, PerLabel
 from partspec.tools.diff import diff
 
 
@@ -367,6 +367,44 @@ def test_a_checkpoint_of_the_old_layout_restores_and_upgrades_bit_for_bit(tmp_pa
     assert bits(head.mu["head"]) == bits(old_head.mu["head"])
     resumed = train(restored.replace(tx=plan.tx, opt_state=upgraded), 2)
     assert bits(resumed.params) == bits(train(old, 2).params)
+
+
+THREE = (
+    "backbone/kernel -> adam(1e-4) as bk\nbackbone/bias -> adam(2e-4) as bb\n"
+    "head/** -> adam(1e-3) as head"
+)
+
+
+def test_a_checkpoint_of_the_0_2_layout_restores_and_upgrades_bit_for_bit(tmp_path: Path) -> None:
+    """partspec 0.2 kept a step count per label (`.../count/LABEL`); today labels in
+    lockstep share one. A 0.2 checkpoint restores under plan.legacy_tx("0.2") and
+    converts with plan.upgrade_state: equal counts share again, a count that differs (a
+    label reset alone in 0.2) keeps its own group, and training goes on as it would have."""
+    plan = partspec.compile(THREE, PARAMS)
+    old_tx = plan.legacy_tx("0.2")
+    old = train(create(old_tx), 3)
+    (group,) = old.opt_state.groups.values()
+    count = group.inner[0].count
+    assert isinstance(count, PerLabel) and sorted(count.values) == ["bb", "bk", "head"]
+    # As if `bb` had been reset alone one step ago: its own count, 1.
+    count.values["bb"] = jnp.ones_like(count.values["bb"])
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp_path / "old", old)
+        ckpt.wait_until_finished()
+        with pytest.raises(ValueError, match=r"count|[Ss]tructure"):
+            ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(plan.tx)))
+        restored = ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(old_tx)))
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    with pytest.raises(TypeError, match="upgrade_state"):
+        plan.tx.update(grads, restored.opt_state, PARAMS)
+    upgraded = plan.upgrade_state(restored.opt_state, restored.params)
+    assert sorted(g.labels for g in upgraded.groups.values()) == [("bb",), ("bk", "head")]
+    counts = {lab: int(s[0].count) for lab, s in plan.label_states(upgraded).items()}
+    assert counts == {"bb": 1, "bk": 3, "head": 3}
+    resumed = train(restored.replace(tx=plan.tx, opt_state=upgraded), 2)
+    assert bits(resumed.params) == bits(train(restored, 2).params)
+    with pytest.raises(ValueError, match=r"'0\.3'"):
+        plan.legacy_tx("0.3")
 
 
 def test_docs_checkpoints_code_blocks_run() -> None:

@@ -20,6 +20,7 @@ import pytest
 import partspec
 from partspec.tools.cli import main
 from partspec.tools.diff import (
+    LAYOUT_NOTE,
     MAX_LISTED,
     DiffReport,
     LeafChange,
@@ -375,6 +376,7 @@ def test_cli_restorable_exits_0(files: Path):
         "labels:\n"
         "  =  frozen  state kept                               4 leaves\n"
         "  =  head    state kept: adam(0.001) -> adam(0.0001)  2 leaves\n"
+        "\n" + LAYOUT_NOTE + "\n"
     )
 
 
@@ -395,7 +397,7 @@ def test_cli_unnamed_edit_exits_1_and_says_why(files: Path):
         "that later edits keep the label\n"
         "help: to resume from an existing checkpoint, restore it under OLD, then carry the state "
         "of the kept labels (and of renamed labels with the same state shape) over to NEW's "
-        "freshly initialised state\n"
+        "freshly initialised state\n" + LAYOUT_NOTE + "\n"
     )
 
 

@@ -55,12 +55,14 @@ __all__ = [
     "GroupState",
     "Leaves",
     "PartitionState",
+    "PerLabel",
     "group_name",
     "init_label",
     "label_states",
     "lockstep_keys",
     "partition",
     "refresh_leaves",
+    "upgrade_per_label",
     "with_label_states",
 ]
 
@@ -141,6 +143,33 @@ class Leaves:
         for s in segs or ("",):
             node = node[s]
         return node
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class PerLabel:
+    """partspec 0.2's layout of a group's non-mirror state: one value per label, keyed by
+    label (``.../count/head``). Made only by ``partition(..., per_label=True)``, the
+    target a 0.2 checkpoint restores into before :func:`upgrade_per_label` converts it.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], tuple[str, ...]]:
+        keys = tuple(self.values)
+        return [(jax.tree_util.DictKey(k), self.values[k]) for k in keys], keys
+
+    def tree_flatten(self) -> tuple[list[Any], tuple[str, ...]]:
+        return list(self.values.values()), tuple(self.values)
+
+    @classmethod
+    def tree_unflatten(cls, keys: tuple[str, ...], children: Sequence[Any]) -> PerLabel:
+        return cls(dict(zip(keys, children)))
+
+    def __repr__(self) -> str:
+        return f"PerLabel({self.values!r})"
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -408,9 +437,10 @@ def _text(x: Any) -> Any:
     return repr(x)
 
 
-def _merge(states: Sequence[Any]) -> Any:
+def _merge(states: Sequence[Any], per_label: Sequence[str] = ()) -> Any:
     """Several labels' states (one signature, in lockstep) as one: Leaves unioned, every
-    other leaf taken from the first (they are equal)."""
+    other leaf taken from the first (they are equal); with ``per_label`` (the labels,
+    partspec 0.2's layout), every other leaf kept per label."""
     if len(states) == 1:
         return states[0]
 
@@ -420,7 +450,7 @@ def _merge(states: Sequence[Any]) -> Any:
             for x in xs:
                 tree = _union(tree, x.tree)
             return Leaves(tree)
-        return xs[0]
+        return PerLabel(dict(zip(per_label, xs))) if per_label else xs[0]
 
     return jax.tree.map(merge, *states, is_leaf=_is_leaves)
 
@@ -436,13 +466,19 @@ def _union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _split(inner: Any, segs: Sequence[Segments]) -> Any:
+def _split(inner: Any, segs: Sequence[Segments], label: str = "") -> Any:
     """One label's state out of a group's merged state, over its leaves ``segs``."""
 
     def part(x: Any) -> Any:
-        return Leaves.of([(s, x.get(s)) for s in segs]) if _is_leaves(x) else x
+        if _is_leaves(x):
+            return Leaves.of([(s, x.get(s)) for s in segs])
+        return x.values[label] if isinstance(x, PerLabel) else x
 
-    return jax.tree.map(part, inner, is_leaf=_is_leaves)
+    return jax.tree.map(part, inner, is_leaf=_is_slot)
+
+
+def _is_slot(x: Any) -> bool:
+    return isinstance(x, (Leaves, PerLabel))
 
 
 class _Layout(NamedTuple):
@@ -477,12 +513,17 @@ def _sub(flat: Sequence[Any] | None, layout: _Layout, label: str) -> Leaves | No
 def partition(
     transforms: Mapping[str, optax.GradientTransformation],
     labels_for: Callable[[Any], Any],
+    *,
+    per_label: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.partition(transforms, labels_for)``, with the state laid out as above.
 
     Args:
       transforms: label -> its transformation.
       labels_for: a function from a tree (parameters, updates) to its label tree.
+      per_label: lay the state out as partspec 0.2 did: labels grouped by structure
+        alone, each label's non-mirror state kept apart in a :class:`PerLabel`. Only
+        to restore a checkpoint saved by 0.2 (see :func:`upgrade_per_label`).
 
     Returns:
       A transformation whose updates are those of ``optax.partition`` and whose state
@@ -515,8 +556,8 @@ def partition(
             by_signature.setdefault(_signature(states[lab]), []).append(lab)
         groups: dict[str, GroupState] = {}
         for labs in by_signature.values():
-            for members in lockstep(labs, layout, flat):
-                merged = _merge([states[lab] for lab in members])
+            for members in [labs] if per_label else lockstep(labs, layout, flat):
+                merged = _merge([states[lab] for lab in members], members if per_label else ())
                 groups[group_name(members)] = GroupState(tuple(members), merged)
         return PartitionState(groups)
 
@@ -557,10 +598,17 @@ def partition(
         new_flat = list(flat_updates)
         groups: dict[str, GroupState] = {}
         for name, group in state.groups.items():
+            apart = _per_label(group)
+            if apart and not per_label:
+                raise TypeError(
+                    "partspec: a state of partspec 0.2's layout (a step count per label); "
+                    "convert it with plan.upgrade_state(old_state, params) "
+                    "(docs/checkpoints.md)"
+                )
             new_states = []
             for lab in group.labels:
                 idx = layout.by_label.get(lab, [])
-                sub_state = _split(group.inner, [layout.segs[j] for j in idx])
+                sub_state = _split(group.inner, [layout.segs[j] for j in idx], lab)
                 sub_updates, sub_state = extended[lab].update(
                     _sub(flat_updates, layout, lab),
                     sub_state,
@@ -571,7 +619,8 @@ def partition(
                     new_flat[j] = sub_updates.get(layout.segs[j])
                 new_states.append(sub_state)
             # In lockstep, so every label's new count is the first's; XLA computes it once.
-            groups[name] = GroupState(group.labels, _merge(new_states))
+            merged = _merge(new_states, group.labels if apart else ())
+            groups[name] = GroupState(group.labels, merged)
         return jax.tree_util.tree_unflatten(treedef, new_flat), PartitionState(groups)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -590,8 +639,28 @@ def label_states(
     for group in state.groups.values():
         for lab in group.labels:
             segs = [layout.segs[j] for j in layout.by_label.get(lab, [])]
-            out[lab] = _split(group.inner, segs)
+            out[lab] = _split(group.inner, segs, lab)
     return out
+
+
+def _per_label(group: GroupState) -> bool:
+    """Whether a group is laid out as partspec 0.2 did (a :class:`PerLabel` in it)."""
+    if len(group.labels) < 2:
+        return False
+    slots = jax.tree_util.tree_leaves(group.inner, is_leaf=_is_slot)
+    return any(isinstance(x, PerLabel) for x in slots)
+
+
+def upgrade_per_label(
+    old: PartitionState, fresh: PartitionState, tree: Any, labels_for: Callable[[Any], Any]
+) -> PartitionState:
+    """A state of partspec 0.2's layout (``partition(..., per_label=True)``) in today's:
+    ``fresh`` (a new ``init``) with every label's state taken from ``old``.
+
+    Labels whose counts are equal share one again; a label whose count differs (one
+    reset alone) keeps its own, in a group of its own.
+    """
+    return with_label_states(fresh, label_states(old, tree, labels_for))
 
 
 def init_label(

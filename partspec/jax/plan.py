@@ -43,6 +43,7 @@ from partspec.jax.partition import (
     init_label,
     label_states,
     partition,
+    upgrade_per_label,
     with_label_states,
 )
 from partspec.jax.rates import label_hyperparams
@@ -173,38 +174,58 @@ class Plan:
             return replaced
         return (*state[:-1], replaced)
 
-    def legacy_tx(self) -> optax.GradientTransformation:
-        """The optimizer partspec 0.1 built for this plan: ``optax.partition`` (every label's
-        state over the whole tree, with placeholders), to restore a checkpoint saved then;
-        convert its state with :meth:`upgrade_state`."""
+    def legacy_tx(self, version: str = "0.1") -> optax.GradientTransformation:
+        """The optimizer an earlier partspec built for this plan, to restore a checkpoint
+        saved then; convert its state with :meth:`upgrade_state`.
+
+        Args:
+          version: ``"0.1"``: ``optax.partition`` (every label's state over the whole
+            tree, with placeholders). ``"0.2"``: partspec's partition with a step count
+            per label (``groups/GROUP/inner/0/count/LABEL``).
+        """
         if self.label_fn is None:  # pragma: no cover - every compiled plan has one
             raise TypeError("this plan was not made by partspec.compile")
+        if version == "0.1":
+            part: optax.GradientTransformation = optax.partition(self.transforms, self.label_fn)
+        elif version == "0.2":
+            part = partition(self.transforms, self.label_fn, per_label=True)
+        else:
+            raise ValueError(f"partspec: no legacy layout {version!r}; expected '0.1' or '0.2'")
         return _with_globals(
             self.checked,
-            optax.partition(self.transforms, self.label_fn),
+            part,
             self.label_fn,
             self.unfreeze_steps,
             frozenset(self.frozen_labels),
         )
 
     def upgrade_state(self, old_state: Any, params: Any) -> Any:
-        """A state of :meth:`legacy_tx` (an ``optax.PartitionState``), as a state of ``tx``.
+        """A state of :meth:`legacy_tx` (``"0.1"``: an ``optax.PartitionState``;
+        ``"0.2"``: a count per label), as a state of ``tx``.
 
         Every array keeps its value: each label's state is read by path (``0/mu/head/w``)
-        from the old layout, whose placeholders have no arrays.
+        from the old layout. Labels whose step counts are equal share one again; a label
+        whose count differs (one reset alone) keeps its own, in a group of its own.
 
         Raises:
           TypeError: ``old_state`` is not a state of :meth:`legacy_tx`.
           ValueError: the old state lacks an array the new layout needs (made by another
             spec or for other parameters).
         """
-        old_part = old_state if isinstance(old_state, optax.PartitionState) else None
+        old_part = (
+            old_state if isinstance(old_state, (optax.PartitionState, PartitionState)) else None
+        )
         if old_part is None and isinstance(old_state, tuple) and old_state:
             last = old_state[-1]
-            old_part = last if isinstance(last, optax.PartitionState) else None
+            old_part = last if isinstance(last, (optax.PartitionState, PartitionState)) else None
+        fresh = self.partition_state(self.tx.init(params))
+        if isinstance(old_part, PartitionState):
+            if {lab for g in old_part.groups.values() for lab in g.labels} != set(self.transforms):
+                raise TypeError("not a state of this plan's legacy_tx('0.2'): other labels")
+            upgraded = upgrade_per_label(old_part, fresh, params, self.labels_for)
+            return upgraded if old_state is old_part else (*old_state[:-1], upgraded)
         if old_part is None or set(old_part.inner_states) != set(self.transforms):
             raise TypeError("not a state of this plan's legacy_tx() (an optax.PartitionState)")
-        fresh = self.partition_state(self.tx.init(params))
         states = {}
         for label, tx in self.transforms.items():
             new = init_label(tx, params, self.labels_for, label)

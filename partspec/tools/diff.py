@@ -630,9 +630,15 @@ def render_diff(report: DiffReport) -> str:
             lines.append(f"  ... and {len(diffs) - MAX_LISTED} more")
 
     help_lines = [] if r.restorable else _help(r)
-    if help_lines:
-        lines += ["", *help_lines]
+    lines += ["", *help_lines, LAYOUT_NOTE]
     return "\n".join(lines) + "\n"
+
+
+#: Both sides of a diff are today's state layout; what earlier releases saved differs.
+LAYOUT_NOTE = (
+    "note: checkpoints saved by partspec 0.1 or 0.2 have another layout; they restore under "
+    "plan.legacy_tx(version), then plan.upgrade_state (docs/checkpoints.md)"
+)
 
 
 def _help(r: DiffReport) -> list[str]:
