@@ -13,6 +13,8 @@ process:
   Python and pytree work on the host; asynchronous dispatch);
 * ``compile``: ``jax.jit(step).lower(...).compile()`` wall time (tracing included),
   best of ``--compiles``;
+
+the two optimizers' compiles and calls alternate, so that drift hits both alike.
 * ``state``: optimizer-state bytes and pytree nodes (leaves and containers).
 
 Usage::
@@ -34,7 +36,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -168,10 +170,15 @@ def _bytes(tree: Any) -> int:
     return sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(tree))
 
 
-def measure(tx: optax.GradientTransformation, params: Any, repeat: int, compiles: int) -> Row:
+def measure(
+    txs: Sequence[optax.GradientTransformation], params: Any, repeat: int, compiles: int
+) -> list[Row]:
+    """One :class:`Row` per optimizer. Compiles alternate between them (best of
+    ``compiles`` each), and so do the timed calls, so that the machine's drift over the
+    run (another process, frequency scaling) falls on both sides alike."""
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
 
-    def make_step() -> Callable[[Any, Any], tuple[Any, Any]]:
+    def make_step(tx: optax.GradientTransformation) -> Callable[[Any, Any], tuple[Any, Any]]:
         # A new function each time, so that no trace of an earlier one is reused.
         def step(params: Any, state: Any) -> tuple[Any, Any]:
             updates, state = tx.update(grads, state, params)
@@ -179,35 +186,43 @@ def measure(tx: optax.GradientTransformation, params: Any, repeat: int, compiles
 
         return step
 
-    state = tx.init(params)
-    compile_s = float("inf")
+    states = [tx.init(params) for tx in txs]
+    compile_s = [float("inf")] * len(txs)
     for _ in range(compiles):
-        t0 = time.perf_counter()
-        compiled = jax.jit(make_step()).lower(params, state).compile()
-        compile_s = min(compile_s, time.perf_counter() - t0)
-        del compiled
-    fn = jax.jit(make_step())
-    p, s = jax.block_until_ready(fn(params, state))  # warm-up (and its compile)
-    steps, hosts = [], []
+        for i, (tx, state) in enumerate(zip(txs, states)):
+            t0 = time.perf_counter()
+            compiled = jax.jit(make_step(tx)).lower(params, state).compile()
+            compile_s[i] = min(compile_s[i], time.perf_counter() - t0)
+            del compiled
+    fns = [jax.jit(make_step(tx)) for tx in txs]
+    # Warm-up (and each one's compile).
+    carry = [jax.block_until_ready(fn(params, state)) for fn, state in zip(fns, states)]
+    steps: list[list[float]] = [[] for _ in txs]
+    hosts: list[list[float]] = [[] for _ in txs]
     gc.disable()
     try:
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            out = fn(p, s)
-            t1 = time.perf_counter()
-            p, s = jax.block_until_ready(out)
-            t2 = time.perf_counter()
-            hosts.append(t1 - t0)
-            steps.append(t2 - t0)
+            for i, fn in enumerate(fns):
+                p, s = carry[i]
+                t0 = time.perf_counter()
+                out = fn(p, s)
+                t1 = time.perf_counter()
+                carry[i] = jax.block_until_ready(out)
+                t2 = time.perf_counter()
+                hosts[i].append(t1 - t0)
+                steps[i].append(t2 - t0)
     finally:
         gc.enable()
-    return Row(
-        statistics.median(steps) * 1e3,
-        statistics.median(hosts) * 1e3,
-        compile_s,
-        _bytes(state),
-        _nodes(state),
-    )
+    return [
+        Row(
+            statistics.median(steps[i]) * 1e3,
+            statistics.median(hosts[i]) * 1e3,
+            compile_s[i],
+            _bytes(states[i]),
+            _nodes(states[i]),
+        )
+        for i in range(len(txs))
+    ]
 
 
 def same_updates(
@@ -255,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 plan = partspec.compile(text, params)
             ours_tx, base_tx = plan.tx, baseline(params, rates)
             diff = same_updates(ours_tx, base_tx, params)
-            ours, base = (
-                measure(ours_tx, params, args.repeat, args.compiles),
-                measure(base_tx, params, args.repeat, args.compiles),
-            )
+            ours, base = measure([ours_tx, base_tx], params, args.repeat, args.compiles)
             r_step = ours.step_ms / base.step_ms
             r_host = ours.host_ms / base.host_ms
             r_comp = ours.compile_s / base.compile_s
