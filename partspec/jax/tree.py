@@ -180,6 +180,8 @@ _UNCOVERED: Any = type("_Uncovered", (), {"__repr__": lambda self: "UNCOVERED"})
 _MISS: Any = object()
 #: ``lead_of`` for a state whose outcomes are not cached (captures after a ``**``).
 _NO_KEY = -2
+#: At most this many (conditions, shape, dtype) results are remembered per walk.
+_MAX_HELD = 4096
 
 
 def label_tree(
@@ -229,8 +231,11 @@ def label_tree(
     class_of: dict[int, tuple[tuple[int, ...], bool]] = {}
     rules: tuple[Any, ...] = (*resolver.checked.rules, *resolver.checked.with_rules)
     # Per final state, the rules whose conditions read only the leaf (no captures):
-    # leaves whose conditions all come out the same share an outcome too.
+    # leaves whose conditions all come out the same share an outcome too. ``held``:
+    # what those conditions gave, per (rules, shape, dtype), so that a leaf of a shape
+    # seen under another prefix finds its outcome without resolving.
     tested: dict[int, tuple[int, ...] | None] = {}
+    held: dict[Any, tuple[bool, ...]] = {}
 
     def first_sight(f: int) -> int:
         if counting is not None:
@@ -278,9 +283,13 @@ def label_tree(
             # The same rules hold for another shape: the same outcome.
             try:
                 info = leaf_info(v)
-                ck2 = (cands, tuple(resolver.holds(r, info) for r in conditions), prefix)
+                holds = tuple(resolver.holds(r, info) for r in conditions)
+                ck2 = (cands, holds, prefix)
             except SpecError:  # resolving it below says where and why
                 ck2 = None
+            else:
+                if len(held) < _MAX_HELD:  # shape and dtype hash: ``ck`` is a key
+                    held[conditions, shape, dtype] = holds
             if ck2 is not None:
                 got = by_leaf.get(ck2, _MISS)
                 if got is not _MISS:
@@ -367,13 +376,17 @@ def label_tree(
                         lead = lead_of.get(f, -1)
                         if 0 <= lead <= plen:
                             cands, reads_leaf = class_of[f]
+                            prefix = path[:lead] if lead else ()
                             try:
-                                lab = by_leaf.get(
-                                    (cands, v.shape, v.dtype, path[:lead] if lead else ())
-                                    if reads_leaf
-                                    else (cands, path[:lead] if lead else ()),
-                                    _MISS,
-                                )
+                                if not reads_leaf:
+                                    lab = by_leaf.get((cands, prefix), _MISS)
+                                else:
+                                    shape, dtype = v.shape, v.dtype
+                                    lab = by_leaf.get((cands, shape, dtype, prefix), _MISS)
+                                    if lab is _MISS and (conds := tested[f]) is not None:
+                                        h = held.get((conds, shape, dtype))
+                                        if h is not None:
+                                            lab = by_leaf.get((cands, h, prefix), _MISS)
                             except (AttributeError, TypeError):
                                 lab = _MISS
                             if lab is _MISS:
