@@ -287,12 +287,18 @@ def lockstep_keys(
             states = [tx.init(concrete) for tx in transforms]
         starts = [tuple(_value_text(x) for x in _scalars(state)) for state in states]
 
+        shapes: list[Any] = []
+
         def run(states: list[Any], u: Leaves) -> list[list[Any]]:
-            return [_scalars(tx.update(u, s, u)[1]) for tx, s in zip(transforms, states)]
+            out = [tx.update(u, s, u)[1] for tx, s in zip(transforms, states)]
+            shapes.extend(_signature(new) for new in out)
+            return [_scalars(new) for new in out]
 
         closed = jax.make_jaxpr(run)(states, concrete)
     except Exception:  # a transformation that cannot be traced on its own: shares nothing
         return [None] * len(transforms)
+    if shapes != [_signature(state) for state in states]:
+        return [None] * len(transforms)  # an update that changes its state's structure
     jaxpr = closed.jaxpr
     consts = {id(v): c for v, c in zip(jaxpr.constvars, closed.consts)}
     producer = _producers(jaxpr.eqns)
@@ -311,6 +317,11 @@ def lockstep_keys(
         cut = _cut(jaxpr.eqns, producer, consts, inputs, outs)
         keys.append(None if cut is None else (cut[0], start))
     return keys
+
+
+def _dtype_name(x: Any) -> str:
+    dtype = getattr(x, "dtype", None)
+    return dtype.name if isinstance(dtype, np.dtype) else jnp.result_type(x).name
 
 
 def _probe(dtypes: Sequence[Any]) -> Leaves:
@@ -568,9 +579,7 @@ def partition(
         if len(labs) == 1:
             return [labs]
         kinds = {
-            lab: tuple(
-                sorted({jnp.result_type(flat[j]).name for j in layout.by_label.get(lab, [])})
-            )
+            lab: tuple(sorted({_dtype_name(flat[j]) for j in layout.by_label.get(lab, [])}))
             for lab in labs
         }
         missing = [lab for lab in labs if (lab, kinds[lab]) not in keys]
