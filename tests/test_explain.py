@@ -147,6 +147,36 @@ def test_totals() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # Three Adam labels in lockstep: one group, one count.
+        "backbone/** -> adam(1e-4)\nhead/w -> adam(1e-3)\nhead/** -> adam(3e-3)",
+        # frozen until at two steps: their counts do not move together.
+        "backbone/** -> frozen until 5 then adam(1e-4)\nhead/w -> frozen until 9 then "
+        "adam(1e-3)\nhead/** -> sgd(0.1, momentum=0.9)",
+    ],
+)
+def test_total_state_bytes_are_the_optimizer_states_own(spec: str) -> None:
+    """Each label's row counts its step count; labels of one group share one, and the
+    total must be what the optimizer really holds, not the rows' sum."""
+    leaves = [
+        Leaf(("backbone", "a"), (8, 4), "float32"),
+        Leaf(("backbone", "b"), (4,), "bfloat16"),
+        Leaf(("head", "w"), (4, 3), "float32"),
+        Leaf(("head", "b"), (3,), "float32"),
+    ]
+    report = explain(spec, leaves)
+    tree = _sds_tree(leaves)
+    plan = partspec.compile(spec, tree)
+    state = jax.eval_shape(lambda t: plan.partition_state(plan.tx.init(t)), tree)
+    truth = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state))
+    assert report["totals"]["optimizer_state_bytes"] == truth
+    rows = sum(lab["optimizer_state_bytes"] for lab in report["labels"])
+    shared = sum(len(g.labels) - 1 for g in state.groups.values())
+    assert rows - truth == 4 * shared  # an int32 count per extra label of a group
+
+
 def test_params_and_values() -> None:
     assert _report()["params"] == {"lr": 0.001}
     report = _report(values={"lr": 0.5})

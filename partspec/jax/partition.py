@@ -57,6 +57,7 @@ __all__ = [
     "PartitionState",
     "PerLabel",
     "group_name",
+    "group_scalars",
     "init_label",
     "label_states",
     "lockstep_keys",
@@ -253,6 +254,19 @@ def _signature(state: Any) -> Any:
 def _scalars(state: Any) -> list[Any]:
     """The state leaves that mirror no parameter (step counts, keys), in tree order."""
     return [x for x in jax.tree_util.tree_leaves(state, is_leaf=_is_leaves) if not _is_leaves(x)]
+
+
+def group_scalars(group: GroupState) -> list[Any]:
+    """The state a group's labels share: its leaves that mirror no parameter (step
+    counts, noise keys), held once for all of them.
+
+    >>> import jax.numpy as jnp, optax
+    >>> tx = partition({"x": optax.adam(0.1), "y": optax.adam(0.2)}, lambda t: {"a": "x", "b": "y"})
+    >>> (group,) = tx.init({"a": jnp.ones(2), "b": jnp.ones(3)}).groups.values()
+    >>> group.labels, group_scalars(group)
+    (('x', 'y'), [Array(0, dtype=int32)])
+    """
+    return _scalars(group.inner)
 
 
 # ------------------------------------------------------------------ lockstep

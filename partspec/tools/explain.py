@@ -131,6 +131,7 @@ import jax
 import numpy as np
 
 from partspec.diagnostics import SpecWarning, printable
+from partspec.jax.partition import group_scalars, partition
 from partspec.jax.rates import rates_at
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec, check_spec
@@ -353,7 +354,7 @@ def explain(
         "rules": rules,
         "with_rules": _with_rows(res, labels),
         "labels": labels,
-        "totals": _totals(labels, sizes),
+        "totals": _totals(labels, sizes, _shared_state_bytes(plan, res, sizes)),
         "diagnostics": [
             {
                 "code": d.code,
@@ -527,7 +528,31 @@ def _natural(text: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
-def _totals(labels: list[dict[str, Any]], sizes: _Sizes) -> dict[str, int]:
+def _shared_state_bytes(plan: Any, res: Resolution, sizes: _Sizes) -> int:
+    """Bytes of the state that labels of one group share (their step count): each
+    label's row counts it, the optimizer's state holds it once per group.
+
+    The groups are found as ``init`` finds them, on a tree of one scalar leaf per label
+    and dtype (what grouping reads: each label's state structure and dtypes)."""
+    kinds: dict[str, set[np.dtype[Any]]] = {}
+    for lab, (_, dtype) in zip(res.labels, sizes.keys):
+        assert lab is not None
+        kinds.setdefault(lab, set()).add(np.dtype(dtype))
+    tree = {lab: {d.name: jax.ShapeDtypeStruct((), d) for d in ds} for lab, ds in kinds.items()}
+
+    def labels_for(t: Any) -> Any:
+        return {lab: {k: lab for k in sub} for lab, sub in t.items()}
+
+    part = partition({lab: plan.transforms[lab] for lab in kinds}, labels_for)
+    state = jax.eval_shape(part.init, tree)
+    shared = 0
+    for group in state.groups.values():
+        scalars = group_scalars(group)
+        shared += (len(group.labels) - 1) * sum(_nbytes(x) for x in scalars)
+    return shared
+
+
+def _totals(labels: list[dict[str, Any]], sizes: _Sizes, shared: int = 0) -> dict[str, int]:
     def total(key: str, which: Callable[[dict[str, Any]], bool]) -> int:
         return sum(lab[key] for lab in labels if which(lab))
 
@@ -542,7 +567,7 @@ def _totals(labels: list[dict[str, Any]], sizes: _Sizes) -> dict[str, int]:
         "parameter_bytes": all_bytes,
         "trainable_parameter_bytes": all_bytes - frozen_bytes,
         "frozen_parameter_bytes": frozen_bytes,
-        "optimizer_state_bytes": total("optimizer_state_bytes", lambda lab: True),
+        "optimizer_state_bytes": total("optimizer_state_bytes", lambda lab: True) - shared,
     }
 
 
