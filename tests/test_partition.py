@@ -337,3 +337,30 @@ def test_a_label_reset_alone_leaves_its_group_and_trains_as_under_optax_partitio
     }
     again = with_label_states(ours, all_fresh)
     assert sorted(g.labels for g in again.groups.values()) == [("x", "z"), ("y",)]
+
+
+@pytest.mark.parametrize("steps", [0, 2])
+def test_a_reset_has_the_same_structure_traced_as_run(steps: int) -> None:
+    """A checkpoint saved after a reset restores into a target made by the same reset
+    under jax.eval_shape: which groups a reset makes must not depend on the values (at
+    step 0 the fresh count equals the group's)."""
+    params = {"a": jnp.ones(3), "b": jnp.ones(2), "c": jnp.ones(1)}
+    labels = {"a": "x", "b": "y", "c": "z"}
+    transforms = {lab: optax.adam(0.1 * (i + 1)) for i, lab in enumerate("xyz")}
+    tx = partition(transforms, lambda _: labels)
+
+    def reset(state: Any) -> Any:
+        return with_label_states(state, {"y": transforms["y"].init(Leaves({"b": jnp.ones(2)}))})
+
+    state = tx.init(params)
+    for _ in range(steps):
+        _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    run = reset(state)
+    traced = jax.eval_shape(reset, state)
+    assert jax.tree.structure(run) == jax.tree.structure(traced)
+    assert sorted(g.labels for g in run.groups.values()) == [("x", "z"), ("y",)]
+    # A state edited in its mirrors only, its count the very array it had, stays put.
+    mine = label_states(state, params, lambda _: labels)["y"]
+    edited = (mine[0]._replace(mu=Leaves({"b": jnp.zeros(2)})), *mine[1:])
+    kept = with_label_states(state, {"y": edited})
+    assert [g.labels for g in kept.groups.values()] == [("x", "y", "z")]

@@ -731,10 +731,15 @@ def with_label_states(state: PartitionState, new: Mapping[str, Any]) -> Partitio
     """``state`` with the states of the labels in ``new`` replaced.
 
     Each new state must have the structure :func:`label_states` gave for its label. A
-    group's labels share their non-mirror state (step counts), so a label whose new
-    count differs from the rest of its group's (a label reset alone) leaves the group
-    for one of its own, with its labels that got the same count: the state's structure
-    then changes (its group names), and its updates are each label's own, as before.
+    group's labels share their non-mirror state (step counts). A label given other
+    count arrays than its group's (a label reset alone: not the very arrays
+    :func:`label_states` gave) leaves the group for one of its own, with the other
+    labels given the same arrays: the state's structure then changes (its group names),
+    and each label's updates stay its own. When every label of a group is given a
+    state, labels whose counts are equal in value stay together (what an upgrade from
+    an older layout needs). Which groups result depends on which arrays are given, not
+    on their values, except in that last case: so ``jax.eval_shape`` of a reset gives
+    the structure of the reset itself (a restore target).
     """
     groups: dict[str, GroupState] = {}
     for name, group in state.groups.items():
@@ -749,7 +754,7 @@ def with_label_states(state: PartitionState, new: Mapping[str, Any]) -> Partitio
         for lab in touched:
             mine = _scalars(new[lab])
             for scalars, members in classes:
-                if _same(scalars, mine):
+                if _same(scalars, mine, by_value=not kept):
                     members.append(lab)
                     break
             else:
@@ -773,13 +778,16 @@ def with_label_states(state: PartitionState, new: Mapping[str, Any]) -> Partitio
     return PartitionState(groups)
 
 
-def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    """Whether two lists of state leaves are equal in value (never, for traced ones)."""
+def _same(a: Sequence[Any], b: Sequence[Any], *, by_value: bool) -> bool:
+    """Whether two lists of state leaves are the same arrays, or (``by_value``) equal
+    in value (never, for traced ones)."""
     if len(a) != len(b):
         return False
     for x, y in zip(a, b):
         if x is y:
             continue
+        if not by_value:
+            return False
         if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
             return False
         if _value_text(x) != _value_text(y):
