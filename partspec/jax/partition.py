@@ -25,8 +25,8 @@ So the state has about as many nodes and bytes as one optimizer's, whatever the 
 of labels, and each label is still updated by its own transformation with its own leaves
 (the updates of ``optax.partition``, to the bit). :func:`label_states` gives each label's
 own state back (what ``optax.partition`` would have held, without the placeholders), and
-:func:`with_label_states` puts edited ones in: a label whose edited step count differs
-from its group's leaves the group for one of its own.
+:func:`with_label_states` puts edited ones in: a label given a step count of its own
+(reset alone) leaves the group for one of its own.
 
 >>> import jax.numpy as jnp, optax
 >>> params = {"a": jnp.ones(2), "b": jnp.ones(3)}
