@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from partspec.jax.optimizers import frozen, frozen_until
@@ -391,6 +391,7 @@ def layered_specs(draw: Any) -> tuple[str, dict[str, Any]]:
     return "\n".join([*rules, f"** -> adam({draw(lr)})"]) + "\n", params
 
 
+@settings(max_examples=50)  # two jit compiles per example: bounded in every profile
 @given(layered_specs(), st.integers(0, 1000))
 def test_compiled_specs_update_as_the_unfused_per_label_partition(
     case: tuple[str, dict[str, Any]], seed: int
