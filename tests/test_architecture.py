@@ -34,6 +34,7 @@ ORDER: list[tuple[str, list[str]]] = [
             "_tablegen",
             "ast",
             "formatter",
+            "lalr",
             "grammar",
             "syntax_errors",
             "parser",

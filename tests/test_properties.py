@@ -655,46 +655,8 @@ def test_label_paths_agrees_with_matching_each_path(
 
 # ---------------------------------------------------------------- comments survive fmt
 
-_PIECES = ["clip(1.0)", "sgd(0.1)", "adam(lr)", "add_decayed_weights(1e-4)"]
 
-
-@st.composite
-def commented_specs(draw: st.DrawFn) -> str:
-    """Spec text with comments everywhere a comment may go: own lines, trailing, and
-    inside statements written over several lines."""
-    n = 0
-
-    def comment() -> str:
-        nonlocal n
-        n += 1
-        return f"# c{n} " + draw(st.text("ab #->", max_size=4))
-
-    lines = ["let lr = 1e-3"]
-    for i in range(draw(st.integers(1, 4))):
-        if draw(st.booleans()):
-            lines.append(comment())
-        if draw(st.booleans()):
-            lines.append("")
-        args = draw(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=3))
-        if draw(st.booleans()):  # one line
-            text = f"r{i}/** -> chain({', '.join(args)})"
-            lines.append(text + (f"  {comment()}" if draw(st.booleans()) else ""))
-            continue
-        parts = [f"r{i}/** -> chain("]
-        for j, arg in enumerate(args):
-            end = ")" if j == len(args) - 1 else ","
-            parts.append(f"    {arg}{end}")
-        for k in range(len(parts)):
-            if draw(st.booleans()):
-                parts[k] += f"  {comment()}"
-        for k in reversed(range(1, len(parts))):
-            if draw(st.booleans()):
-                parts.insert(k, f"    {comment()}")  # a comment line inside the call
-        lines += parts
-    return "\n".join(lines) + "\n"
-
-
-@given(commented_specs())
+@given(S.commented_specs())
 def test_fmt_keeps_every_comment_in_order(text: str) -> None:
     """fmt deleted all but the last comment inside a multi-line statement."""
     before = parse_syntax(text)

@@ -28,6 +28,8 @@ from lark.grammar import Rule
 from lark.lexer import TerminalDef
 
 from partspec._caches import register_lru
+from partspec.language.lalr import Driver
+from partspec.language.lalr import driver as make_driver
 
 __all__ = [
     "LARK_OPTIONS",
@@ -36,6 +38,8 @@ __all__ = [
     "NestingError",
     "build",
     "collect_comments",
+    "comments_sink",
+    "driver",
     "grammar_digest",
     "grammar_text",
     "lark_parser",
@@ -60,6 +64,11 @@ def collect_comments() -> Iterator[list[Token]]:
         yield sink
     finally:
         _comments.reset(token)
+
+
+def comments_sink() -> list[Token] | None:
+    """Where the comments of the parse in progress go (None outside :func:`collect_comments`)."""
+    return _comments.get(None)
 
 
 def grammar_text() -> str:
@@ -157,7 +166,11 @@ def _track_positions(callback: Any) -> Any:
 
 
 def _hook_positions(lark: Lark) -> bool:
-    """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found."""
+    """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found.
+
+    The unwrapped callbacks stay in ``lark._partspec_callbacks`` for :func:`driver`,
+    which tracks positions itself.
+    """
     callbacks = getattr(lark, "_callbacks", None)
     lalr = getattr(getattr(getattr(lark, "parser", None), "parser", None), "parser", None)
     if not isinstance(callbacks, dict):
@@ -165,6 +178,7 @@ def _hook_positions(lark: Lark) -> bool:
     if getattr(lalr, "callbacks", None) is not callbacks:
         return False  # pragma: no cover
     table = cast("dict[Any, Any]", callbacks)
+    lark._partspec_callbacks = dict(table)  # type: ignore[attr-defined]
     for rule, callback in list(table.items()):
         table[rule] = _track_positions(callback)
     return True
@@ -202,6 +216,28 @@ def lark_parser() -> Lark:
 
     lark = make(positions=False)
     return lark if _hook_positions(lark) else make(positions=True)
+
+
+@functools.cache
+def driver() -> Driver | None:
+    """The lean driver over :func:`lark_parser`'s tables (None where it cannot be built).
+
+    It parses valid text as Lark does, in about half the time; on anything else the
+    caller parses with :func:`lark_parser`, whose errors the diagnostics read.
+    """
+    lark = lark_parser()
+    callbacks = getattr(lark, "_partspec_callbacks", None)
+    if callbacks is None:  # pragma: no cover - Lark tracks positions itself
+        return None
+    return make_driver(
+        lark,
+        callbacks=callbacks,
+        node_class=_Node,
+        open_brackets=_PostLex._OPEN,
+        close_brackets=_PostLex._CLOSE,
+        separator="_SEP",
+        max_nesting=MAX_NESTING,
+    )
 
 
 #: The options the grammar is analysed with (the parser adds its post-lexer and the
@@ -297,3 +333,4 @@ def load_tables(text: str) -> dict[str, Any]:
 
 
 register_lru("language.parser", lark_parser, owner=__name__, what="the Lark parser, built once")
+register_lru("language.driver", driver, owner=__name__, what="the lean LALR driver, built once")

@@ -29,9 +29,12 @@ from partspec.language.grammar import (
     MAX_NESTING,
     NestingError,
     collect_comments,
+    comments_sink,
+    driver,
     grammar_text,
     lark_parser,
 )
+from partspec.language.lalr import Fallback
 from partspec.language.syntax_errors import _tok_span, syntax_diagnostic
 from partspec.language.vocabulary import KEYWORDS
 
@@ -114,9 +117,20 @@ def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
 
 def _lark_parse(text: str, start: str) -> Tree:
     """The parse tree of ``text`` from the grammar's ``start`` symbol, or a SpecError."""
+    lean = driver()
+    if lean is not None:
+        comments = comments_sink()
+        mark = len(comments) if comments is not None else 0
+        try:
+            with no_gc():
+                tree: Tree = lean.parse(text, start)
+            return tree
+        except Fallback:  # not valid text, or not as the driver expects: Lark says why
+            if comments is not None:
+                del comments[mark:]
     try:
         with no_gc():
-            tree: Tree = lark_parser().parse(text, start=start)
+            tree = lark_parser().parse(text, start=start)
             return tree
     except NestingError as exc:
         raise _error(
