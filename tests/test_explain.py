@@ -155,11 +155,20 @@ def test_totals() -> None:
         # frozen until at two steps: their counts do not move together.
         "backbone/** -> frozen until 5 then adam(1e-4)\nhead/w -> frozen until 9 then "
         "adam(1e-3)\nhead/** -> sgd(0.1, momentum=0.9)",
+        # A global transformation chained before the partition.
+        "global clip_by_global_norm(1.0)\nbackbone/** -> adam(1e-4)\nhead/** -> adam(1e-3)",
     ],
 )
-def test_total_state_bytes_are_the_optimizer_states_own(spec: str) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["one init", "label by label"])
+def test_total_state_bytes_are_the_optimizer_states_own(
+    spec: str, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each label's row counts its step count; labels of one group share one, and the
-    total must be what the optimizer really holds, not the rows' sum."""
+    total must be what the optimizer really holds, not the rows' sum. Small trees take
+    the groups from one init of the plan; large ones (here forced) from a tree of one
+    leaf per label and dtype."""
+    if not direct:
+        monkeypatch.setattr(explain_mod, "DIRECT_EVAL_MAX_LEAVES", 0)
     leaves = [
         Leaf(("backbone", "a"), (8, 4), "float32"),
         Leaf(("backbone", "b"), (4,), "bfloat16"),

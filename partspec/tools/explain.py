@@ -131,7 +131,7 @@ import jax
 import numpy as np
 
 from partspec.diagnostics import SpecWarning, printable
-from partspec.jax.partition import group_scalars, partition
+from partspec.jax.partition import PartitionState, group_scalars, partition
 from partspec.jax.rates import rates_at
 from partspec.language import ast
 from partspec.language.checker import CheckedSpec, check_spec
@@ -343,7 +343,8 @@ def explain(
         [LeafInfo(tuple(leaf.shape), leaf.dtype) for leaf in leaves],
     )
     rules = _rule_rows(res, sizes)
-    labels = _label_rows(plan, tree, res, sizes, rules)
+    state_bytes, shared_bytes = _state_bytes(plan, tree, res, sizes)
+    labels = _label_rows(plan, res, sizes, rules, state_bytes)
     return {
         "version": SCHEMA_VERSION,
         "spec": spec.filename,
@@ -354,7 +355,7 @@ def explain(
         "rules": rules,
         "with_rules": _with_rows(res, labels),
         "labels": labels,
-        "totals": _totals(labels, sizes, _shared_state_bytes(plan, res, sizes)),
+        "totals": _totals(labels, sizes, shared_bytes),
         "diagnostics": [
             {
                 "code": d.code,
@@ -450,19 +451,20 @@ def _with_rows(res: Resolution, labels: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _label_rows(
-    plan: Any, tree: Any, res: Resolution, sizes: _Sizes, rules: list[dict[str, Any]]
+    plan: Any,
+    res: Resolution,
+    sizes: _Sizes,
+    rules: list[dict[str, Any]],
+    state_bytes: dict[str, int],
 ) -> list[dict[str, Any]]:
     """One row per label in use: its evaluated action, what it owns, its optimizer state."""
-    counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
     totals: dict[str, list[int]] = {}
-    for lab, n, nb, key in zip(res.labels, sizes.params, sizes.bytes, sizes.keys):
+    for lab, n, nb in zip(res.labels, sizes.params, sizes.bytes):
         assert lab is not None
-        counts.setdefault(lab, Counter())[key] += 1
         tot = totals.setdefault(lab, [0, 0, 0])
         tot[0] += 1
         tot[1] += n
         tot[2] += nb
-    state_bytes = _state_bytes(plan, tree, counts, len(sizes.params))
     series = _rate_series(res)
     peaks = {lab: max((v for v in vs if v is not None), default=None) for lab, vs in series.items()}
     top = max((p or 0.0 for lab, p in peaks.items() if not res.actions[lab].frozen), default=0.0)
@@ -528,12 +530,19 @@ def _natural(text: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
-def _shared_state_bytes(plan: Any, res: Resolution, sizes: _Sizes) -> int:
+def _shared_bytes(state: PartitionState) -> int:
     """Bytes of the state that labels of one group share (their step count): each
-    label's row counts it, the optimizer's state holds it once per group.
+    label's row counts it, the optimizer's state holds it once per group."""
+    shared = 0
+    for group in state.groups.values():
+        scalars = group_scalars(group)
+        shared += (len(group.labels) - 1) * sum(_nbytes(x) for x in scalars)
+    return shared
 
-    The groups are found as ``init`` finds them, on a tree of one scalar leaf per label
-    and dtype (what grouping reads: each label's state structure and dtypes)."""
+
+def _groups_state(plan: Any, res: Resolution, sizes: _Sizes) -> PartitionState:
+    """The state's groups, found as ``init`` finds them, on a tree of one scalar leaf per
+    label and dtype (what grouping reads: each label's state structure and dtypes)."""
     kinds: dict[str, set[np.dtype[Any]]] = {}
     for lab, (_, dtype) in zip(res.labels, sizes.keys):
         assert lab is not None
@@ -544,12 +553,8 @@ def _shared_state_bytes(plan: Any, res: Resolution, sizes: _Sizes) -> int:
         return {lab: {k: lab for k in sub} for lab, sub in t.items()}
 
     part = partition({lab: plan.transforms[lab] for lab in kinds}, labels_for)
-    state = jax.eval_shape(part.init, tree)
-    shared = 0
-    for group in state.groups.values():
-        scalars = group_scalars(group)
-        shared += (len(group.labels) - 1) * sum(_nbytes(x) for x in scalars)
-    return shared
+    state: PartitionState = jax.eval_shape(part.init, tree)
+    return state
 
 
 def _totals(labels: list[dict[str, Any]], sizes: _Sizes, shared: int = 0) -> dict[str, int]:
@@ -605,21 +610,25 @@ def _lhs(rule: ast.Rule | ast.WithRule) -> str:
 
 
 def _state_bytes(
-    plan: Any,
-    tree: Any,
-    label_counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]],
-    n_leaves: int,
-) -> dict[str, int]:
-    """Optimizer-state bytes per label (0 for frozen labels)."""
-    if n_leaves <= DIRECT_EVAL_MAX_LEAVES:
-        inner = jax.eval_shape(lambda t: plan.label_states(plan.tx.init(t)), tree)
-        return {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}
-    return {
+    plan: Any, tree: Any, res: Resolution, sizes: _Sizes
+) -> tuple[dict[str, int], int]:
+    """Optimizer-state bytes per label (0 for frozen labels), and the bytes that labels
+    of one group share (counted in each label's row, held once)."""
+    if len(sizes.params) <= DIRECT_EVAL_MAX_LEAVES:
+        # One init of the plan's own transformation: its groups come with it.
+        state, inner = jax.eval_shape(lambda t: (s := plan.tx.init(t), plan.label_states(s)), tree)
+        return {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}, _shared_bytes(plan.partition_state(state))
+    counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
+    for lab, key in zip(res.labels, sizes.keys):
+        assert lab is not None
+        counts.setdefault(lab, Counter())[key] += 1
+    per_label = {
         lab: 0
         if lab in plan.frozen_labels
-        else _counted_state_bytes(tx.init, label_counts.get(lab, Counter()))
+        else _counted_state_bytes(tx.init, counts.get(lab, Counter()))
         for lab, tx in plan.transforms.items()
     }
+    return per_label, _shared_bytes(_groups_state(plan, res, sizes))
 
 
 # ------------------------------------------------------------------ rendering
