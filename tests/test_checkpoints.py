@@ -342,6 +342,19 @@ def test_carry_over_kept_labels_after_a_breaking_edit(
 # ---------------------------------------------------------------- partspec 0.1's layout
 
 
+def restore_old_layout(
+    tmp_path: Path, old: Any, plan: partspec.Plan, old_tx: Any, *, refused: str
+) -> Any:
+    """Save ``old`` (a train state of an earlier layout); check that Orbax refuses it
+    under today's target (no silent restore), then restore it under ``old_tx``."""
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp_path / "old", old)
+        ckpt.wait_until_finished()
+        with pytest.raises(ValueError, match=refused):
+            ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(plan.tx)))
+        return ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(old_tx)))
+
+
 def test_a_checkpoint_of_the_old_layout_restores_and_upgrades_bit_for_bit(tmp_path: Path) -> None:
     """partspec 0.1 saved optax.partition states; they restore under plan.legacy_tx() and
     convert with plan.upgrade_state, and training goes on as it would have."""
@@ -349,14 +362,7 @@ def test_a_checkpoint_of_the_old_layout_restores_and_upgrades_bit_for_bit(tmp_pa
     old_tx = plan.legacy_tx()
     old = train(create(old_tx), 3)
     assert isinstance(old.opt_state, optax.PartitionState)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(tmp_path / "old", old)
-        ckpt.wait_until_finished()
-        # Today's target: Orbax reports the mismatch (no silent restore)...
-        with pytest.raises(ValueError, match=r"groups|inner_states"):
-            ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(plan.tx)))
-        # ... and the old layout restores.
-        restored = ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(old_tx)))
+    restored = restore_old_layout(tmp_path, old, plan, old_tx, refused=r"groups|inner_states")
     with pytest.raises(TypeError, match="upgrade_state"):
         plan.partition_state(restored.opt_state)
     upgraded = plan.upgrade_state(restored.opt_state, restored.params)
@@ -388,12 +394,7 @@ def test_a_checkpoint_of_the_0_2_layout_restores_and_upgrades_bit_for_bit(tmp_pa
     assert isinstance(count, PerLabel) and sorted(count.values) == ["bb", "bk", "head"]
     # As if `bb` had been reset alone one step ago: its own count, 1.
     count.values["bb"] = jnp.ones_like(count.values["bb"])
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(tmp_path / "old", old)
-        ckpt.wait_until_finished()
-        with pytest.raises(ValueError, match=r"count|[Ss]tructure"):
-            ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(plan.tx)))
-        restored = ckpt.restore(tmp_path / "old", jax.eval_shape(lambda: create(old_tx)))
+    restored = restore_old_layout(tmp_path, old, plan, old_tx, refused=r"count|[Ss]tructure")
     grads = jax.tree.map(jnp.ones_like, PARAMS)
     with pytest.raises(TypeError, match="upgrade_state"):
         plan.tx.update(grads, restored.opt_state, PARAMS)

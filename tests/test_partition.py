@@ -215,6 +215,34 @@ def test_lockstep_keys_share_rates_but_not_steps_seeds_or_gradient_counters() ->
     assert seed0 != seed1
 
 
+def _counter(grow: bool = False, fail: bool = False) -> optax.GradientTransformation:
+    """A step counter; ``grow``: its update returns a state of another structure;
+    ``fail``: its update cannot be traced on its own."""
+
+    def init(params: Any) -> Any:
+        return {"count": jnp.zeros((), jnp.int32)}
+
+    def update(updates: Any, state: Any, params: Any = None) -> Any:
+        if fail:
+            raise RuntimeError("needs the whole tree")
+        new = {"count": state["count"] + 1}
+        if grow:
+            new["seen"] = state["count"]
+        return updates, new
+
+    return optax.GradientTransformation(init, update)
+
+
+@pytest.mark.parametrize("odd", ["grow", "fail"])
+def test_lockstep_keys_share_nothing_when_an_update_changes_its_state_or_fails(odd: str) -> None:
+    """Two plain counters share a key; with one whose update changes its state's
+    structure, or cannot be traced, in the same call, no transformation is keyed."""
+    plain = lockstep_keys([_counter(), _counter()])
+    assert plain[0] == plain[1] is not None
+    odd_one = _counter(grow=odd == "grow", fail=odd == "fail")
+    assert lockstep_keys([_counter(), _counter(), odd_one]) == [None, None, None]
+
+
 def test_a_hundred_adam_labels_have_one_state_like_one_adam() -> None:
     params = {f"layer_{i}": {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)} for i in range(100)}
     labels = {f"layer_{i}": {"w": f"l{i}", "b": f"l{i}"} for i in range(100)}
