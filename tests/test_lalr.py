@@ -120,6 +120,23 @@ def test_selectors_parse_alike_or_fall_back(text: str) -> None:
     assert_same(text, "selector")
 
 
+# Pieces of the language, to string together at random: mostly errors, now and then a
+# statement no generator writes.
+_PIECES = (
+    "a", "b_1", "/", "**", "*", "?", "[ab]", "{x,y}", "{0..3}", "<i>", "<j:int>", "->",
+    "adam(1e-3)", "sgd", "(", ")", ",", "1", "0.5", "1e-3", "frozen", "until", "then",
+    "where", "except", "as", "let", "param", "global", "include", "with", "=", "lr",
+    "[", "]", "\n", ";", "# c\n", '"s p"', "and", "or", "not", "<", "<=", "==", "+",
+    "-", "ndim", "shape[0]", "true", "none", "(?i)", "count(i)", "\\", " ",
+)  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14), st.sampled_from(["", " "]))
+def test_random_token_strings_parse_alike_or_fall_back(pieces: list[str], sep: str) -> None:
+    assert_same(sep.join(pieces))
+    assert_same(sep.join(pieces), "selector")
+
+
 SPECS = sorted((ROOT / "examples").rglob("*.pspec"))
 
 
