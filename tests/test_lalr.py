@@ -35,12 +35,13 @@ def _pos(tok: Any) -> Any:
 
 
 def shape(node: Any) -> Any:
-    """Everything of a parse tree the converter can read, as plain tuples."""
+    """Everything of a parse tree the converter can read, as plain tuples: the driver
+    records a node's span as its first and last tokens, Lark in ``meta``."""
     if isinstance(node, Token):
         return ("token", node.type, str(node), _pos(node))
     if isinstance(node, Tree):
-        spans = tuple(_pos(getattr(node, a, None)) for a in ("start", "end", "cstart", "cend"))
-        return ("tree", str(node.data), spans, tuple(shape(c) for c in node.children))
+        span = parser._meta_span(node)
+        return ("tree", str(node.data), span, tuple(shape(c) for c in node.children))
     return ("value", node)
 
 

@@ -81,6 +81,7 @@ def test_tables_parse_like_a_freshly_built_parser(
         tree_class=grammar._Node,
     )
     monkeypatch.setattr(parser, "lark_parser", lambda: fresh)
+    monkeypatch.setattr(parser, "driver", lambda: None)  # valid text too goes to `fresh`
     assert outcome() == from_tables
 
 
@@ -95,9 +96,34 @@ def _spans(node: object) -> list[object]:
     return []
 
 
-def test_partspec_tracks_positions_itself() -> None:
-    """Lark's propagate_positions costs a third of the parse; the hook must stay active."""
-    assert grammar.lark_parser().options.propagate_positions is False
+def test_valid_text_goes_through_the_driver_which_tracks_positions_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lark's propagate_positions costs a third of a parse: valid text must not reach
+    Lark's parser, whose own tracking is kept for errors."""
+    lean = grammar.driver()
+    assert lean is not None
+    assert grammar.lark_parser().options.propagate_positions is True
+
+    calls: list[str] = []
+    real = grammar.lark_parser
+
+    def counted() -> object:
+        calls.append("lark")
+        return real()
+
+    monkeypatch.setattr(parser, "lark_parser", counted)
+    valid = 0
+    for text in SAMPLES:
+        calls.clear()
+        try:
+            parser.parse_syntax(text)
+        except partspec.SpecError:
+            continue  # a syntax error: Lark's parser says what is wrong
+        else:
+            assert not calls, text
+            valid += 1
+    assert valid >= len(SAMPLES) // 2
 
 
 def test_nothing_under_the_temp_dir_is_read(tmp_path: pathlib.Path) -> None:

@@ -8,7 +8,9 @@ nothing is analysed at start-up (about 100 ms) and nothing is unpickled, unlike 
 local user could have written. A grammar edited without regenerating the tables is
 analysed afresh, never cached; ``tests/test_parser_tables.py`` checks the tables.
 
-:func:`lark_parser` is the factory; the parser module is its only user.
+:func:`lark_parser` (Lark's own parser, the reference and the source of syntax
+errors) and :func:`driver` (the lean loop valid text goes through) are the factories;
+the parser module is their only user.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from lark import Lark, Token, Tree, __version__
 from lark.grammar import Rule
@@ -117,12 +119,13 @@ class _PostLex:
 
 
 class _Node(Tree):
-    """A parse-tree node that knows its first and last tokens.
+    """A parse-tree node that knows its first and last tokens (set by the driver).
 
     ``start``/``end`` span the node's own symbols; ``cstart``/``cend`` (its
     "container") also cover the tokens of rules that were inlined into it, such as the
     parentheses around an expression, exactly as Lark's ``propagate_positions``
-    computes ``meta`` (which costs a third of the parse).
+    computes ``meta`` (which costs a third of a parse). Nodes built by Lark itself
+    carry ``meta`` instead.
     """
 
     # Class defaults: most nodes are made and thrown away by inlining, so they are
@@ -133,101 +136,54 @@ class _Node(Tree):
     cend: Token | None = None
 
 
-def _track_positions(callback: Any) -> Any:
-    """Wrap one rule's tree-building callback to record its node's first and last tokens.
-
-    The callback gets the rule's symbols before Lark filters out punctuation, so a
-    call's span ends at its ``)``.
-    """
-
-    def build(children: list[Any]) -> Any:
-        res = callback(children)
-        if isinstance(res, _Node):
-            first = last = None
-            for c in children:
-                first = c.cstart if isinstance(c, _Node) else c
-                if first is not None:
-                    break
-            for c in reversed(children):
-                last = c.cend if isinstance(c, _Node) else c
-                if last is not None:
-                    break
-            if first is not None:
-                if res.start is None:
-                    res.start = first
-                res.cstart = first
-            if last is not None:
-                if res.end is None:
-                    res.end = last
-                res.cend = last
-        return res
-
-    return build
-
-
-def _hook_positions(lark: Lark) -> bool:
-    """Wrap the parser's callbacks with :func:`_track_positions`; False if they are not found.
-
-    The unwrapped callbacks stay in ``lark._partspec_callbacks`` for :func:`driver`,
-    which tracks positions itself.
-    """
-    callbacks = getattr(lark, "_callbacks", None)
-    lalr = getattr(getattr(getattr(lark, "parser", None), "parser", None), "parser", None)
-    if not isinstance(callbacks, dict):
-        return False  # pragma: no cover - a lark whose internals moved
-    if getattr(lalr, "callbacks", None) is not callbacks:
-        return False  # pragma: no cover
-    table = cast("dict[Any, Any]", callbacks)
-    lark._partspec_callbacks = dict(table)  # type: ignore[attr-defined]
-    for rule, callback in list(table.items()):
-        table[rule] = _track_positions(callback)
-    return True
-
-
-@functools.cache
-def lark_parser() -> Lark:
-    """The parser, built once: from the tables generated into the package.
+def _load(positions: bool) -> Lark:
+    """A Lark parser from the tables generated into the package.
 
     Nothing is read from (or written to) a cache outside the package: Lark's own
     ``cache=True`` unpickles a file from the shared temporary directory. When the
     grammar no longer matches the tables (a grammar edited in a source checkout), it
     is analysed afresh (about 100 ms), never cached.
-
-    Positions are tracked by :func:`_track_positions` rather than by Lark's
-    ``propagate_positions`` (the same spans, in half the time); should a lark release
-    move the callbacks it wraps, Lark's own tracking is used.
     """
+    options = {
+        "postlex": _PostLex(),
+        "lexer_callbacks": {"COMMENT": _on_comment},
+        "tree_class": _Node,
+        "propagate_positions": positions,
+    }
+    grammar = grammar_text()
+    try:
+        tables = load_tables(TABLES.read_text(encoding="utf-8"))
+        if tables["grammar_sha256"] == grammar_digest(grammar):
+            return Lark._load_from_dict(tables["data"], tables["memo"], **options)
+    except Exception:  # pragma: no cover - missing tables, or a lark that reads them otherwise
+        pass
+    return build(grammar, **options)
 
-    def make(positions: bool) -> Lark:
-        options = {
-            "postlex": _PostLex(),
-            "lexer_callbacks": {"COMMENT": _on_comment},
-            "tree_class": _Node,
-            "propagate_positions": positions,
-        }
-        grammar = grammar_text()
-        try:
-            tables = load_tables(TABLES.read_text(encoding="utf-8"))
-            if tables["grammar_sha256"] == grammar_digest(grammar):
-                return Lark._load_from_dict(tables["data"], tables["memo"], **options)
-        except Exception:  # pragma: no cover - missing tables, or a lark that reads them otherwise
-            pass
-        return build(grammar, **options)
 
-    lark = make(positions=False)
-    return lark if _hook_positions(lark) else make(positions=True)
+@functools.cache
+def lark_parser() -> Lark:
+    """Lark's own parser, built once, with Lark's own position tracking.
+
+    The reference: text the :func:`driver` does not take (a syntax error, or a lark
+    whose internals the driver does not know) is parsed by it, and the diagnostics
+    are built from its exceptions.
+    """
+    return _load(positions=True)
 
 
 @functools.cache
 def driver() -> Driver | None:
-    """The lean driver over :func:`lark_parser`'s tables (None where it cannot be built).
+    """The lean driver over the same tables (None where it cannot be built).
 
-    It parses valid text as Lark does, in about half the time; on anything else the
-    caller parses with :func:`lark_parser`, whose errors the diagnostics read.
+    It parses valid text to the tree :func:`lark_parser` builds, with the same spans,
+    in less than half the time; on anything else it raises
+    :class:`~partspec.language.lalr.Fallback` and the caller parses with
+    :func:`lark_parser`. It runs on a Lark of its own, without ``propagate_positions``,
+    whose tree-building callbacks it calls directly.
     """
-    lark = lark_parser()
-    callbacks = getattr(lark, "_partspec_callbacks", None)
-    if callbacks is None:  # pragma: no cover - Lark tracks positions itself
+    lark = _load(positions=False)
+    callbacks = getattr(lark, "_callbacks", None)
+    if not isinstance(callbacks, dict):  # pragma: no cover - a lark whose internals moved
         return None
     return make_driver(
         lark,
