@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lark import Token, Tree
-from lark.exceptions import UnexpectedInput
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 import partspec
 from partspec.language import grammar, parser
@@ -45,28 +46,42 @@ def shape(node: Any) -> Any:
     return ("value", node)
 
 
+def error(exc: Exception) -> Any:
+    """What the diagnostics read of a parse error, as plain tuples."""
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        return ("UnexpectedToken", tok.type, str(tok), _pos(tok), sorted(exc.expected))
+    if isinstance(exc, UnexpectedCharacters):
+        where = (exc.pos_in_stream, exc.line, exc.column)
+        return ("UnexpectedCharacters", where, sorted(exc.allowed or ()))
+    return (type(exc).__name__,)
+
+
 def both(text: str, start: str = "start") -> tuple[Any, Any]:
     """(Lark's outcome, the driver's outcome): a tree's shape and its comments, or the
-    kind of failure."""
+    error."""
     with grammar.collect_comments() as comments:
         try:
             lark_out: Any = (shape(grammar.lark_parser().parse(text, start=start)), comments[:])
         except (UnexpectedInput, grammar.NestingError) as exc:
-            lark_out = ("error", type(exc).__name__)
+            lark_out = ("error", error(exc))
     lean = grammar.driver()
     assert lean is not None, "the driver is built for the pinned lark"
     with grammar.collect_comments() as comments:
         try:
             lean_out: Any = (shape(lean.parse(text, start)), comments[:])
+        except UnexpectedInput as exc:
+            lean_out = ("error", error(exc))
         except Fallback:
             lean_out = ("fallback",)
     return lark_out, lean_out
 
 
 def assert_same(text: str, start: str = "start") -> None:
+    """The same tree, or the same error; only brackets nested too deep fall back."""
     lark_out, lean_out = both(text, start)
-    if lark_out[0] == "error":
-        assert lean_out == ("fallback",), f"Lark rejects {text!r}, the driver parsed it"
+    if lark_out == ("error", ("NestingError",)):
+        assert lean_out == ("fallback",), text
     else:
         assert lean_out == lark_out, text
 
@@ -110,14 +125,28 @@ def mutated(draw: st.DrawFn) -> str:
 
 
 @given(mutated())
-def test_mutated_specs_parse_alike_or_fall_back(text: str) -> None:
-    """Wherever Lark raises, the driver falls back (so the error is Lark's); wherever
-    Lark parses, the driver builds the same tree."""
+def test_mutated_specs_parse_alike_or_fail_alike(text: str) -> None:
+    """Wherever Lark raises, the driver raises the same error at the same token, with the
+    same expected terminals; wherever Lark parses, the driver builds the same tree."""
     assert_same(text)
 
 
+@given(mutated())
+def test_syntax_diagnostics_are_the_same_with_and_without_the_driver(text: str) -> None:
+    with patch.object(parser, "driver", lambda: None):
+        try:
+            plain: Any = parser.parse_syntax(text)
+        except partspec.SpecError as err:
+            plain = err.diagnostics
+    try:
+        lean: Any = parser.parse_syntax(text)
+    except partspec.SpecError as err:
+        lean = err.diagnostics
+    assert lean == plain
+
+
 @given(st.text(_EDIT_CHARS, max_size=30))
-def test_selectors_parse_alike_or_fall_back(text: str) -> None:
+def test_selectors_parse_alike_or_fail_alike(text: str) -> None:
     assert_same(text, "selector")
 
 
@@ -133,7 +162,7 @@ _PIECES = (
 
 
 @given(st.lists(st.sampled_from(_PIECES), max_size=14), st.sampled_from(["", " "]))
-def test_random_token_strings_parse_alike_or_fall_back(pieces: list[str], sep: str) -> None:
+def test_random_token_strings_parse_alike_or_fail_alike(pieces: list[str], sep: str) -> None:
     assert_same(sep.join(pieces))
     assert_same(sep.join(pieces), "selector")
 
@@ -168,7 +197,7 @@ def test_edge_texts(text: str) -> None:
 
 def test_nesting_too_deep_falls_back_to_larks_error() -> None:
     text = "a -> sgd(" + "(" * 150 + "1" + ")" * 150 + ")\n"
-    assert both(text) == (("error", "NestingError"), ("fallback",))
+    assert both(text) == (("error", ("NestingError",)), ("fallback",))
     with pytest.raises(partspec.SpecError) as info:
         partspec.parse(text)
     assert info.value.diagnostics[0].code == "E102"
@@ -193,7 +222,7 @@ def test_a_fallback_drops_the_comments_the_driver_collected(monkeypatch: Any) ->
     "text",
     ["a/** -> adam(1e-3\nb -> frozen\n", "a/** -> adam(1e-3))\n", "a/** -> ~\n", "a/** ->\n"],
 )
-def test_errors_are_larks_through_the_fallback(text: str, monkeypatch: Any) -> None:
+def test_errors_are_larks(text: str, monkeypatch: Any) -> None:
     """The diagnostics of a syntax error are the same with and without the driver."""
     with pytest.raises(partspec.SpecError) as lean:
         parser.parse_syntax(text)

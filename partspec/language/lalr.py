@@ -5,12 +5,15 @@ object, a :class:`~lark.Token` built through its checking constructor, line coun
 on every token. For valid text, :meth:`Driver.parse` does the same work in one loop: the same
 parse table, the same contextual lexer's regular expressions (chosen by the parser
 state, exactly as Lark's contextual lexer chooses them), the same token and rule
-callbacks, so it returns the same tree, with the same token positions. It never
-reports an error itself: on anything it does not expect (a character no terminal
-matches, a token the table has no action for, brackets nested too deep, a lexer that
-is not the contextual one) it raises :class:`Fallback`, and the caller parses the text
-again with Lark, whose exception the diagnostics are built from. Tests compare the two
-on generated and mutated specs (``tests/test_lalr.py``).
+callbacks, so it returns the same tree, with the same token positions. Where the
+text is not valid, it raises the exception Lark would raise at the same place
+(:class:`~lark.exceptions.UnexpectedToken` with the terminals the state expects, or
+:class:`~lark.exceptions.UnexpectedCharacters`, after trying the other states'
+terminals as Lark's contextual lexer does), which the diagnostics are built from. On
+what it does not handle itself (brackets nested too deep, which Lark's post-lexer
+reports) it raises :class:`Fallback`, and the caller parses the text again with Lark.
+Tests compare the two, trees and errors, on generated, mutated and random specs
+(``tests/test_lalr.py``).
 
 >>> from partspec.language.grammar import collect_comments, driver, lark_parser
 >>> text = "backbone/** -> frozen  # keep\\nhead/* -> adam(5e-3)\\n"
@@ -21,7 +24,7 @@ on generated and mutated specs (``tests/test_lalr.py``).
 >>> driver().parse("head/* -> adam(5e-3", "start")
 Traceback (most recent call last):
 ...
-partspec.language.lalr.Fallback
+lark.exceptions.UnexpectedToken: Unexpected token Token('$END', '') ...
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import BasicLexer, ContextualLexer
 from lark.parse_tree_builder import ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
@@ -99,8 +103,14 @@ class Driver:
                     basic.ignore_types,
                     basic.newline_types,
                     dict(basic.callback),
+                    # What Lark's error says this state's lexer would have taken.
+                    frozenset(scanner.allowed_types - basic.ignore_types) or {"<END-OF-FILE>"},
                 )
             self._scanners[state] = by_lexer[key]
+        root = lexer.root_lexer
+        if not isinstance(root, BasicLexer):
+            raise TypeError("the driver needs Lark's basic root lexer")
+        self._root = (tuple(root.scanner._mres), dict(root.callback))
         # The table, recoded for the loop: per state and symbol, the next state (an
         # int) for a shift, or a reduction (expansion length, callback, origin name).
         # A rule of one symbol whose callback only unwraps a single child
@@ -125,7 +135,12 @@ class Driver:
             self._table[state] = row
 
     def parse(self, text: str, start: str) -> Any:
-        """The tree Lark would build for ``text``, or :class:`Fallback`."""
+        """The tree Lark would build for ``text``.
+
+        Raises:
+          UnexpectedToken, UnexpectedCharacters: Lark's error for invalid text.
+          Fallback: brackets nested too deep; Lark's parser reports it.
+        """
         table = self._table
         scanners = self._scanners
         callbacks = self._callbacks
@@ -144,13 +159,15 @@ class Driver:
         new_str = str.__new__
         while True:
             if pos < n:
-                mres, ignore, newlines, tok_callbacks = scanners[state_stack[-1]]
+                mres, ignore, newlines, tok_callbacks, allowed = scanners[state_stack[-1]]
                 for mre in mres:
                     m = mre.match(text, pos)
                     if m is not None:
                         break
                 else:
-                    raise Fallback
+                    raise self._unexpected_characters(
+                        text, pos, line, pos - line_start + 1, allowed, last
+                    )
                 value = m.group(0)
                 type_ = m.lastgroup
                 start_pos = pos
@@ -203,7 +220,9 @@ class Driver:
                 try:
                     act = table[state_stack[-1]][type_]
                 except KeyError:
-                    raise Fallback from None
+                    # Lark's own error: the terminals this state has an action for.
+                    expected = {t for t in table[state_stack[-1]] if t.isupper()}
+                    raise UnexpectedToken(tok, expected) from None
                 if type(act) is int:
                     if is_end:
                         raise Fallback
@@ -227,28 +246,59 @@ class Driver:
                 res: Any = callback(children)
                 if type(res) is node:
                     # Its first and last tokens, through the nodes inlined into it.
-                    first = last = None
+                    head = tail = None
                     for c in children:
-                        first = c.cstart if type(c) is node else c
-                        if first is not None:
+                        head = c.cstart if type(c) is node else c
+                        if head is not None:
                             break
                     for c in reversed(children):
-                        last = c.cend if type(c) is node else c
-                        if last is not None:
+                        tail = c.cend if type(c) is node else c
+                        if tail is not None:
                             break
-                    if first is not None:
+                    if head is not None:
                         if res.start is None:
-                            res.start = first
-                        res.cstart = first
-                    if last is not None:
+                            res.start = head
+                        res.cstart = head
+                    if tail is not None:
                         if res.end is None:
-                            res.end = last
-                        res.cend = last
+                            res.end = tail
+                        res.cend = tail
                 new_state = table[state_stack[-1]][origin]
                 state_stack.append(new_state)
                 value_stack.append(res)
                 if is_end and new_state == end_state:
                     return res
+
+    def _unexpected_characters(
+        self, text: str, pos: int, line: int, col: int, allowed: Any, last: Token | None
+    ) -> UnexpectedInput:
+        """Lark's error where no terminal of the state matches: as its contextual lexer
+        does, an :class:`UnexpectedToken` if a terminal of another state matches there
+        (what the text has is then named), :class:`UnexpectedCharacters` if none does."""
+        error = UnexpectedCharacters(
+            text,
+            pos,
+            line,
+            col,
+            allowed=allowed,
+            token_history=None if last is None else [last],
+        )
+        mres, callbacks = self._root
+        for mre in mres:
+            m = mre.match(text, pos)
+            if m is not None:
+                break
+        else:
+            return error
+        value = m.group(0)
+        tok = Token(m.lastgroup, value, pos, line, col)
+        end_line = line + value.count("\n")
+        tok.end_line = end_line
+        tok.end_column = col + len(value) if end_line == line else len(value) - value.rindex("\n")
+        tok.end_pos = m.end()
+        if tok.type in callbacks:
+            tok = callbacks[tok.type](tok)
+        return UnexpectedToken(tok, allowed, token_history=[last])
 
 
 def driver(lark: Lark, **options: Any) -> Driver | None:

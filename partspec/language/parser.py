@@ -118,17 +118,17 @@ def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
 def _lark_parse(text: str, start: str) -> Tree:
     """The parse tree of ``text`` from the grammar's ``start`` symbol, or a SpecError."""
     lean = driver()
-    if lean is not None:
-        comments = comments_sink()
-        mark = len(comments) if comments is not None else 0
-        try:
-            with no_gc():
-                tree: Tree = lean.parse(text, start)
-            return tree
-        except Fallback:  # not valid text, or not as the driver expects: Lark says why
-            if comments is not None:
-                del comments[mark:]
     try:
+        if lean is not None:
+            comments = comments_sink()
+            mark = len(comments) if comments is not None else 0
+            try:
+                with no_gc():
+                    tree: Tree = lean.parse(text, start)
+                return tree
+            except Fallback:  # what the driver leaves to Lark: Lark parses it again
+                if comments is not None:
+                    del comments[mark:]
         with no_gc():
             tree = lark_parser().parse(text, start=start)
             return tree
