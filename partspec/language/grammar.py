@@ -8,8 +8,8 @@ nothing is analysed at start-up (about 100 ms) and nothing is unpickled, unlike 
 local user could have written. A grammar edited without regenerating the tables is
 analysed afresh, never cached; ``tests/test_parser_tables.py`` checks the tables.
 
-:func:`lark_parser` (Lark's own parser, the reference and the source of syntax
-errors) and :func:`driver` (the lean loop valid text goes through) are the factories;
+:func:`lark_parser` (Lark's own parser, the reference) and :func:`driver` (the lean
+loop every parse goes through) are the factories;
 the parser module is their only user.
 """
 
@@ -164,9 +164,9 @@ def _load(positions: bool) -> Lark:
 def lark_parser() -> Lark:
     """Lark's own parser, built once, with Lark's own position tracking.
 
-    The reference: text the :func:`driver` does not take (a syntax error, or a lark
-    whose internals the driver does not know) is parsed by it, and the diagnostics
-    are built from its exceptions.
+    The reference the :func:`driver` is tested against; it parses what the driver
+    leaves to it (brackets nested too deep, or everything under a lark whose
+    internals the driver does not know).
     """
     return _load(positions=True)
 
@@ -176,8 +176,8 @@ def driver() -> Driver | None:
     """The lean driver over the same tables (None where it cannot be built).
 
     It parses valid text to the tree :func:`lark_parser` builds, with the same spans,
-    in less than half the time; on anything else it raises
-    :class:`~partspec.language.lalr.Fallback` and the caller parses with
+    and raises the error Lark raises for invalid text, in less than half the time;
+    where it raises :class:`~partspec.language.lalr.Fallback` the caller parses with
     :func:`lark_parser`. It runs on a Lark of its own, without ``propagate_positions``,
     whose tree-building callbacks it calls directly.
     """
