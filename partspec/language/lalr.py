@@ -118,6 +118,8 @@ class Driver:
         # callback would return it.
         reductions: dict[Any, tuple[int, Callable[[Any], Any] | None, str]] = {}
         self._table: dict[int, dict[str, Any]] = {}
+        # (state below, top state, lookahead) -> the top after its unit reductions.
+        self._units: dict[tuple[int, int, str], int] = {}
         for state, acts in self._states.items():
             row: dict[str, Any] = {}
             for symbol, (action, arg) in acts.items():
@@ -142,6 +144,7 @@ class Driver:
           Fallback: brackets nested too deep; Lark's parser reports it.
         """
         table = self._table
+        units = self._units
         scanners = self._scanners
         callbacks = self._callbacks
         node: Any = self._node
@@ -231,10 +234,20 @@ class Driver:
                     break
                 size, callback, origin = act
                 if callback is None:
+                    if not is_end:
+                        # A chain of unit reductions (`expr` down to `atom`) replaces
+                        # the top state only: where it ends depends on the state
+                        # below, the top and the lookahead, so it is followed once.
+                        key = (state_stack[-2], state_stack[-1], type_)
+                        top = units.get(key)
+                        if top is None:
+                            top = units[key] = self._unit_chain(*key)
+                        state_stack[-1] = top
+                        continue
                     del state_stack[-1]
                     new_state = table[state_stack[-1]][origin]
                     state_stack.append(new_state)
-                    if is_end and new_state == end_state:
+                    if new_state == end_state:
                         return value_stack[-1]
                     continue
                 if size:
@@ -268,6 +281,16 @@ class Driver:
                 value_stack.append(res)
                 if is_end and new_state == end_state:
                     return res
+
+    def _unit_chain(self, below: int, top: int, lookahead: str) -> int:
+        """The top state after every unit reduction that ``lookahead`` makes in a row
+        from ``top`` (above ``below``); the loop then takes the next action there."""
+        table = self._table
+        while True:
+            act = table[top].get(lookahead)
+            if type(act) is not tuple or act[1] is not None:
+                return top
+            top = table[below][act[2]]
 
     def _unexpected_characters(
         self, text: str, pos: int, line: int, col: int, allowed: Any, last: Token | None
