@@ -74,19 +74,21 @@ def parse_syntax(text: str, filename: str | None = None) -> ast.Spec:
         raise TypeError(f"spec text must be str, not {type(text).__name__}")
     if text.startswith("\ufeff"):
         text = text[1:]
-    with collect_comments() as comments:
+    # One pause of the collector for the whole parse: the parse tree becomes garbage
+    # only when the AST is built, and a collection in between would scan it all.
+    with collect_comments() as comments, no_gc():
         try:
             tree = _lark_parse(text, "start")
-            with no_gc():
-                statements = _Converter(text).convert(tree)
+            statements = _Converter(text).convert(tree)
         except SpecError as err:
             raise SpecError([d.with_source(text, filename) for d in err.diagnostics]) from None
-    return ast.Spec(
-        statements=statements,
-        source=text,
-        filename=filename,
-        comments=tuple(_comment_nodes(comments, text)),
-    )
+        del tree  # freed by reference counting, before the collector runs again
+        return ast.Spec(
+            statements=statements,
+            source=text,
+            filename=filename,
+            comments=tuple(_comment_nodes(comments, text)),
+        )
 
 
 def parse_selector(text: str, filename: str | None = "<pattern>") -> ast.Rule:
