@@ -79,7 +79,6 @@ class Driver:
             raise TypeError("the driver needs Lark's contextual lexer")
         lalr = frontend.parser.parser
         table = lalr.parse_table
-        self._states: dict[int, dict[str, tuple[Any, Any]]] = table.states
         self._start_states: dict[str, int] = table.start_states
         self._end_states: dict[str, int] = table.end_states
         self._callbacks = callbacks
@@ -120,7 +119,7 @@ class Driver:
         self._table: dict[int, dict[str, Any]] = {}
         # (state below, top state, lookahead) -> the top after its unit reductions.
         self._units: dict[tuple[int, int, str], int] = {}
-        for state, acts in self._states.items():
+        for state, acts in table.states.items():
             row: dict[str, Any] = {}
             for symbol, (action, arg) in acts.items():
                 if action is Shift:

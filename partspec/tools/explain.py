@@ -617,9 +617,8 @@ def _state_bytes(
     if len(sizes.params) <= DIRECT_EVAL_MAX_LEAVES:
         # One init of the plan's own transformation: its groups come with it.
         state, inner = jax.eval_shape(lambda t: (s := plan.tx.init(t), plan.label_states(s)), tree)
-        return {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}, _shared_bytes(
-            plan.partition_state(state)
-        )
+        per_label = {lab: _tree_nbytes(inner[lab]) for lab in plan.transforms}
+        return per_label, _shared_bytes(plan.partition_state(state))
     counts: dict[str, Counter[tuple[tuple[int, ...], np.dtype[Any]]]] = {}
     for lab, key in zip(res.labels, sizes.keys):
         assert lab is not None
